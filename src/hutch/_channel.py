@@ -1,0 +1,703 @@
+"""The channel layer: one pika channel, driven from any thread through the I/O thread.
+
+A :class:`Channel` remembers what it declared, its QoS, its consumers and its unconfirmed
+publishes, so that after a reconnect it can re-create all of it on a new pika channel.
+Delivery tags belong to one pika channel: each reopen starts a new *generation*, and acks
+for deliveries of an older generation are dropped (the broker redelivers those messages).
+
+This module and :mod:`hutch._connection` are the only ones that import pika.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+import pika
+import pika.exceptions as pex
+from pika.adapters.blocking_connection import BlockingChannel
+
+from hutch._connection import IoLoop, map_pika_error
+from hutch._exceptions import (
+    ChannelClosed,
+    ClosedError,
+    ConnectionLost,
+    HutchError,
+    Nacked,
+    Unroutable,
+)
+from hutch._message import Properties
+from hutch._topology import Binding, Exchange, Queue, TopologyItem, ordered
+
+if TYPE_CHECKING:
+    import pika.channel
+    import pika.spec
+
+__all__ = ["Channel", "Delivery", "OutgoingMessage"]
+
+log = logging.getLogger("hutch")
+
+_UTC = _dt.timezone.utc
+
+
+def _async_channel(ch: BlockingChannel) -> pika.channel.Channel:
+    """The asynchronous pika channel under a BlockingChannel (private pika API).
+
+    hutch publishes, acks and tracks confirms on it directly so that confirms can be
+    pipelined; ``tests/unit/test_pika_private_api.py`` fails loudly if pika changes it.
+    """
+    return ch._impl  # type: ignore[attr-defined,no-any-return]
+
+
+def to_pika_properties(p: Properties) -> pika.BasicProperties:
+    """Convert hutch properties to pika's."""
+    ts = p.timestamp
+    return pika.BasicProperties(
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        headers=dict(p.headers) if p.headers is not None else None,
+        delivery_mode=p.delivery_mode,
+        priority=p.priority,
+        correlation_id=p.correlation_id,
+        reply_to=p.reply_to,
+        expiration=p.expiration,
+        message_id=p.message_id,
+        timestamp=int(ts.timestamp()) if ts is not None else None,
+        type=p.type,
+        user_id=p.user_id,
+        app_id=p.app_id,
+        cluster_id=p.cluster_id,
+    )
+
+
+def from_pika_properties(p: pika.BasicProperties) -> Properties:
+    """Convert pika properties to hutch's."""
+    ts = p.timestamp
+    return Properties(
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        headers=p.headers,
+        delivery_mode=p.delivery_mode,
+        priority=p.priority,
+        correlation_id=p.correlation_id,
+        reply_to=p.reply_to,
+        expiration=p.expiration,
+        message_id=p.message_id,
+        timestamp=_dt.datetime.fromtimestamp(ts, _UTC) if ts is not None else None,
+        type=p.type,
+        user_id=p.user_id,
+        app_id=p.app_id,
+        cluster_id=p.cluster_id,
+    )
+
+
+class Delivery:
+    """A message as delivered on a channel, before decoding (internal)."""
+
+    __slots__ = (
+        "_pika_props",
+        "_props",
+        "body",
+        "channel",
+        "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "generation",
+        "redelivered",
+        "routing_key",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        generation: int,
+        method: Any,
+        props: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        self.channel = channel
+        self.generation = generation
+        self.delivery_tag: int = method.delivery_tag
+        self.consumer_tag: str = getattr(method, "consumer_tag", "") or ""
+        self.exchange: str = method.exchange
+        self.routing_key: str = method.routing_key
+        self.redelivered: bool = bool(method.redelivered)
+        self.body = body
+        self._pika_props = props
+        self._props: Properties | None = None
+
+    @property
+    def content_type(self) -> str | None:
+        """The content type property (cheap)."""
+        return self._pika_props.content_type  # type: ignore[no-any-return]
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The application headers (cheap)."""
+        return self._pika_props.headers or {}
+
+    @property
+    def properties(self) -> Properties:
+        """All basic properties as hutch :class:`~hutch.Properties` (converted once)."""
+        if self._props is None:
+            try:
+                self._props = from_pika_properties(self._pika_props)
+            except ValueError:
+                # a foreign publisher sent an out-of-range property; keep what validates
+                self._props = Properties(
+                    content_type=self._pika_props.content_type,
+                    headers=self._pika_props.headers,
+                    correlation_id=self._pika_props.correlation_id,
+                    reply_to=self._pika_props.reply_to,
+                    message_id=self._pika_props.message_id,
+                )
+        return self._props
+
+    def ack(self) -> None:
+        """Acknowledge (thread-safe; dropped if the channel was reopened since)."""
+        self.channel.ack(self)
+
+    def nack(self, *, requeue: bool) -> None:
+        """Reject, requeueing or dead-lettering (thread-safe)."""
+        self.channel.nack(self, requeue=requeue)
+
+
+class OutgoingMessage:
+    """A message to publish (internal)."""
+
+    __slots__ = ("body", "exchange", "future", "mandatory", "message_id", "properties", "routing_key")
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties,
+        mandatory: bool = False,
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+        self.mandatory = mandatory
+        self.message_id: str | None = properties.message_id
+        self.future: Future[None] = Future()
+
+
+class _Pending:
+    __slots__ = ("message", "returned")
+
+    def __init__(self, message: OutgoingMessage) -> None:
+        self.message = message
+        self.returned: tuple[int, str] | None = None
+
+
+class _Consumer:
+    __slots__ = ("arguments", "exclusive", "on_cancel", "on_message", "queue", "tag")
+
+    def __init__(
+        self,
+        queue: Queue | str,
+        on_message: Callable[[Delivery], None],
+        exclusive: bool,
+        arguments: Mapping[str, Any] | None,
+        on_cancel: Callable[[str], None] | None,
+        tag: str,
+    ) -> None:
+        self.queue = queue
+        self.on_message = on_message
+        self.exclusive = exclusive
+        self.arguments = dict(arguments or {})
+        self.on_cancel = on_cancel
+        self.tag = tag
+
+
+_tags = itertools.count(1)
+
+
+class Channel:
+    """One AMQP channel, usable from any thread (internal).
+
+    Synchronous operations (declare, qos, consume) run on the I/O thread and block the
+    caller until the broker answered. ``publish`` and ``ack`` only queue work for the I/O
+    thread; ``publish`` returns a future that resolves when the broker confirmed the
+    message (or when it was written, on a channel without confirms).
+    """
+
+    def __init__(self, io: IoLoop, *, confirms: bool = False) -> None:
+        self._io = io
+        self.confirms = confirms
+        self._ch: BlockingChannel | None = None
+        self.generation = 0
+        self._declared: list[TopologyItem] = []
+        self._names: dict[int, str] = {}
+        self._prefetch: int | None = None
+        self._consumers: dict[str, _Consumer] = {}
+        self._unconfirmed: OrderedDict[int, _Pending] = OrderedDict()
+        self._seq = 0
+        self._closed = False
+        self._retry_queue: list[OutgoingMessage] = []
+
+    # ------------------------------------------------------------- any thread
+    @property
+    def io(self) -> IoLoop:
+        """The I/O loop this channel runs on."""
+        return self._io
+
+    def open(self, timeout: float | None = 30.0) -> None:
+        """Open the pika channel and start tracking it for recovery."""
+        self._io.register(self)
+        self._call(self._ensure_open, timeout)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Close the channel (idempotent); unconfirmed publishes fail with ClosedError."""
+        if self._closed:
+            return
+        self._closed = True
+        self._io.unregister(self)
+        if self._io.is_open:
+            try:
+                self._io.call(self._close_now, timeout)
+            except HutchError:
+                pass
+
+    def _call(self, fn: Callable[[], Any], timeout: float | None) -> Any:
+        if self._closed:
+            raise ClosedError("the channel is closed")
+        return self._io.call(fn, timeout)
+
+    def declare(self, items: Iterable[TopologyItem], timeout: float | None = 30.0) -> None:
+        """Declare exchanges, queues and bindings (in that order) and remember them.
+
+        Raises:
+            PreconditionFailed: An entity exists with other settings (names both).
+            NotFound: A binding names an exchange that does not exist.
+        """
+        todo = ordered(items)
+
+        def run() -> None:
+            ch = self._ensure_open()
+            for item in todo:
+                self._declare_one(ch, item)
+                if not any(item is d for d in self._declared):
+                    self._declared.append(item)
+
+        self._call(run, timeout)
+
+    def queue_name(self, queue: Queue | str) -> str:
+        """The broker's name for ``queue`` (server-named queues get theirs when declared)."""
+        if isinstance(queue, str):
+            return queue
+        if queue.server_named:
+            name = self._names.get(id(queue))
+            if name is None:
+                raise ValueError("this server-named queue has not been declared on this channel")
+            return name
+        return queue.name
+
+    def qos(self, prefetch: int, timeout: float | None = 30.0) -> None:
+        """Set the per-consumer prefetch count (``basic.qos`` with ``global=False``)."""
+
+        def run() -> None:
+            self._prefetch = prefetch
+            self._ensure_open().basic_qos(prefetch_count=prefetch, global_qos=False)
+
+        self._call(run, timeout)
+
+    def consume(
+        self,
+        queue: Queue | str,
+        on_message: Callable[[Delivery], None],
+        *,
+        exclusive: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        on_cancel: Callable[[str], None] | None = None,
+        timeout: float | None = 30.0,
+    ) -> str:
+        """Start a consumer; ``on_message`` runs on the I/O thread and must not block.
+
+        Returns:
+            The consumer tag.
+        """
+        consumer = _Consumer(
+            queue, on_message, exclusive, arguments, on_cancel, f"hutch.{self._io.name}.{next(_tags)}"
+        )
+
+        def run() -> str:
+            self._start_consumer(self._ensure_open(), consumer)
+            self._consumers[consumer.tag] = consumer
+            return consumer.tag
+
+        return self._call(run, timeout)  # type: ignore[no-any-return]
+
+    def cancel(self, tag: str, timeout: float | None = 30.0) -> None:
+        """Stop a consumer: no more deliveries; unacked ones stay ackable."""
+
+        def run() -> None:
+            self._consumers.pop(tag, None)
+            ch = self._ch
+            if ch is not None and ch.is_open:
+                ch.basic_cancel(tag)
+
+        self._call(run, timeout)
+
+    def publish(self, message: OutgoingMessage) -> Future[None]:
+        """Queue a message for publishing; the future resolves when it is confirmed."""
+        if self._closed:
+            message.future.set_exception(ClosedError("the channel is closed"))
+            return message.future
+        self._io.submit(lambda: self._publish_now(message))
+        return message.future
+
+    def publish_many(self, messages: list[OutgoingMessage]) -> list[Future[None]]:
+        """Queue several messages at once (one hand-over to the I/O thread)."""
+        if self._closed:
+            for m in messages:
+                m.future.set_exception(ClosedError("the channel is closed"))
+            return [m.future for m in messages]
+
+        def run() -> None:
+            for m in messages:
+                self._publish_now(m)
+
+        self._io.submit(run)
+        return [m.future for m in messages]
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge a delivery (thread-safe, asynchronous)."""
+        gen, tag = delivery.generation, delivery.delivery_tag
+        self._io.submit(lambda: self._settle(gen, tag, ack=True, requeue=False))
+
+    def nack(self, delivery: Delivery, *, requeue: bool) -> None:
+        """Reject a delivery: requeue it or let it be dead-lettered (thread-safe)."""
+        gen, tag = delivery.generation, delivery.delivery_tag
+        self._io.submit(lambda: self._settle(gen, tag, ack=False, requeue=requeue))
+
+    def get(self, queue: Queue | str, timeout: float | None = 30.0) -> Delivery | None:
+        """Fetch one message with ``basic.get`` (not acked; ack it yourself)."""
+
+        def run() -> Delivery | None:
+            ch = self._ensure_open()
+            method, props, body = ch.basic_get(self.queue_name(queue), auto_ack=False)
+            if method is None:
+                return None
+            return Delivery(self, self.generation, method, props, body)
+
+        return self._call(run, timeout)  # type: ignore[no-any-return]
+
+    def message_count(self, queue: str, timeout: float | None = 30.0) -> int:
+        """Ready messages in a queue (passive declare)."""
+
+        def run() -> int:
+            ok = self._run_sync(lambda ch: ch.queue_declare(queue, passive=True), f"queue {queue!r}")
+            return int(ok.method.message_count)
+
+        return self._call(run, timeout)  # type: ignore[no-any-return]
+
+    def delete_queue(self, queue: str, timeout: float | None = 30.0) -> None:
+        """Delete a queue (used by tests and tools)."""
+        self._call(lambda: self._run_sync(lambda ch: ch.queue_delete(queue), f"queue {queue!r}"), timeout)
+
+    def delete_exchange(self, exchange: str, timeout: float | None = 30.0) -> None:
+        """Delete an exchange (used by tests and tools)."""
+        self._call(
+            lambda: self._run_sync(lambda ch: ch.exchange_delete(exchange), f"exchange {exchange!r}"),
+            timeout,
+        )
+
+    def purge(self, queue: str, timeout: float | None = 30.0) -> int:
+        """Remove all ready messages from a queue; returns how many."""
+
+        def run() -> int:
+            ok = self._run_sync(lambda ch: ch.queue_purge(queue), f"queue {queue!r}")
+            return int(ok.method.message_count)
+
+        return self._call(run, timeout)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------- I/O thread only
+    def _ensure_open(self) -> BlockingChannel:
+        ch = self._ch
+        if ch is not None and ch.is_open:
+            return ch
+        if self._closed:
+            raise ClosedError("the channel is closed")
+        conn = self._io.pika_connection()
+        ch = conn.channel()
+        self.generation += 1
+        self._ch = ch
+        impl = _async_channel(ch)
+        impl.add_on_close_callback(self._on_pika_channel_closed)
+        impl.add_on_return_callback(self._on_return)
+        ch.add_on_cancel_callback(self._on_broker_cancel)
+        self._seq = 0
+        if self.confirms:
+            # No need to wait for Confirm.SelectOk: the broker handles frames in order, so
+            # every publish after this one is confirmed (delivery tags start at 1).
+            impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _f: None)
+        return ch
+
+    def _run_sync(self, op: Callable[[BlockingChannel], Any], entity: str) -> Any:
+        ch = self._ensure_open()
+        try:
+            return op(ch)
+        except pex.ChannelClosed as exc:
+            raise map_pika_error(exc, entity=entity) from exc
+
+    def _declare_one(self, ch: BlockingChannel, item: TopologyItem) -> None:
+        if isinstance(item, Exchange):
+            if item.is_default:
+                return
+            self._run_sync(
+                lambda c: c.exchange_declare(
+                    item.name,
+                    exchange_type=item.exchange_type.value,
+                    durable=item.durable,
+                    auto_delete=item.auto_delete,
+                    internal=item.internal,
+                    arguments=dict(item.arguments) or None,
+                ),
+                f"exchange {item.name!r}",
+            )
+        elif isinstance(item, Queue):
+            ok = self._run_sync(
+                lambda c: c.queue_declare(
+                    item.name,
+                    durable=bool(item.durable),
+                    exclusive=bool(item.exclusive),
+                    auto_delete=bool(item.auto_delete),
+                    arguments=item.arguments or None,
+                ),
+                item.describe(),
+            )
+            if item.server_named:
+                self._names[id(item)] = ok.method.queue
+        else:
+            binding: Binding = item
+            queue = self.queue_name(binding.queue)
+            self._run_sync(
+                lambda c: c.queue_bind(
+                    queue,
+                    binding.exchange_name,
+                    routing_key=binding.routing_key,
+                    arguments=binding.binding_arguments or None,
+                ),
+                f"binding of queue {queue!r} to exchange {binding.exchange_name!r}",
+            )
+
+    def _start_consumer(self, ch: BlockingChannel, consumer: _Consumer) -> None:
+        gen = self.generation
+        on_message = consumer.on_message
+
+        def deliver(
+            _ch: BlockingChannel, method: Any, props: pika.BasicProperties, body: bytes
+        ) -> None:
+            on_message(Delivery(self, gen, method, props, body))
+
+        queue = self.queue_name(consumer.queue)
+        self._run_sync(
+            lambda c: c.basic_consume(
+                queue,
+                deliver,
+                auto_ack=queue == "amq.rabbitmq.reply-to",
+                exclusive=consumer.exclusive,
+                consumer_tag=consumer.tag,
+                arguments=consumer.arguments or None,
+            ),
+            f"queue {queue!r}",
+        )
+
+    def _publish_now(self, m: OutgoingMessage) -> None:
+        if m.future.done():
+            return
+        if self._closed:
+            m.future.set_exception(ClosedError("the channel is closed"))
+            return
+        try:
+            ch = self._ensure_open()
+            impl = _async_channel(ch)
+            impl.basic_publish(m.exchange, m.routing_key, m.body, m.properties, m.mandatory)
+        except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost):
+            # connection is going down: keep it for republishing after recovery
+            if self.confirms:
+                self._retry_queue.append(m)
+            else:
+                m.future.set_exception(ConnectionLost("connection lost before the message was sent"))
+            return
+        except (pex.ChannelClosed, pex.ChannelWrongStateError) as exc:
+            m.future.set_exception(map_pika_error(exc))
+            return
+        if self.confirms:
+            self._seq += 1
+            self._unconfirmed[self._seq] = _Pending(m)
+        else:
+            m.future.set_result(None)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag: int = method.delivery_tag
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        if method.multiple:
+            done = []
+            while self._unconfirmed:
+                first = next(iter(self._unconfirmed))
+                if first > tag:
+                    break
+                done.append(self._unconfirmed.popitem(last=False)[1])
+        else:
+            one = self._unconfirmed.pop(tag, None)
+            done = [one] if one is not None else []
+        for pending in done:
+            m = pending.message
+            if m.future.done():
+                continue
+            if nack:
+                m.future.set_exception(
+                    Nacked(
+                        f"broker nacked the message to exchange {m.exchange!r} "
+                        f"with routing key {m.routing_key!r}",
+                        exchange=m.exchange,
+                        routing_key=m.routing_key,
+                        message_id=m.message_id,
+                    )
+                )
+            elif pending.returned is not None:
+                code, text = pending.returned
+                m.future.set_exception(
+                    Unroutable(
+                        exchange=m.exchange,
+                        routing_key=m.routing_key,
+                        reply_code=code,
+                        reply_text=text,
+                        message_id=m.message_id,
+                    )
+                )
+            else:
+                m.future.set_result(None)
+
+    def _on_return(self, _ch: Any, method: Any, props: pika.BasicProperties, _body: bytes) -> None:
+        for pending in self._unconfirmed.values():
+            m = pending.message
+            if pending.returned is None and m.message_id == props.message_id:
+                pending.returned = (method.reply_code, method.reply_text)
+                return
+        log.debug(
+            "hutch: message returned by broker: exchange=%r routing_key=%r %s %s",
+            method.exchange,
+            method.routing_key,
+            method.reply_code,
+            method.reply_text,
+        )
+
+    def _settle(self, gen: int, tag: int, *, ack: bool, requeue: bool) -> None:
+        ch = self._ch
+        if gen != self.generation or ch is None or not ch.is_open:
+            log.debug("hutch: dropping %s of delivery %d from a closed channel", "ack" if ack else "nack", tag)
+            return
+        impl = _async_channel(ch)
+        if ack:
+            impl.basic_ack(tag)
+        else:
+            impl.basic_nack(tag, requeue=requeue)
+
+    def _on_broker_cancel(self, frame: Any) -> None:
+        tag = frame.method.consumer_tag
+        consumer = self._consumers.pop(tag, None)
+        if consumer is None:
+            return
+        queue = consumer.queue if isinstance(consumer.queue, str) else consumer.queue.name
+        log.warning("hutch: broker cancelled the consumer of queue %r (queue deleted?)", queue)
+        if consumer.on_cancel is not None:
+            consumer.on_cancel(queue)
+
+    def _on_pika_channel_closed(self, _ch: Any, reason: BaseException) -> None:
+        if isinstance(reason, pex.ChannelClosedByBroker):
+            error = map_pika_error(reason)
+            log.warning("hutch: broker closed channel: %s", error)
+            self._fail_unconfirmed(error)
+            self._ch = None
+            if self._consumers and not self._closed:
+                # an asynchronous channel error (e.g. a bad ack) must not silently end
+                # consumption: reopen and restore the consumers
+                self._io.submit(self._restore_consumers_after_channel_error)
+
+    def _restore_consumers_after_channel_error(self) -> None:
+        if self._ch is not None or self._closed:
+            return
+        try:
+            ch = self._ensure_open()
+            if self._prefetch is not None:
+                ch.basic_qos(prefetch_count=self._prefetch, global_qos=False)
+            for consumer in list(self._consumers.values()):
+                self._start_consumer(ch, consumer)
+        except (ChannelClosed, pex.ChannelClosed) as exc:
+            log.error("hutch: cannot restore consumers after a channel error: %s", exc)
+            for consumer in list(self._consumers.values()):
+                self._consumers.pop(consumer.tag, None)
+                if consumer.on_cancel is not None:
+                    consumer.on_cancel(self.queue_name(consumer.queue))
+
+    def _fail_unconfirmed(self, error: BaseException) -> None:
+        pending, self._unconfirmed = self._unconfirmed, OrderedDict()
+        for p in pending.values():
+            if not p.message.future.done():
+                p.message.future.set_exception(error)
+
+    def _close_now(self) -> None:
+        self._fail_unconfirmed(ClosedError("the channel was closed before the broker confirmed"))
+        ch, self._ch = self._ch, None
+        if ch is not None and ch.is_open:
+            try:
+                ch.close()
+            except (pex.AMQPError, OSError):
+                pass
+
+    # called by the IoLoop
+    def on_connection_lost(self) -> None:
+        """The connection died: keep unconfirmed publishes for republishing."""
+        self._ch = None
+        for seq in list(self._unconfirmed):
+            self._retry_queue.append(self._unconfirmed.pop(seq).message)
+
+    def restore(self) -> None:
+        """Re-create the channel after a reconnect: topology, QoS, consumers, republish."""
+        if self._closed:
+            return
+        ch = self._ensure_open()
+        for item in self._declared:
+            try:
+                self._declare_one(self._ensure_open(), item)
+            except ChannelClosed as exc:
+                log.error("hutch: cannot redeclare %r after reconnect: %s", item, exc)
+        ch = self._ensure_open()
+        if self._prefetch is not None:
+            ch.basic_qos(prefetch_count=self._prefetch, global_qos=False)
+        for consumer in list(self._consumers.values()):
+            try:
+                self._start_consumer(self._ensure_open(), consumer)
+            except ChannelClosed as exc:
+                log.error("hutch: cannot restore consumer of %r: %s", consumer.queue, exc)
+                self._consumers.pop(consumer.tag, None)
+                if consumer.on_cancel is not None:
+                    consumer.on_cancel(self.queue_name(consumer.queue))
+        retry, self._retry_queue = self._retry_queue, []
+        if retry:
+            log.info("hutch: republishing %d unconfirmed messages after reconnect", len(retry))
+        for m in retry:
+            self._publish_now(m)
+
+    def on_connection_closed(self, reason: BaseException, *, graceful: bool) -> None:
+        """The connection is closing for good: fail whatever is still pending."""
+        if graceful and self._ch is not None:
+            self._close_now()
+        self._fail_unconfirmed(reason)
+        retry, self._retry_queue = self._retry_queue, []
+        for m in retry:
+            if not m.future.done():
+                m.future.set_exception(reason)
+        self._ch = None
+        self._closed = True

@@ -1,0 +1,669 @@
+"""The connection and its I/O thread: the one place that owns pika's connection objects.
+
+Threading model
+---------------
+pika's ``BlockingConnection`` is not thread-safe and only answers heartbeats while it is
+being called into. hutch therefore gives every :class:`Connection` one I/O thread that owns
+the pika connection and all its channels, and spends its idle time inside
+``process_data_events`` so heartbeats keep flowing no matter what user code does. Every
+other thread reaches pika only by handing a closure to :meth:`IoLoop.submit`; the I/O
+thread runs queued closures in order. Handlers never run on the I/O thread.
+
+When the connection is lost the I/O thread reconnects with backoff (see
+:class:`~hutch.RecoveryPolicy`), and every channel re-declares its topology, restores its
+QoS and consumers and republishes what was not yet confirmed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pika
+import pika.exceptions as pex
+
+from hutch._exceptions import (
+    AccessRefused,
+    AuthenticationError,
+    ChannelClosed,
+    ClosedError,
+    ConnectError,
+    ConnectionBlocked,
+    ConnectionLost,
+    HutchError,
+    NotFound,
+    OperationTimeout,
+    PreconditionFailed,
+)
+from hutch._settings import Address, ConnectionSettings, RecoveryPolicy
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from hutch._channel import Channel
+
+__all__ = ["Connection", "connect"]
+
+log = logging.getLogger("hutch")
+
+R = TypeVar("R")
+
+_names = itertools.count(1)
+
+
+def map_pika_error(exc: BaseException, *, entity: str = "") -> HutchError:
+    """Translate a pika exception into hutch's hierarchy (most specific first).
+
+    Args:
+        exc: The exception pika raised.
+        entity: What was being acted on, for the error message (e.g. ``"queue 'q'"``).
+
+    Returns:
+        The hutch exception to raise ``from exc``.
+    """
+    if isinstance(exc, HutchError):
+        return exc
+    if isinstance(exc, (pex.ProbableAuthenticationError, pex.AuthenticationError)):
+        return AuthenticationError(
+            "the broker refused the credentials (ACCESS_REFUSED): check user name and password"
+        )
+    if isinstance(exc, pex.ProbableAccessDeniedError):
+        return AuthenticationError(
+            "the broker refused access to the virtual host: check the vhost and the user's permissions"
+        )
+    if isinstance(exc, pex.ConnectionClosedByBroker) and exc.reply_code == 403:
+        return AuthenticationError(f"the broker refused the connection: {exc.reply_text}")
+    if isinstance(exc, pex.ConnectionBlockedTimeout):
+        return ConnectionBlocked("the broker blocked the connection for too long (resource alarm)")
+    if isinstance(exc, pex.ChannelClosed):
+        code, text = exc.reply_code, exc.reply_text
+        if code == 406:
+            return PreconditionFailed(code, text, **_describe_406(text, entity))
+        if code == 404:
+            return NotFound(code, text, message=f"{entity or 'entity'} not found ({code} {text})")
+        if code == 403:
+            return AccessRefused(code, text)
+        return ChannelClosed(code, text)
+    if isinstance(exc, (pex.AMQPConnectionError, OSError)):
+        return ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
+    return HutchError(f"unexpected pika error: {type(exc).__name__}: {exc}")
+
+
+def _describe_406(text: str, entity: str) -> dict[str, str]:
+    # e.g. "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/':
+    #       received 'false' but current is 'true'"
+    body = text.split(" - ", 1)[-1]
+    if " for " in body and "inequivalent arg" in body:
+        arg, _, rest = body.partition(" for ")
+        ent, _, tail = rest.partition(" in vhost ")
+        detail = tail.split(":", 1)[1].strip() if ":" in tail else ""
+        return {"entity": ent.strip() or entity, "differences": f"{arg.strip()}: {detail}".strip(": ")}
+    return {"entity": entity, "differences": body}
+
+
+class IoLoop:
+    """Owns the pika connection on a dedicated thread and runs closures submitted to it.
+
+    Internal: used by :class:`Connection` and the channel layer.
+    """
+
+    def __init__(self, settings: ConnectionSettings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self._pika: pika.BlockingConnection | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._wake_pending = False
+        self._wake = threading.Event()
+        self._opened: Future[None] = Future()
+        self._closing = False
+        self._closed = threading.Event()
+        self._failure: HutchError | None = None
+        self._channels: list[Channel] = []
+        self._unblocked = threading.Event()
+        self._unblocked.set()
+        self._address_index = 0
+        self._listeners: list[Callable[[str, BaseException | None], None]] = []
+        self.connected_address: Address | None = None
+        self.recoveries = 0
+
+    # ----------------------------------------------------------------- any thread
+    @property
+    def in_io_thread(self) -> bool:
+        """True when called on the I/O thread."""
+        return threading.current_thread() is self._thread
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is usable (possibly recovering)."""
+        return self._opened.done() and not self._closing and self._failure is None
+
+    @property
+    def failure(self) -> HutchError | None:
+        """The error that ended the connection for good, if any."""
+        return self._failure
+
+    def start(self, timeout: float | None) -> None:
+        """Start the I/O thread and wait until the first connection is open."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"hutch-io-{self.name}", daemon=True)
+            self._thread.start()
+        try:
+            self._opened.result(timeout)
+        except TimeoutError:
+            raise OperationTimeout(f"connecting took longer than {timeout} s") from None
+
+    def check_usable(self) -> None:
+        """Raise if the connection was closed or failed for good."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise ClosedError("the connection is closed")
+        if self._thread is None:
+            raise ClosedError("the connection is not open: call open() or use it as a context manager")
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Queue ``task`` to run on the I/O thread (in submission order)."""
+        with self._lock:
+            self._tasks.append(task)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._wake.set()
+        conn = self._pika
+        if conn is not None:
+            try:
+                conn.add_callback_threadsafe(self._drain)
+            except (pex.ConnectionWrongStateError, AttributeError, OSError):
+                pass  # the loop drains queued tasks after recovery or fails them on close
+
+    def call(self, fn: Callable[[], R], timeout: float | None) -> R:
+        """Run ``fn`` on the I/O thread and return its result (inline on the I/O thread).
+
+        Raises:
+            OperationTimeout: ``fn`` did not finish within ``timeout`` seconds.
+        """
+        if self.in_io_thread:
+            return fn()
+        self.check_usable()
+        fut: Future[R] = Future()
+
+        def task() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        self.submit(task)
+        try:
+            return fut.result(timeout)
+        except TimeoutError as exc:
+            if isinstance(exc, HutchError):
+                raise
+            fut.cancel()
+            raise OperationTimeout(f"broker operation did not finish within {timeout} s") from None
+
+    def wait_unblocked(self, timeout: float) -> None:
+        """Wait while the broker blocks publishing (resource alarm).
+
+        Raises:
+            ConnectionBlocked: Still blocked after ``timeout`` seconds.
+        """
+        if self._unblocked.is_set():
+            return
+        if self.in_io_thread or not self._unblocked.wait(timeout):
+            raise ConnectionBlocked(
+                f"the broker has blocked publishing for over {timeout} s (memory or disk alarm); "
+                "free resources on the broker or raise publish_blocked_timeout"
+            )
+
+    @property
+    def blocked(self) -> bool:
+        """True while the broker blocks publishing."""
+        return not self._unblocked.is_set()
+
+    def register(self, channel: Channel) -> None:
+        """Track ``channel`` so it is restored after a reconnect."""
+        with self._lock:
+            self._channels.append(channel)
+
+    def unregister(self, channel: Channel) -> None:
+        """Stop tracking ``channel``."""
+        with self._lock:
+            if channel in self._channels:
+                self._channels.remove(channel)
+
+    def add_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
+        """Call ``listener(event, error)`` on ``"lost"``, ``"restored"`` and ``"failed"``."""
+        self._listeners.append(listener)
+
+    def close(self, timeout: float | None) -> None:
+        """Close channels and the connection, stop the I/O thread. Idempotent."""
+        if self._thread is None:
+            self._closing = True
+            return
+        if not self._closing:
+            self._closing = True
+            self.submit(lambda: None)  # wake the loop
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def pika_connection(self) -> pika.BlockingConnection:
+        """The live pika connection (I/O thread only)."""
+        if self._pika is None:
+            raise ConnectionLost("not connected")
+        return self._pika
+
+    # ------------------------------------------------------------- I/O thread only
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._tasks:
+                    self._wake_pending = False
+                    return
+                tasks = list(self._tasks)
+                self._tasks.clear()
+            for task in tasks:
+                try:
+                    task()
+                except (pex.AMQPConnectionError, pex.ConnectionWrongStateError):
+                    raise
+                except Exception:
+                    log.exception("hutch: unexpected error in an I/O task")
+
+    def _connect_once(self) -> pika.BlockingConnection:
+        s = self.settings
+        errors: list[str] = []
+        n = len(s.addresses)
+        for i in range(n):
+            idx = (self._address_index + i) % n
+            address = s.addresses[idx]
+            params = self._parameters(address)
+            try:
+                conn = pika.BlockingConnection(params)
+            except (pex.ProbableAuthenticationError, pex.AuthenticationError, pex.ProbableAccessDeniedError) as exc:
+                raise map_pika_error(exc) from exc
+            except pex.ConnectionClosedByBroker as exc:
+                if exc.reply_code in (403, 530):
+                    raise map_pika_error(exc) from exc
+                errors.append(f"{address}: {exc.reply_code} {exc.reply_text}")
+                continue
+            except (pex.AMQPError, OSError) as exc:
+                detail = _root_cause(exc)
+                errors.append(f"{address}: {detail}")
+                continue
+            self._address_index = idx
+            self.connected_address = address
+            conn.add_on_connection_blocked_callback(self._on_blocked)
+            conn.add_on_connection_unblocked_callback(self._on_unblocked)
+            self._unblocked.set()
+            log.info("hutch: connected to %s as %r", s.url_for(address), self.name)
+            return conn
+        # next time, start with the node after the one that failed first
+        self._address_index = (self._address_index + 1) % n
+        raise ConnectError(
+            "cannot connect to the broker: " + "; ".join(errors),
+            host=",".join(str(a) for a in s.addresses),
+        )
+
+    def _parameters(self, address: Address) -> pika.ConnectionParameters:
+        s = self.settings
+        ssl_options = None
+        if s.tls is not None:
+            ssl_options = pika.SSLOptions(
+                s.tls.ssl_context(), server_hostname=s.tls.server_hostname or address.host
+            )
+        return pika.ConnectionParameters(
+            host=address.host,
+            port=address.port,
+            virtual_host=s.vhost,
+            credentials=pika.PlainCredentials(s.username, s.password.get_secret_value()),
+            heartbeat=s.heartbeat,
+            blocked_connection_timeout=s.blocked_connection_timeout,
+            socket_timeout=s.connect_timeout,
+            stack_timeout=s.connect_timeout * 2,
+            connection_attempts=1,
+            ssl_options=ssl_options,
+            client_properties={"connection_name": self.name, "product": "hutch"},
+        )
+
+    def _on_blocked(self, _conn: Any, _frame: Any) -> None:
+        log.warning("hutch: broker blocked publishing on %r (resource alarm)", self.name)
+        self._unblocked.clear()
+
+    def _on_unblocked(self, _conn: Any, _frame: Any) -> None:
+        log.info("hutch: broker unblocked publishing on %r", self.name)
+        self._unblocked.set()
+
+    def _notify(self, event: str, error: BaseException | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, error)
+            except Exception:
+                log.exception("hutch: connection listener failed")
+
+    def _run(self) -> None:
+        try:
+            try:
+                self._pika = self._connect_once()
+            except HutchError as exc:
+                self._failure = exc
+                self._opened.set_exception(exc)
+                return
+            self._opened.set_result(None)
+            while not self._closing:
+                try:
+                    self._drain()
+                    if self._closing:
+                        break
+                    self._pika.process_data_events(time_limit=None)
+                except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError) as exc:
+                    if self._closing:
+                        break
+                    self._recover(exc)
+        except BaseException as exc:  # pragma: no cover - last resort, keep callers from hanging
+            log.exception("hutch: I/O thread crashed")
+            self._fail(map_pika_error(exc) if not isinstance(exc, HutchError) else exc)
+        finally:
+            self._shutdown()
+
+    def _recover(self, exc: BaseException) -> None:
+        error = map_pika_error(exc)
+        log.warning("hutch: connection %r lost: %s", self.name, _root_cause(exc))
+        self._pika = None
+        with self._lock:
+            channels = list(self._channels)
+        for ch in channels:
+            ch.on_connection_lost()
+        self._notify("lost", error)
+        policy: RecoveryPolicy = self.settings.recovery
+        if isinstance(error, AuthenticationError) or not policy.enabled:
+            self._fail(error)
+            return
+        started = time.monotonic()
+        attempt = 0
+        for delay in policy.delays():
+            attempt += 1
+            self._wake.clear()
+            if self._closing or self._wake_wait_closing(delay):
+                return
+            try:
+                conn = self._connect_once()
+            except AuthenticationError as auth:
+                self._fail(auth)
+                return
+            except ConnectError as again:
+                log.info("hutch: reconnect attempt %d of %r failed: %s", attempt, self.name, again)
+                continue
+            self._pika = conn
+            try:
+                with self._lock:
+                    channels = list(self._channels)
+                for ch in channels:
+                    ch.restore()
+            except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError) as lost:
+                log.info("hutch: connection %r lost again while restoring: %s", self.name, lost)
+                self._pika = None
+                for ch in channels:
+                    ch.on_connection_lost()
+                continue
+            self.recoveries += 1
+            log.warning(
+                "hutch: connection %r restored to %s after %.2f s (%d attempts)",
+                self.name,
+                self.connected_address,
+                time.monotonic() - started,
+                attempt,
+            )
+            with self._lock:
+                self._wake_pending = False
+            self._notify("restored", None)
+            return
+        self._fail(
+            ConnectionLost(
+                f"connection {self.name!r} lost and not recovered after {attempt} attempts: {error}"
+            )
+        )
+
+    def _wake_wait_closing(self, delay: float) -> bool:
+        deadline = time.monotonic() + delay
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closing:
+                return self._closing
+            self._wake.wait(remaining)
+            self._wake.clear()
+
+    def _fail(self, error: HutchError) -> None:
+        if self._failure is None:
+            self._failure = error
+            log.error("hutch: connection %r failed: %s", self.name, error)
+            self._notify("failed", error)
+        self._closing = True
+
+    def _shutdown(self) -> None:
+        self._closing = True
+        with self._lock:
+            channels = list(self._channels)
+        reason = self._failure or ClosedError("the connection was closed")
+        conn, self._pika = self._pika, None
+        for ch in channels:
+            try:
+                ch.on_connection_closed(reason, graceful=conn is not None and self._failure is None)
+            except (pex.AMQPError, OSError, HutchError):
+                pass
+        if conn is not None:
+            try:
+                if conn.is_open:
+                    conn.close()
+            except (pex.AMQPError, OSError) as exc:
+                log.debug("hutch: error while closing %r: %s", self.name, exc)
+        # run what is still queued: each task sees the closed state and fails its future
+        with self._lock:
+            tasks = list(self._tasks)
+            self._tasks.clear()
+        for task in tasks:
+            try:
+                task()
+            except Exception:
+                log.debug("hutch: task failed during shutdown", exc_info=True)
+        if not self._opened.done():
+            self._opened.set_exception(reason)
+        self._unblocked.set()
+        self._closed.set()
+        log.info("hutch: connection %r closed", self.name)
+
+
+def _root_cause(exc: BaseException) -> str:
+    seen = exc
+    while seen.__cause__ is not None or (seen.args and isinstance(seen.args[0], BaseException)):
+        nxt = seen.__cause__ or seen.args[0]
+        if not isinstance(nxt, BaseException) or nxt is seen:
+            break
+        seen = nxt
+    text = str(seen) or type(seen).__name__
+    return f"{type(seen).__name__}: {text}" if text != type(seen).__name__ else text
+
+
+class Connection:
+    """A connection to RabbitMQ, owned by one background I/O thread.
+
+    Constructing it validates the settings and does no I/O; :meth:`open` (or ``with``)
+    connects. Any thread may use a connection and the publishers, subscribers and pools
+    built on it: they hand their work to the I/O thread, which keeps heartbeats flowing
+    however long user code runs. The connection recovers by itself after it is lost (see
+    :class:`~hutch.RecoveryPolicy`).
+
+    Args:
+        url: ``amqp://user:pass@host:port/vhost`` (``amqps://`` for TLS), or a list of URLs of
+            cluster nodes to fail over between. Defaults to ``amqp://guest:guest@localhost/``.
+        settings: Ready-made settings instead of a URL.
+        **options: Any :class:`~hutch.ConnectionSettings` field, overriding the URL's
+            (``heartbeat``, ``connection_name``, ``tls``, ``recovery``...).
+
+    Raises:
+        ValueError: A malformed URL or an invalid option.
+        TypeError: Both ``url`` and ``settings`` given.
+
+    Example:
+        >>> with hutch.Connection("amqp://guest:guest@localhost/") as conn:  # doctest: +SKIP
+        ...     hutch.Publisher(conn, exchange="logs").publish("hello")
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None = None,
+        *,
+        settings: ConnectionSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is not None:
+            if url is not None or options:
+                raise TypeError("pass either settings or a URL with options, not both")
+            self.settings = settings
+        else:
+            self.settings = ConnectionSettings.from_url(
+                url if url is not None else "amqp://guest:guest@localhost:5672/", **options
+            )
+        self.name = self.settings.connection_name or f"hutch-{next(_names)}"
+        self._io = IoLoop(self.settings, self.name)
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else ("failed" if self._io.failure else "closed")
+        address = self._io.connected_address or self.settings.addresses[0]
+        return f"<Connection {self.name!r} {self.settings.url_for(address)} {state}>"
+
+    @property
+    def is_open(self) -> bool:
+        """True once opened and until closed or failed for good."""
+        return self._io.is_open
+
+    @property
+    def blocked(self) -> bool:
+        """True while the broker blocks publishing (memory or disk alarm)."""
+        return self._io.blocked
+
+    @property
+    def recoveries(self) -> int:
+        """How many times this connection has been recovered after a loss."""
+        return self._io.recoveries
+
+    def open(self, timeout: float | None = 30.0) -> Self:
+        """Connect (trying each address in turn) and start the I/O thread.
+
+        Args:
+            timeout: Seconds to wait for the connection.
+
+        Returns:
+            This connection, for chaining.
+
+        Raises:
+            AuthenticationError: The broker refused the credentials.
+            ConnectError: No address could be reached.
+            ClosedError: The connection was closed before.
+        """
+        if self._io._closing:
+            raise ClosedError("the connection is closed; create a new one")
+        self._io.start(timeout)
+        return self
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Close the connection and everything on it. Idempotent.
+
+        Args:
+            timeout: Seconds to wait for the I/O thread to finish.
+        """
+        self._io.close(timeout)
+
+    def add_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
+        """Be told when the connection is ``"lost"``, ``"restored"`` or has ``"failed"``.
+
+        The listener runs on the I/O thread and must return quickly.
+
+        Args:
+            listener: Called as ``listener(event, error)``.
+        """
+        self._io.add_listener(listener)
+
+    def channel(self, *, confirms: bool = False) -> Channel:
+        """Open a low-level channel (used by publishers, subscribers and pools).
+
+        Args:
+            confirms: Put the channel in publisher-confirm mode.
+
+        Returns:
+            The channel.
+        """
+        from hutch._channel import Channel
+
+        ch = Channel(self._io, confirms=confirms)
+        ch.open()
+        return ch
+
+    @property
+    def io(self) -> IoLoop:
+        """The I/O loop (internal)."""
+        return self._io
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect(url: str | Sequence[str] | None = None, **options: Any) -> Connection:
+    """Open a connection: ``Connection(url, **options).open()``.
+
+    Args:
+        url: An ``amqp://`` or ``amqps://`` URL, or several for a cluster.
+        **options: Settings overriding the URL's (see :class:`~hutch.ConnectionSettings`).
+
+    Returns:
+        The open connection; close it, or use it in a ``with`` block.
+
+    Raises:
+        AuthenticationError: The broker refused the credentials.
+        ConnectError: No address could be reached.
+
+    Example:
+        >>> with hutch.connect("amqp://guest:guest@localhost/") as conn:  # doctest: +SKIP
+        ...     ...
+    """
+    timeout = options.pop("open_timeout", 30.0)
+    return Connection(url, **options).open(timeout)
+
+
+def resolve_connection(connection: Connection | str) -> tuple[Connection, bool]:
+    """Accept a connection or a URL; return the connection and whether we own it.
+
+    Args:
+        connection: A :class:`Connection` (shared, not closed by the caller's close) or a URL.
+
+    Returns:
+        The connection and True if it was created here (then it is opened lazily by the owner).
+
+    Raises:
+        TypeError: Neither a Connection nor a URL string.
+    """
+    if isinstance(connection, Connection):
+        return connection, False
+    if isinstance(connection, str):
+        return Connection(connection), True
+    raise TypeError(f"expected a hutch.Connection or an amqp:// URL, got {type(connection).__name__}")

@@ -1,0 +1,432 @@
+"""Publisher[T]: typed, confirmed, persistent publishing."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from hutch._channel import Channel, OutgoingMessage, to_pika_properties
+from hutch._connection import Connection, resolve_connection
+from hutch._exceptions import ClosedError, MessageTooLarge, OperationTimeout, PublishError
+from hutch._message import PERSISTENT, PROPERTY_NAMES, TRANSIENT, Properties
+from hutch._serialization import Codec, codec_for, encode_any
+from hutch._topology import Exchange, TopologyItem
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from hutch._topology import FieldValue
+
+__all__ = ["BatchResult", "Publisher"]
+
+T = TypeVar("T")
+
+_MAX_UNCONFIRMED_WRITES = 2000
+
+
+@dataclass
+class BatchResult:
+    """The outcome of :meth:`Publisher.publish_many`.
+
+    Attributes:
+        message_ids: The message id of every message, in order.
+        failed: ``(index, error)`` for every message that was nacked, returned or lost.
+    """
+
+    message_ids: list[str] = field(default_factory=list)
+    failed: list[tuple[int, PublishError]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True if every message was confirmed."""
+        return not self.failed
+
+    @property
+    def confirmed(self) -> int:
+        """How many messages were confirmed."""
+        return len(self.message_ids) - len(self.failed)
+
+    def raise_for_failures(self) -> None:
+        """Raise the first failure, if any.
+
+        Raises:
+            PublishError: The first message that was not confirmed.
+        """
+        if self.failed:
+            index, error = self.failed[0]
+            raise error
+
+
+def _check_properties(properties: Mapping[str, Any]) -> None:
+    unknown = set(properties) - PROPERTY_NAMES
+    if unknown:
+        raise TypeError(
+            f"unknown message properties {sorted(unknown)}; the AMQP basic properties are "
+            + ", ".join(sorted(PROPERTY_NAMES))
+        )
+
+
+class Publisher(Generic[T]):
+    """Publishes bodies of type ``T`` to one exchange.
+
+    Messages are persistent (``delivery_mode=2``) and confirmed by default: :meth:`publish`
+    returns once the broker has taken responsibility for the message, and raises
+    otherwise. A message id is generated when none is given.
+
+    Any thread may call :meth:`publish`; calls from many threads are pipelined over one
+    channel. Publishing never blocks heartbeats: the connection's I/O thread does the
+    network work. The exchange is declared when the publisher opens if it is given as an
+    :class:`~hutch.Exchange` (a plain name is assumed to exist).
+
+    Args:
+        connection: A :class:`~hutch.Connection` (shared) or a URL (owned: opened and closed
+            with the publisher).
+        exchange: Target exchange: an :class:`~hutch.Exchange` to declare, or a name;
+            ``""`` (the default exchange) routes by queue name.
+        routing_key: Default routing key.
+        model: The body type; None accepts bytes, str, pydantic models and JSON values.
+        confirm: Wait for publisher confirms (default True).
+        persistent: Mark messages persistent (default True).
+        mandatory: Make unroutable messages raise :class:`~hutch.Unroutable` (needs confirm).
+        declare: More topology to declare on open (queues, bindings).
+        timeout: Default seconds to wait for a confirm.
+        app_id: Default ``app_id`` property.
+
+    Raises:
+        TypeError: A wrong argument type.
+        ValueError: An invalid argument value.
+
+    Example:
+        >>> with Publisher(conn, exchange=Exchange("orders", "topic"), model=Order) as pub:  # doctest: +SKIP
+        ...     pub.publish(Order(id=1), routing_key="order.created")
+    """
+
+    @overload
+    def __init__(
+        self: Publisher[object],
+        connection: Connection | str,
+        *,
+        exchange: Exchange | str = "",
+        routing_key: str = "",
+        model: None = None,
+        confirm: bool = True,
+        persistent: bool = True,
+        mandatory: bool = False,
+        declare: Iterable[TopologyItem] = (),
+        timeout: float = 30.0,
+        app_id: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        connection: Connection | str,
+        *,
+        exchange: Exchange | str = "",
+        routing_key: str = "",
+        model: type[T],
+        confirm: bool = True,
+        persistent: bool = True,
+        mandatory: bool = False,
+        declare: Iterable[TopologyItem] = (),
+        timeout: float = 30.0,
+        app_id: str | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        connection: Connection | str,
+        *,
+        exchange: Exchange | str = "",
+        routing_key: str = "",
+        model: type[T] | None = None,
+        confirm: bool = True,
+        persistent: bool = True,
+        mandatory: bool = False,
+        declare: Iterable[TopologyItem] = (),
+        timeout: float = 30.0,
+        app_id: str | None = None,
+    ) -> None:
+        if not isinstance(exchange, (Exchange, str)):
+            raise TypeError("exchange must be an Exchange or an exchange name")
+        if not isinstance(routing_key, str):
+            raise TypeError("routing_key must be a str")
+        if mandatory and not confirm:
+            raise ValueError("mandatory=True needs confirm=True to report unroutable messages")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._conn, self._owns_conn = resolve_connection(connection)
+        self.exchange = exchange
+        self.exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
+        self.routing_key = routing_key
+        self._codec: Codec[T] | None = codec_for(model) if model is not None else None
+        self.confirm = confirm
+        self.delivery_mode = PERSISTENT if persistent else TRANSIENT
+        self.mandatory = mandatory
+        self.timeout = timeout
+        self.app_id = app_id
+        self._declare = list(declare)
+        if isinstance(exchange, Exchange) and not exchange.is_default:
+            self._declare.insert(0, exchange)
+        self._channel: Channel | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._writes: deque[Future[None]] = deque()
+
+    def __repr__(self) -> str:
+        return f"<Publisher exchange={self.exchange_name!r} confirm={self.confirm} conn={self._conn!r}>"
+
+    # ----------------------------------------------------------------- lifecycle
+    def open(self) -> Self:
+        """Open the channel and declare the topology (done on first publish otherwise).
+
+        Returns:
+            This publisher.
+
+        Raises:
+            ClosedError: The publisher was closed.
+            PreconditionFailed: The exchange exists with other settings.
+        """
+        self._ensure_channel()
+        return self
+
+    def _ensure_channel(self) -> Channel:
+        ch = self._channel
+        if ch is not None:
+            return ch
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the publisher is closed")
+            if self._channel is None:
+                if self._owns_conn and not self._conn.is_open:
+                    self._conn.open()
+                ch = self._conn.channel(confirms=self.confirm)
+                if self._declare:
+                    try:
+                        ch.declare(self._declare)
+                    except BaseException:
+                        ch.close()
+                        raise
+                self._channel = ch
+            return self._channel
+
+    def close(self) -> None:
+        """Wait for outstanding writes, close the channel (and an owned connection). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        while self._writes:
+            try:
+                self._writes.popleft().result(self.timeout)
+            except Exception:
+                pass
+        if self._channel is not None:
+            self._channel.close()
+        if self._owns_conn:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- publishing
+    def _build(
+        self,
+        body: T,
+        routing_key: str | None,
+        headers: Mapping[str, FieldValue] | None,
+        mandatory: bool | None,
+        properties: Mapping[str, Any],
+    ) -> OutgoingMessage:
+        if properties:
+            _check_properties(properties)
+        if self._codec is not None:
+            data, content_type = self._codec.encode(body)
+        else:
+            data, content_type = encode_any(body)
+        limit = self._conn.settings.max_message_size
+        rk = self.routing_key if routing_key is None else routing_key
+        if not isinstance(rk, str):
+            raise TypeError("routing_key must be a str")
+        if len(data) > limit:
+            raise MessageTooLarge(size=len(data), limit=limit, exchange=self.exchange_name, routing_key=rk)
+        props: dict[str, Any] = {
+            "content_type": content_type,
+            "delivery_mode": self.delivery_mode,
+            "message_id": uuid.uuid4().hex,
+            "timestamp": _dt.datetime.now(_dt.timezone.utc),
+        }
+        if self.app_id is not None:
+            props["app_id"] = self.app_id
+        if headers is not None:
+            props["headers"] = dict(headers)
+        expiration = properties.get("expiration")
+        if isinstance(expiration, _dt.timedelta):
+            properties = {**properties, "expiration": str(max(0, round(expiration.total_seconds() * 1000)))}
+        props.update(properties)
+        pika_props = to_pika_properties(Properties(**props))
+        return OutgoingMessage(
+            self.exchange_name,
+            rk,
+            data,
+            pika_props,
+            self.mandatory if mandatory is None else mandatory,
+        )
+
+    def publish(
+        self,
+        body: T,
+        *,
+        routing_key: str | None = None,
+        headers: Mapping[str, FieldValue] | None = None,
+        mandatory: bool | None = None,
+        timeout: float | None = None,
+        **properties: Any,
+    ) -> str:
+        """Publish one message and, with confirms, wait until the broker confirmed it.
+
+        Args:
+            body: The body, of the publisher's model type.
+            routing_key: Overrides the publisher's default routing key.
+            headers: Application headers.
+            mandatory: Overrides the publisher's ``mandatory`` setting.
+            timeout: Seconds to wait for the confirm (default: the publisher's).
+            **properties: Any AMQP basic property (``correlation_id``, ``reply_to``,
+                ``expiration`` as milliseconds string or ``timedelta``, ``priority``,
+                ``message_id``, ``type``, ``delivery_mode``...).
+
+        Returns:
+            The message id.
+
+        Raises:
+            Unroutable: ``mandatory`` and no queue matched.
+            Nacked: The broker refused the message.
+            MessageTooLarge: The body is over the connection's ``max_message_size``.
+            ConnectionBlocked: The broker blocked publishing for too long.
+            OperationTimeout: No confirm within ``timeout``.
+            TypeError: Unknown property names or a body of the wrong type.
+        """
+        message = self._build(body, routing_key, headers, mandatory, properties)
+        self._send([message], timeout)
+        return message.message_id or ""
+
+    def publish_async(
+        self,
+        body: T,
+        *,
+        routing_key: str | None = None,
+        headers: Mapping[str, FieldValue] | None = None,
+        mandatory: bool | None = None,
+        **properties: Any,
+    ) -> Future[None]:
+        """Publish without waiting; the returned future resolves when confirmed.
+
+        Args:
+            body: The body.
+            routing_key: Overrides the default routing key.
+            headers: Application headers.
+            mandatory: Overrides the publisher's ``mandatory`` setting.
+            **properties: AMQP basic properties.
+
+        Returns:
+            A future whose ``result()`` raises :class:`~hutch.PublishError` subclasses.
+        """
+        message = self._build(body, routing_key, headers, mandatory, properties)
+        ch = self._ensure_channel()
+        self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
+        return ch.publish(message)
+
+    def publish_many(
+        self,
+        bodies: Iterable[T],
+        *,
+        routing_key: str | None = None,
+        headers: Mapping[str, FieldValue] | None = None,
+        timeout: float | None = None,
+        **properties: Any,
+    ) -> BatchResult:
+        """Publish a batch with pipelined confirms; return once every message is settled.
+
+        Args:
+            bodies: The bodies.
+            routing_key: Routing key for all of them (default: the publisher's).
+            headers: Headers for all of them.
+            timeout: Seconds to wait for the whole batch to be confirmed.
+            **properties: AMQP basic properties for all of them (not ``message_id``).
+
+        Returns:
+            Which messages were confirmed, and which failed with what error.
+
+        Raises:
+            OperationTimeout: The batch was not settled within ``timeout``.
+        """
+        if "message_id" in properties:
+            raise TypeError("publish_many generates one message_id per message; do not pass one")
+        messages = [self._build(b, routing_key, headers, None, properties) for b in bodies]
+        ch = self._ensure_channel()
+        self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
+        futures = ch.publish_many(messages)
+        result = BatchResult(message_ids=[m.message_id or "" for m in messages])
+        wait = self.timeout if timeout is None else timeout
+        for i, fut in enumerate(futures):
+            try:
+                fut.result(wait)
+            except FutureTimeout:
+                raise OperationTimeout(
+                    f"batch of {len(messages)} messages not confirmed within {wait} s"
+                ) from None
+            except PublishError as exc:
+                result.failed.append((i, exc))
+            except Exception as exc:
+                result.failed.append(
+                    (i, PublishError(str(exc), exchange=self.exchange_name, message_id=messages[i].message_id))
+                )
+        return result
+
+    def _send(self, messages: list[OutgoingMessage], timeout: float | None) -> None:
+        ch = self._ensure_channel()
+        self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
+        fut = ch.publish(messages[0]) if len(messages) == 1 else ch.publish_many(messages)[-1]
+        wait = self.timeout if timeout is None else timeout
+        if not self.confirm:
+            # no confirms: return at once, but bound what is queued for the I/O thread
+            self._writes.append(fut)
+            while len(self._writes) > _MAX_UNCONFIRMED_WRITES:
+                self._writes.popleft().result(wait)
+            if fut.done() and fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+            return
+        try:
+            fut.result(wait)
+        except FutureTimeout:
+            raise OperationTimeout(
+                f"no confirm from the broker within {wait} s for a message to exchange "
+                f"{self.exchange_name!r}"
+            ) from None
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message published without confirms was handed to the socket.
+
+        Args:
+            timeout: Seconds to wait for each outstanding write.
+        """
+        wait = self.timeout if timeout is None else timeout
+        while self._writes:
+            self._writes.popleft().result(wait)

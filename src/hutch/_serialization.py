@@ -1,0 +1,228 @@
+"""Codecs: how a typed body becomes bytes and back. JSON via pydantic; raw bytes and text pass.
+
+No pickle, ever: a body is data, never code. Decoding checks the content type against an
+allow-list before touching the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Generic, TypeVar, cast
+
+import pydantic
+from pydantic import TypeAdapter
+
+from hutch._exceptions import DecodeError, ValidationError
+
+__all__ = ["Codec", "codec_for"]
+
+T = TypeVar("T")
+
+JSON = "application/json"
+TEXT = "text/plain"
+BINARY = "application/octet-stream"
+
+#: Content types accepted as JSON. A missing content type is accepted too, since many
+#: programs that do not use hutch never set one.
+JSON_TYPES = frozenset({JSON, "text/json", "application/vnd.api+json"})
+TEXT_TYPES = frozenset({TEXT, JSON, "text/json"})
+
+
+def _media_type(content_type: str | None) -> str | None:
+    if content_type is None:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<body>"
+
+
+class Codec(Generic[T]):
+    """Encodes and decodes bodies of type ``T``.
+
+    * ``bytes``: passed through untouched (``application/octet-stream``), any content type.
+    * ``str``: UTF-8 text (``text/plain; charset=utf-8``).
+    * anything else: JSON through a pydantic ``TypeAdapter`` (``application/json``);
+      decoding accepts ``application/json`` or no content type, and validates.
+
+    Args:
+        model: The body type: a pydantic model, ``bytes``, ``str`` or any type a
+            ``TypeAdapter`` accepts (``int``, ``list[Point]``, a ``TypedDict``...).
+
+    Example:
+        >>> Codec(int).decode(b"42", "application/json")
+        42
+    """
+
+    __slots__ = ("_adapter", "_kind", "model")
+
+    def __init__(self, model: type[T] | Any) -> None:
+        self.model = model
+        if model is bytes:
+            self._kind = "bytes"
+            self._adapter: TypeAdapter[Any] | None = None
+        elif model is str:
+            self._kind = "str"
+            self._adapter = None
+        else:
+            self._kind = "json"
+            try:
+                self._adapter = TypeAdapter(model)
+            except pydantic.PydanticSchemaGenerationError as exc:
+                raise TypeError(
+                    f"cannot use {model!r} as a message body type: pydantic cannot validate it "
+                    f"({exc.message.splitlines()[0]}); use a pydantic model, a standard type, "
+                    "bytes or str"
+                ) from None
+
+    @property
+    def content_type(self) -> str:
+        """The content type this codec writes."""
+        return {"bytes": BINARY, "str": f"{TEXT}; charset=utf-8"}.get(self._kind, JSON)
+
+    def encode(self, value: T) -> tuple[bytes, str]:
+        """Encode a body.
+
+        Args:
+            value: The body; validated against the model first.
+
+        Returns:
+            The bytes and their content type.
+
+        Raises:
+            TypeError: The value is not of the codec's type and cannot be converted.
+        """
+        if self._kind == "bytes":
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                raise TypeError(f"body must be bytes, got {type(value).__name__}")
+            return bytes(value), BINARY
+        if self._kind == "str":
+            if not isinstance(value, str):
+                raise TypeError(f"body must be str, got {type(value).__name__}")
+            return value.encode(), f"{TEXT}; charset=utf-8"
+        adapter = cast("TypeAdapter[T]", self._adapter)
+        try:
+            return adapter.dump_json(value), JSON
+        except pydantic.PydanticSerializationError as exc:
+            raise TypeError(f"cannot encode body as {self._name()}: {exc}") from None
+
+    def _name(self) -> str:
+        return getattr(self.model, "__name__", repr(self.model))
+
+    def decode(self, data: bytes, content_type: str | None = None) -> T:
+        """Decode and validate a body.
+
+        Args:
+            data: The raw bytes.
+            content_type: The message's content type property.
+
+        Returns:
+            The validated body.
+
+        Raises:
+            DecodeError: The content type is not accepted, or the bytes are not valid
+                UTF-8 / JSON.
+            ValidationError: The JSON does not match the model; names the field.
+        """
+        media = _media_type(content_type)
+        if self._kind == "bytes":
+            return cast("T", data)
+        if self._kind == "str":
+            if media is not None and media not in TEXT_TYPES and not media.startswith("text/"):
+                raise DecodeError(f"content type {content_type!r} is not text")
+            try:
+                return cast("T", data.decode())
+            except UnicodeDecodeError as exc:
+                raise DecodeError(f"body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+        if media is not None and media not in JSON_TYPES:
+            raise DecodeError(
+                f"content type {content_type!r} is not accepted: expected {JSON}"
+            )
+        adapter = cast("TypeAdapter[T]", self._adapter)
+        try:
+            return adapter.validate_json(data)
+        except pydantic.ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            first = errors[0] if errors else None
+            if first is not None and first["type"] in ("json_invalid", "json_type"):
+                raise DecodeError(f"body is not valid JSON: {first['msg']}") from None
+            if first is None:
+                raise ValidationError(f"body does not validate as {self._name()}") from None
+            path = _field_path(tuple(first["loc"]))
+            more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+            raise ValidationError(
+                f"body does not validate as {self._name()}: field {path!r}: {first['msg']}{more}",
+                field=path,
+            ) from None
+
+
+@lru_cache(maxsize=256)
+def _cached(model: Any) -> Codec[Any]:
+    return Codec(model)
+
+
+def codec_for(model: type[T] | Any) -> Codec[T]:
+    """Return a (cached) codec for ``model``.
+
+    Args:
+        model: The body type.
+
+    Returns:
+        A codec for it.
+    """
+    try:
+        return cast("Codec[T]", _cached(model))
+    except TypeError as exc:
+        if "unhashable" in str(exc):
+            return Codec(model)
+        raise
+
+
+def encode_any(value: object) -> tuple[bytes, str]:
+    """Encode a body by its runtime type (publishers without a model).
+
+    Args:
+        value: bytes, str, a pydantic model or anything JSON-serializable by pydantic.
+
+    Returns:
+        The bytes and their content type.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), BINARY
+    if isinstance(value, str):
+        return value.encode(), f"{TEXT}; charset=utf-8"
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump_json().encode(), JSON
+    return codec_for(type(value)).encode(value)
+
+
+def decode_any(data: bytes, content_type: str | None) -> object:
+    """Decode a body by its content type (subscribers without a model).
+
+    JSON content types give the parsed JSON value, text types a str, anything else the
+    raw bytes.
+
+    Args:
+        data: The raw bytes.
+        content_type: The content type property.
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        DecodeError: The body claims to be JSON or text but is not.
+    """
+    media = _media_type(content_type)
+    if media in JSON_TYPES:
+        try:
+            return cast(object, json.loads(data))
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"body is not valid JSON: {exc}") from None
+    if media is not None and media.startswith("text/"):
+        try:
+            return data.decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"body is not valid UTF-8: {exc.reason}") from None
+    return data

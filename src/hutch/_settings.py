@@ -1,0 +1,321 @@
+"""Connection settings: URL parsing, TLS options, the recovery policy.
+
+Pure logic, no I/O and no pika: everything here can be unit-tested without a broker.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = ["Address", "ConnectionSettings", "RecoveryPolicy", "TlsOptions"]
+
+DEFAULT_PORT = 5672
+DEFAULT_TLS_PORT = 5671
+#: RabbitMQ 3.13+ limits a message to 16 MiB by default (``max_message_size``).
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+_Seconds = Annotated[float, Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class Address(_Frozen):
+    """One broker address.
+
+    Attributes:
+        host: Host name or IP address.
+        port: TCP port.
+    """
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class TlsOptions(_Frozen):
+    """TLS settings for ``amqps://`` connections.
+
+    The server certificate and host name are verified by default against ``ca_file``
+    (or the system's trust store when it is None). Turning verification off needs
+    the explicitly named ``insecure_skip_verify=True``.
+
+    Attributes:
+        ca_file: CA bundle (PEM) that signed the server certificate; None uses the system store.
+        cert_file: Client certificate (PEM), for brokers that ask for one.
+        key_file: The client certificate's private key (PEM).
+        server_hostname: Name to verify the certificate against; defaults to the host connected to.
+        insecure_skip_verify: Disable certificate and host name verification. Never in production.
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_hostname: str | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsOptions:
+        if self.key_file and not self.cert_file:
+            raise ValueError("TLS key_file given without cert_file: pass both or neither")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Build the client-side :class:`ssl.SSLContext` these options describe.
+
+        Returns:
+            A context that verifies the peer unless ``insecure_skip_verify`` is set.
+        """
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+class RecoveryPolicy(_Frozen):
+    """How a connection recovers after it was lost.
+
+    Delays grow exponentially from ``initial_delay`` by ``multiplier`` up to ``max_delay``,
+    each with up to ``jitter`` (a fraction) of random spread so that many clients do not
+    reconnect in lockstep. Authentication failures are never retried.
+
+    Attributes:
+        enabled: Recover automatically (default) or fail every pending operation at once.
+        max_attempts: Connection attempts per outage before giving up; None retries forever.
+        initial_delay: Seconds before the first reconnection attempt.
+        max_delay: Upper bound of the delay between attempts, in seconds.
+        multiplier: Factor by which the delay grows after each failed attempt.
+        jitter: Random spread of each delay, as a fraction of it (0 to 1).
+    """
+
+    enabled: bool = True
+    max_attempts: int | None = Field(default=30, ge=1)
+    initial_delay: _Seconds = 0.2
+    max_delay: _Seconds = 10.0
+    multiplier: float = Field(default=2.0, ge=1.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """Yield the delay before each reconnection attempt.
+
+        Args:
+            rng: Source of randomness for the jitter (for tests); defaults to ``random``.
+
+        Yields:
+            Seconds to wait before attempt 1, 2, ... (finite when ``max_attempts`` is set).
+        """
+        rand = rng.random if rng is not None else random.random
+        delay = self.initial_delay
+        attempt = 0
+        while self.max_attempts is None or attempt < self.max_attempts:
+            spread = delay * self.jitter
+            yield max(0.0, delay - spread + 2 * spread * rand())
+            delay = min(self.max_delay, delay * self.multiplier)
+            attempt += 1
+
+
+class ConnectionSettings(_Frozen):
+    """Validated, immutable settings of one logical connection.
+
+    Build them from a URL with :meth:`from_url`; the password is a ``SecretStr`` and never
+    appears in ``repr`` or logs.
+
+    Attributes:
+        addresses: Broker nodes to try, in order (several for a cluster).
+        username: User name.
+        password: Password (secret).
+        vhost: Virtual host.
+        heartbeat: Heartbeat interval in seconds; 0 disables heartbeats.
+        connection_name: Client-provided name shown in the broker's management UI.
+        tls: TLS options, or None for plain TCP.
+        connect_timeout: Seconds allowed for each connection attempt.
+        blocked_connection_timeout: Seconds a resource alarm may block the connection before
+            pika drops it (it is then recovered).
+        publish_blocked_timeout: Seconds ``publish`` waits while the broker blocks publishing
+            before raising :class:`~hutch.ConnectionBlocked`.
+        max_message_size: Largest body accepted by ``publish``, in bytes.
+        recovery: The recovery policy.
+    """
+
+    addresses: tuple[Address, ...] = Field(min_length=1)
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    vhost: str = "/"
+    heartbeat: int = Field(default=30, ge=0, le=65535)
+    connection_name: str | None = None
+    tls: TlsOptions | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    blocked_connection_timeout: float = Field(default=300.0, gt=0)
+    publish_blocked_timeout: float = Field(default=30.0, ge=0)
+    max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
+    recovery: RecoveryPolicy = RecoveryPolicy()
+
+    @field_validator("connection_name")
+    @classmethod
+    def _name_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("connection_name must not be blank")
+        return value
+
+    @classmethod
+    def from_url(cls, url: str | Sequence[str], **overrides: Any) -> ConnectionSettings:
+        """Parse one ``amqp://`` / ``amqps://`` URL, or several for a cluster.
+
+        The URL form is ``amqp[s]://user:password@host[:port][,host2[:port]...]/vhost?query``;
+        the vhost is percent-encoded (``%2F`` is ``/``, an empty path is ``/``). Query
+        parameters: ``heartbeat``, ``connection_name``, ``connect_timeout``,
+        ``blocked_connection_timeout``, ``max_message_size``, and for TLS ``cafile``,
+        ``certfile``, ``keyfile``, ``server_hostname``.
+
+        Args:
+            url: One URL, or a sequence of URLs naming nodes of one cluster (credentials,
+                vhost and options are taken from the first).
+            **overrides: Settings that take precedence over the URL's.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ValueError: The URL is malformed or a setting is invalid.
+            TypeError: ``url`` is neither a string nor a sequence of strings.
+
+        Example:
+            >>> ConnectionSettings.from_url("amqp://u:p@h1,h2:5673/prod?heartbeat=10").addresses
+            (Address(host='h1', port=5672), Address(host='h2', port=5673))
+        """
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls or not all(isinstance(u, str) for u in urls):
+            raise TypeError("url must be an amqp:// URL string or a non-empty list of them")
+        parsed = [_parse_url(u) for u in urls]
+        first = parsed[0]
+        addresses: list[Address] = []
+        for p in parsed:
+            if p["tls"] != first["tls"]:
+                raise ValueError("mixing amqp:// and amqps:// URLs in one connection")
+            addresses.extend(p["addresses"])
+        fields: dict[str, Any] = {k: v for k, v in first.items() if k not in {"addresses", "tls"}}
+        fields["addresses"] = tuple(addresses)
+        if first["tls"]:
+            fields["tls"] = TlsOptions(**first["tls_options"])
+        fields.pop("tls_options", None)
+        if "tls" in overrides and isinstance(overrides["tls"], Mapping):
+            overrides["tls"] = TlsOptions(**overrides["tls"])
+        fields.update(overrides)
+        return cls(**fields)
+
+    def url_for(self, address: Address) -> str:
+        """Return a URL for ``address`` with the password masked, for logs and reprs.
+
+        Args:
+            address: One of :attr:`addresses`.
+
+        Returns:
+            ``amqp://user:***@host:port/vhost``.
+        """
+        scheme = "amqps" if self.tls else "amqp"
+        return f"{scheme}://{quote(self.username, safe='')}:***@{address}/{quote(self.vhost, safe='')}"
+
+    def __repr__(self) -> str:
+        hosts = ",".join(str(a) for a in self.addresses)
+        scheme = "amqps" if self.tls else "amqp"
+        return (
+            f"ConnectionSettings({scheme}://{self.username}:***@{hosts}/"
+            f"{quote(self.vhost, safe='')}, heartbeat={self.heartbeat}, "
+            f"connection_name={self.connection_name!r})"
+        )
+
+    __str__ = __repr__
+
+
+_QUERY_FLOATS = {"connect_timeout", "blocked_connection_timeout", "publish_blocked_timeout"}
+_QUERY_INTS = {"heartbeat", "max_message_size"}
+_QUERY_TLS = {
+    "cafile": "ca_file",
+    "certfile": "cert_file",
+    "keyfile": "key_file",
+    "server_hostname": "server_hostname",
+}
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"malformed AMQP URL: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError(
+            f"unsupported URL scheme {parts.scheme!r}: use amqp://user:pass@host:5672/vhost "
+            "or amqps:// for TLS"
+        )
+    tls = parts.scheme == "amqps"
+    default_port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
+    netloc = parts.netloc
+    userinfo, _, hostlist = netloc.rpartition("@")
+    out: dict[str, Any] = {"tls": tls, "tls_options": {}}
+    if userinfo:
+        user, sep, password = userinfo.partition(":")
+        out["username"] = unquote(user)
+        if sep:
+            out["password"] = SecretStr(unquote(password))
+    addresses = []
+    for item in hostlist.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, port = _split_host_port(item, default_port)
+        addresses.append(Address(host=host, port=port))
+    if not addresses:
+        addresses.append(Address(host="localhost", port=default_port))
+    out["addresses"] = addresses
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    out["vhost"] = unquote(path) if path else "/"
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        value = values[-1]
+        if key in _QUERY_INTS:
+            out[key] = _number(key, value, int)
+        elif key in _QUERY_FLOATS:
+            out[key] = _number(key, value, float)
+        elif key == "connection_name":
+            out[key] = value
+        elif key in _QUERY_TLS:
+            if not tls:
+                raise ValueError(f"URL option {key!r} needs an amqps:// URL")
+            out["tls_options"][_QUERY_TLS[key]] = value
+        else:
+            raise ValueError(
+                f"unknown URL option {key!r}; known: "
+                + ", ".join(sorted(_QUERY_INTS | _QUERY_FLOATS | set(_QUERY_TLS) | {"connection_name"}))
+            )
+    return out
+
+
+def _split_host_port(item: str, default_port: int) -> tuple[str, int]:
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif item.count(":") == 1:
+        host, _, port_text = item.partition(":")
+    else:
+        host, port_text = item, ""
+    if not port_text:
+        return host, default_port
+    return host, _number("port", port_text, int)
+
+
+def _number(key: str, text: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"URL option {key}={text!r} is not a number") from None

@@ -1,0 +1,449 @@
+"""Subscriber[T]: typed consumption for broadcast and routing (direct, topic, headers)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import queue as _queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
+
+from hutch._channel import Channel, Delivery
+from hutch._connection import Connection, resolve_connection
+from hutch._dead_letter import DeadLetters
+from hutch._exceptions import ClosedError, ConsumerCancelled, MessageError
+from hutch._message import Message
+from hutch._serialization import Codec, codec_for, decode_any
+from hutch._topology import Binding, Exchange, ExchangeType, Queue, TopologyItem
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from hutch._topology import FieldValue
+
+__all__ = ["Subscriber", "decode_delivery"]
+
+log = logging.getLogger("hutch")
+
+T = TypeVar("T")
+
+Handler = Union[Callable[[T], object], Callable[[T, Message[T]], object]]
+
+#: Name of the shared dead-letter queue for subscribers on server-named queues.
+DEFAULT_DEAD_LETTER_QUEUE = "hutch.dead-letters"
+
+_STOP = object()
+
+
+def decode_delivery(codec: Codec[T] | None, delivery: Delivery) -> Message[T]:
+    """Decode a raw delivery into a typed :class:`~hutch.Message`.
+
+    Args:
+        codec: The body codec; None decodes by content type.
+        delivery: The raw delivery.
+
+    Returns:
+        The message.
+
+    Raises:
+        MessageError: The body cannot be decoded or validated.
+    """
+    if codec is None:
+        body: Any = decode_any(delivery.body, delivery.content_type)
+    else:
+        body = codec.decode(delivery.body, delivery.content_type)
+    return Message(
+        body=body,
+        raw_body=delivery.body,
+        properties=delivery.properties,
+        exchange=delivery.exchange,
+        routing_key=delivery.routing_key,
+        redelivered=delivery.redelivered,
+        delivery_tag=delivery.delivery_tag,
+        consumer_tag=delivery.consumer_tag,
+    )
+
+
+def wants_message(handler: Callable[..., object]) -> bool:
+    """True if ``handler`` takes a second positional parameter (the Message).
+
+    Args:
+        handler: The user's handler.
+
+    Returns:
+        Whether to call it as ``handler(body, message)``.
+    """
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    return len(positional) >= 2
+
+
+class Subscriber(Generic[T]):
+    """Receives bodies of type ``T`` from exchanges, by broadcast or by routing.
+
+    Without ``queue`` the subscriber gets its own server-named, exclusive queue (deleted
+    when it closes) bound to every exchange in ``exchange`` with every key in
+    ``routing_keys``: N subscribers on a fanout exchange each receive every message. Pass a
+    named :class:`~hutch.Queue` for a subscription that must outlive the process.
+
+    Handlers run on the thread that calls :meth:`run` (or iterates :meth:`messages`), never
+    on the connection's I/O thread, so they may take as long as they need. A message is
+    acked after its handler returns. A message that cannot be decoded or validated, or
+    whose handler raises, is published to the dead-letter queue with the reason in
+    ``x-hutch-error`` headers and then acked; the loop keeps going.
+
+    Args:
+        connection: A :class:`~hutch.Connection` or a URL (owned).
+        exchange: One exchange or several (objects are declared; names must exist).
+        routing_keys: Binding keys (exact for direct, patterns with ``*``/``#`` for topic).
+            For fanout exchanges the key is ignored.
+        headers: For headers exchanges: the headers to match.
+        match: ``"all"`` or ``"any"`` of ``headers`` must match.
+        queue: A named queue to consume (a :class:`~hutch.Queue` is declared; a name must
+            exist). Default: a server-named exclusive queue.
+        bindings: Further bindings of the queue (use the queue's name).
+        model: The body type; None decodes by content type (JSON, text, else bytes).
+        prefetch: Unacked messages the broker may send ahead (``basic.qos``).
+        dead_letter_queue: Where undecodable messages and failed handlers' messages go.
+            Default ``<queue>.dead`` for named queues, ``hutch.dead-letters`` otherwise.
+        timeout: Seconds allowed for each broker operation.
+
+    Raises:
+        TypeError: A wrong argument type.
+        ValueError: Inconsistent arguments (e.g. headers on a topic exchange).
+
+    Example:
+        >>> logs = Exchange("logs", type="fanout")
+        >>> with Subscriber(conn, exchange=logs, model=str) as sub:  # doctest: +SKIP
+        ...     for msg in sub.messages(timeout=5):
+        ...         print(msg.body)
+    """
+
+    @overload
+    def __init__(
+        self: Subscriber[object],
+        connection: Connection | str,
+        *,
+        exchange: Exchange | str | Sequence[Exchange | str] = (),
+        routing_keys: str | Iterable[str] = ("",),
+        headers: Mapping[str, FieldValue] | None = None,
+        match: Literal["all", "any"] = "all",
+        queue: Queue | str | None = None,
+        bindings: Iterable[Binding] = (),
+        model: None = None,
+        prefetch: int = 100,
+        dead_letter_queue: Queue | str | None = None,
+        timeout: float = 30.0,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        connection: Connection | str,
+        *,
+        exchange: Exchange | str | Sequence[Exchange | str] = (),
+        routing_keys: str | Iterable[str] = ("",),
+        headers: Mapping[str, FieldValue] | None = None,
+        match: Literal["all", "any"] = "all",
+        queue: Queue | str | None = None,
+        bindings: Iterable[Binding] = (),
+        model: type[T],
+        prefetch: int = 100,
+        dead_letter_queue: Queue | str | None = None,
+        timeout: float = 30.0,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        connection: Connection | str,
+        *,
+        exchange: Exchange | str | Sequence[Exchange | str] = (),
+        routing_keys: str | Iterable[str] = ("",),
+        headers: Mapping[str, FieldValue] | None = None,
+        match: Literal["all", "any"] = "all",
+        queue: Queue | str | None = None,
+        bindings: Iterable[Binding] = (),
+        model: type[T] | None = None,
+        prefetch: int = 100,
+        dead_letter_queue: Queue | str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        exchanges = [exchange] if isinstance(exchange, (Exchange, str)) else list(exchange)
+        for ex in exchanges:
+            if not isinstance(ex, (Exchange, str)):
+                raise TypeError("exchange must be an Exchange, a name, or a list of them")
+        keys = [routing_keys] if isinstance(routing_keys, str) else list(routing_keys)
+        if not keys:
+            raise ValueError("routing_keys must name at least one key")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 < prefetch <= 65535:
+            raise ValueError("prefetch must be an integer between 1 and 65535")
+        if match not in ("all", "any"):
+            raise ValueError("match must be 'all' or 'any'")
+        if headers is not None:
+            for ex in exchanges:
+                if isinstance(ex, Exchange) and ex.type is not ExchangeType.HEADERS:
+                    raise ValueError(f"headers= needs a headers exchange; {ex.name!r} is {ex.type.value}")
+        if queue is None:
+            if not exchanges:
+                raise ValueError("give an exchange to subscribe to, or a queue to consume")
+            queue = Queue("")
+        if not isinstance(queue, (Queue, str)):
+            raise TypeError("queue must be a Queue or a queue name")
+        self._conn, self._owns_conn = resolve_connection(connection)
+        self.queue = queue
+        self._codec: Codec[T] | None = codec_for(model) if model is not None else None
+        self.prefetch = prefetch
+        self.timeout = timeout
+        topology: list[TopologyItem] = [ex for ex in exchanges if isinstance(ex, Exchange)]
+        if isinstance(queue, Queue):
+            topology.append(queue)
+        for ex in exchanges:
+            if headers is not None:
+                topology.append(Binding(ex, queue, headers=headers, match=match))
+            else:
+                topology.extend(Binding(ex, queue, routing_key=k) for k in keys)
+        topology.extend(bindings)
+        self._topology = topology
+        if dead_letter_queue is None:
+            name = queue if isinstance(queue, str) else queue.name
+            dead_letter_queue = f"{name}.dead" if name else DEFAULT_DEAD_LETTER_QUEUE
+        self.dead_letter_queue = (
+            dead_letter_queue if isinstance(dead_letter_queue, Queue) else Queue(dead_letter_queue)
+        )
+        self._channel: Channel | None = None
+        self._dead: DeadLetters | None = None
+        self._buffer: _queue.SimpleQueue[Delivery | object] = _queue.SimpleQueue()
+        self._tag: str | None = None
+        self._stopping = threading.Event()
+        self._cancelled: str | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.handled = 0
+        self.dead_lettered = 0
+
+    def __repr__(self) -> str:
+        return f"<Subscriber queue={self.queue_name!r} conn={self._conn!r}>"
+
+    @property
+    def queue_name(self) -> str:
+        """The queue's name on the broker (known once open for server-named queues)."""
+        if self._channel is not None:
+            try:
+                return self._channel.queue_name(self.queue)
+            except ValueError:
+                pass
+        return self.queue if isinstance(self.queue, str) else self.queue.name
+
+    # ----------------------------------------------------------------- lifecycle
+    def open(self) -> Self:
+        """Declare the queue and bindings and start receiving into a local buffer.
+
+        Returns:
+            This subscriber.
+
+        Raises:
+            PreconditionFailed: An entity exists with other settings.
+            NotFound: A named queue or exchange does not exist.
+            ClosedError: The subscriber was closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the subscriber is closed")
+            if self._channel is not None:
+                return self
+            if self._owns_conn and not self._conn.is_open:
+                self._conn.open()
+            ch = self._conn.channel()
+            try:
+                ch.declare(self._topology, timeout=self.timeout)
+                ch.qos(self.prefetch, timeout=self.timeout)
+                self._dead = DeadLetters(self._conn, self.dead_letter_queue, ch.queue_name(self.queue))
+                self._tag = ch.consume(
+                    self.queue, self._buffer.put, on_cancel=self._on_cancel, timeout=self.timeout
+                )
+            except BaseException:
+                ch.close()
+                raise
+            self._channel = ch
+        return self
+
+    def _on_cancel(self, queue: str) -> None:  # I/O thread
+        self._cancelled = queue
+        self._buffer.put(_STOP)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the message in hand. Thread- and signal-safe."""
+        self._stopping.set()
+        self._buffer.put(_STOP)
+
+    def close(self) -> None:
+        """Stop consuming, requeue buffered messages, close the channel. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.stop()
+        ch = self._channel
+        if ch is not None:
+            try:
+                if self._tag is not None and self._conn.is_open:
+                    ch.cancel(self._tag, timeout=self.timeout)
+            except Exception:
+                log.debug("hutch: cancel failed on close", exc_info=True)
+            while True:
+                try:
+                    item = self._buffer.get_nowait()
+                except _queue.Empty:
+                    break
+                if isinstance(item, Delivery):
+                    item.nack(requeue=True)
+            ch.close()
+        if self._dead is not None:
+            self._dead.close()
+        if self._owns_conn:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- receiving
+    def _next_delivery(self, timeout: float | None) -> Delivery | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._stopping.is_set():
+                return None
+            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            try:
+                item = self._buffer.get(timeout=wait)
+            except _queue.Empty:
+                self._conn.io.check_usable()
+                continue
+            if isinstance(item, Delivery):
+                return item
+            if self._cancelled is not None:
+                raise ConsumerCancelled(self._cancelled)
+            if self._stopping.is_set():
+                return None
+
+    def _decode_or_dead_letter(self, delivery: Delivery) -> Message[T] | None:
+        try:
+            return decode_delivery(self._codec, delivery)
+        except MessageError as exc:
+            self._dead_letter(delivery, exc)
+            return None
+
+    def _dead_letter(self, delivery: Delivery, exc: BaseException) -> None:
+        assert self._dead is not None
+        self.dead_lettered += 1
+        self._dead.send(delivery, reason=str(exc), error_type=type(exc).__name__, timeout=self.timeout)
+
+    def run(self, handler: Handler[T], *, limit: int | None = None, timeout: float | None = None) -> int:
+        """Call ``handler`` for each message until :meth:`stop` (blocking).
+
+        ``handler(body)`` or ``handler(body, message)`` (for headers, routing key,
+        redelivered...). It runs on this thread; the message is acked when it returns.
+
+        Args:
+            handler: The message handler.
+            limit: Return after this many messages.
+            timeout: Return when no message arrives for this many seconds.
+
+        Returns:
+            How many messages were handled successfully.
+
+        Raises:
+            ConsumerCancelled: The broker cancelled the consumer (queue deleted).
+            ConnectionLost: The connection failed for good.
+        """
+        self.open()
+        self._stopping.clear()
+        call_with_message = wants_message(handler)
+        done = 0
+        while limit is None or done < limit:
+            delivery = self._next_delivery(timeout)
+            if delivery is None:
+                break
+            message = self._decode_or_dead_letter(delivery)
+            if message is None:
+                continue
+            try:
+                if call_with_message:
+                    handler(message.body, message)  # type: ignore[call-arg]
+                else:
+                    handler(message.body)  # type: ignore[call-arg]
+            except Exception as exc:
+                log.debug("hutch: handler raised", exc_info=True)
+                self._dead_letter(delivery, exc)
+                continue
+            delivery.ack()
+            done += 1
+            self.handled += 1
+        return done
+
+    def messages(self, *, timeout: float | None = None, limit: int | None = None) -> Iterator[Message[T]]:
+        """Iterate over messages; each is acked when the loop asks for the next one.
+
+        Args:
+            timeout: Stop when no message arrives for this many seconds (None: never).
+            limit: Stop after this many messages.
+
+        Yields:
+            Decoded messages. Undecodable ones are dead-lettered and skipped.
+
+        Raises:
+            ConsumerCancelled: The broker cancelled the consumer.
+        """
+        self.open()
+        self._stopping.clear()
+        count = 0
+        while limit is None or count < limit:
+            delivery = self._next_delivery(timeout)
+            if delivery is None:
+                return
+            message = self._decode_or_dead_letter(delivery)
+            if message is None:
+                continue
+            try:
+                yield message
+            except GeneratorExit:
+                delivery.ack()
+                raise
+            delivery.ack()
+            count += 1
+            self.handled += 1
+
+    def get(self, timeout: float | None = None) -> Message[T] | None:
+        """Receive one message and ack it, or None after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait (None: forever).
+
+        Returns:
+            The message, or None.
+        """
+        for message in self.messages(timeout=timeout, limit=1):
+            return message
+        return None

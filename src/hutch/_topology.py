@@ -1,0 +1,401 @@
+"""Declarative topology: exchanges, queues and the bindings between them.
+
+These are plain immutable values: building them does no I/O. A channel declares them
+(exchanges first, then queues, then bindings) and declares them again after a reconnect.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+__all__ = [
+    "Binding",
+    "Exchange",
+    "ExchangeType",
+    "Overflow",
+    "Queue",
+    "QueueType",
+    "bind",
+]
+
+#: Header and argument values RabbitMQ accepts in tables.
+FieldValue = Union[str, int, float, bool, bytes, None, Sequence["FieldValue"], Mapping[str, "FieldValue"]]
+
+
+class ExchangeType(str, enum.Enum):
+    """The four AMQP 0-9-1 exchange types. Plain strings (``"topic"``) are accepted too."""
+
+    FANOUT = "fanout"
+    DIRECT = "direct"
+    TOPIC = "topic"
+    HEADERS = "headers"
+
+
+class QueueType(str, enum.Enum):
+    """Queue implementations (``x-queue-type``)."""
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
+class Overflow(str, enum.Enum):
+    """What a queue does when it reaches its max length (``x-overflow``)."""
+
+    DROP_HEAD = "drop-head"
+    REJECT_PUBLISH = "reject-publish"
+    REJECT_PUBLISH_DLX = "reject-publish-dlx"
+
+
+def _check_name(kind: str, name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
+    if len(name.encode()) > 255:
+        raise ValueError(f"{kind} name {name[:40]!r}... is longer than 255 bytes")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """An exchange to declare.
+
+    Args:
+        name: Exchange name; ``""`` is the default exchange (never declared).
+        type: Exchange type, an :class:`ExchangeType` or its string value.
+        durable: Survive a broker restart (default True).
+        auto_delete: Delete when the last binding is removed.
+        internal: Only other exchanges may publish to it.
+        arguments: Extra ``x-`` arguments, e.g. ``{"alternate-exchange": "unrouted"}``.
+
+    Example:
+        >>> Exchange("logs", type="fanout").type
+        <ExchangeType.FANOUT: 'fanout'>
+    """
+
+    name: str
+    type: ExchangeType | str = ExchangeType.DIRECT
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: Mapping[str, FieldValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name("exchange", self.name)
+        if self.name.startswith("amq.") and self.name not in _BUILTIN_EXCHANGES:
+            raise ValueError(f"exchange names starting with 'amq.' are reserved: {self.name!r}")
+        try:
+            object.__setattr__(self, "type", ExchangeType(self.type))
+        except ValueError:
+            raise ValueError(
+                f"unknown exchange type {self.type!r}: use one of "
+                + ", ".join(t.value for t in ExchangeType)
+            ) from None
+        object.__setattr__(self, "arguments", dict(self.arguments))
+
+    @property
+    def exchange_type(self) -> ExchangeType:
+        """The exchange type as an enum."""
+        return ExchangeType(self.type)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.type))
+
+    @property
+    def is_default(self) -> bool:
+        """True for the default exchange ``""`` (and the built-in ``amq.*`` ones), never declared."""
+        return self.name == "" or self.name in _BUILTIN_EXCHANGES
+
+
+_BUILTIN_EXCHANGES = {
+    "amq.direct",
+    "amq.fanout",
+    "amq.topic",
+    "amq.headers",
+    "amq.match",
+    "amq.rabbitmq.trace",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Queue:
+    """A queue to declare.
+
+    An empty name asks the broker for a server-named queue, which is then exclusive,
+    auto-deleted and not durable unless said otherwise; such a queue gets a new name each
+    time it is declared (so after a reconnect too). Queues compare by identity for that
+    reason.
+
+    Args:
+        name: Queue name, or ``""`` for a server-named exclusive queue.
+        durable: Survive a broker restart. Defaults to True for named queues.
+        exclusive: Only this connection may use it; deleted when it closes.
+        auto_delete: Delete when the last consumer goes away.
+        dead_letter_exchange: Where rejected or expired messages go (``x-dead-letter-exchange``).
+        dead_letter_routing_key: Routing key for dead letters (``x-dead-letter-routing-key``).
+        message_ttl: Per-queue message time to live in seconds (``x-message-ttl``).
+        expires: Delete the queue after this many idle seconds (``x-expires``).
+        max_length: Maximum number of ready messages (``x-max-length``).
+        max_length_bytes: Maximum total body size of ready messages (``x-max-length-bytes``).
+        overflow: Behaviour at max length (``x-overflow``).
+        queue_type: ``classic`` or ``quorum`` (quorum queues are always durable).
+        max_priority: Enable priorities 0..max_priority (``x-max-priority``, classic only).
+        arguments: Any further ``x-`` arguments.
+
+    Example:
+        >>> Queue("tasks", dead_letter_exchange="", dead_letter_routing_key="tasks.dead").arguments
+        {'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'tasks.dead'}
+    """
+
+    name: str = ""
+    durable: bool | None = None
+    exclusive: bool | None = None
+    auto_delete: bool | None = None
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    message_ttl: float | None = None
+    expires: float | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: Overflow | str | None = None
+    queue_type: QueueType | str | None = None
+    max_priority: int | None = None
+    extra_arguments: Mapping[str, FieldValue] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        name: str = "",
+        *,
+        durable: bool | None = None,
+        exclusive: bool | None = None,
+        auto_delete: bool | None = None,
+        dead_letter_exchange: str | None = None,
+        dead_letter_routing_key: str | None = None,
+        message_ttl: float | None = None,
+        expires: float | None = None,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: Overflow | str | None = None,
+        queue_type: QueueType | str | None = None,
+        max_priority: int | None = None,
+        arguments: Mapping[str, FieldValue] | None = None,
+    ) -> None:
+        _check_name("queue", name)
+        if name.startswith("amq.") and name != "amq.rabbitmq.reply-to":
+            raise ValueError(f"queue names starting with 'amq.' are reserved: {name!r}")
+        server_named = name == ""
+        qtype = None
+        if queue_type is not None:
+            try:
+                qtype = QueueType(queue_type)
+            except ValueError:
+                raise ValueError(
+                    f"unknown queue_type {queue_type!r}: use 'classic' or 'quorum'"
+                ) from None
+        if overflow is not None:
+            try:
+                overflow = Overflow(overflow)
+            except ValueError:
+                raise ValueError(
+                    f"unknown overflow {overflow!r}: use one of "
+                    + ", ".join(o.value for o in Overflow)
+                ) from None
+        if durable is None:
+            durable = not server_named
+        if exclusive is None:
+            exclusive = server_named
+        if auto_delete is None:
+            auto_delete = server_named
+        if qtype is QueueType.QUORUM and (not durable or exclusive or auto_delete):
+            raise ValueError("quorum queues must be durable, non-exclusive and not auto-delete")
+        for label, number in (
+            ("message_ttl", message_ttl),
+            ("expires", expires),
+            ("max_length", max_length),
+            ("max_length_bytes", max_length_bytes),
+            ("max_priority", max_priority),
+        ):
+            if number is not None and (isinstance(number, bool) or number < 0):
+                raise ValueError(f"{label} must be a non-negative number, got {number!r}")
+        if expires is not None and expires <= 0:
+            raise ValueError("expires must be positive (seconds)")
+        for key, value in {
+            "name": name,
+            "durable": durable,
+            "exclusive": exclusive,
+            "auto_delete": auto_delete,
+            "dead_letter_exchange": dead_letter_exchange,
+            "dead_letter_routing_key": dead_letter_routing_key,
+            "message_ttl": message_ttl,
+            "expires": expires,
+            "max_length": max_length,
+            "max_length_bytes": max_length_bytes,
+            "overflow": overflow,
+            "queue_type": qtype,
+            "max_priority": max_priority,
+            "extra_arguments": dict(arguments or {}),
+        }.items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def server_named(self) -> bool:
+        """True if the broker picks this queue's name."""
+        return self.name == ""
+
+    @property
+    def arguments(self) -> dict[str, FieldValue]:
+        """The ``x-`` arguments sent with ``queue.declare``."""
+        args: dict[str, FieldValue] = {}
+        if self.dead_letter_exchange is not None:
+            args["x-dead-letter-exchange"] = self.dead_letter_exchange
+        if self.dead_letter_routing_key is not None:
+            args["x-dead-letter-routing-key"] = self.dead_letter_routing_key
+        if self.message_ttl is not None:
+            args["x-message-ttl"] = round(self.message_ttl * 1000)
+        if self.expires is not None:
+            args["x-expires"] = round(self.expires * 1000)
+        if self.max_length is not None:
+            args["x-max-length"] = self.max_length
+        if self.max_length_bytes is not None:
+            args["x-max-length-bytes"] = self.max_length_bytes
+        if self.overflow is not None:
+            args["x-overflow"] = Overflow(self.overflow).value
+        if self.queue_type is not None:
+            args["x-queue-type"] = QueueType(self.queue_type).value
+        if self.max_priority is not None:
+            args["x-max-priority"] = self.max_priority
+        args.update(self.extra_arguments)
+        return args
+
+    def describe(self) -> str:
+        """A short description for error messages, e.g. ``"queue 'tasks'"``."""
+        return f"queue {self.name!r}" if self.name else "server-named queue"
+
+    def __repr__(self) -> str:
+        flags = [f for f in ("durable", "exclusive", "auto_delete") if getattr(self, f)]
+        return f"Queue({self.name!r}, {', '.join(flags) or 'transient'}, arguments={self.arguments})"
+
+
+MatchMode = Literal["all", "any", "all-with-x", "any-with-x"]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A binding of a queue (or exchange) to an exchange.
+
+    For direct and topic exchanges the ``routing_key`` is the binding key (topic keys use
+    ``*`` for exactly one word and ``#`` for zero or more). For headers exchanges pass
+    ``headers`` and ``match``; the routing key is ignored by the broker.
+
+    Args:
+        exchange: The source exchange (object or name).
+        queue: The destination queue (object or name).
+        routing_key: The binding key.
+        headers: For headers exchanges: the header values to match.
+        match: ``"all"`` (default) or ``"any"`` of ``headers`` must match (``x-match``).
+        arguments: Further binding arguments.
+
+    Example:
+        >>> Binding("amq.topic", "audit", routing_key="order.#").routing_key
+        'order.#'
+    """
+
+    exchange: Exchange | str
+    queue: Queue | str
+    routing_key: str = ""
+    headers: Mapping[str, FieldValue] | None = None
+    match: MatchMode = "all"
+    arguments: Mapping[str, FieldValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.exchange, (Exchange, str)):
+            raise TypeError("Binding.exchange must be an Exchange or a name")
+        if not isinstance(self.queue, (Queue, str)):
+            raise TypeError("Binding.queue must be a Queue or a name")
+        if self.exchange_name == "":
+            raise ValueError(
+                "queues cannot be bound to the default exchange: it routes by queue name already"
+            )
+        if not isinstance(self.routing_key, str):
+            raise TypeError("routing_key must be a str")
+        if self.match not in ("all", "any", "all-with-x", "any-with-x"):
+            raise ValueError(f"match must be 'all' or 'any', got {self.match!r}")
+
+    @property
+    def exchange_name(self) -> str:
+        """The source exchange's name."""
+        return self.exchange.name if isinstance(self.exchange, Exchange) else self.exchange
+
+    @property
+    def binding_arguments(self) -> dict[str, FieldValue]:
+        """Arguments sent with ``queue.bind`` (``x-match`` and the headers for headers exchanges)."""
+        args: dict[str, FieldValue] = dict(self.arguments)
+        if self.headers is not None:
+            args["x-match"] = self.match
+            args.update(self.headers)
+        return args
+
+    def __hash__(self) -> int:
+        return hash((self.exchange_name, id(self.queue), self.routing_key))
+
+
+def bind(
+    exchanges: Exchange | str | Iterable[Exchange | str],
+    queues: Queue | str | Iterable[Queue | str],
+    keys: str | Iterable[str] = ("",),
+) -> list[Binding]:
+    """Bind every queue to every exchange with every key: 1:n, n:1, n:n, several keys.
+
+    Args:
+        exchanges: One exchange or several.
+        queues: One queue or several.
+        keys: One binding key or several.
+
+    Returns:
+        One :class:`Binding` for each (exchange, queue, key) combination.
+
+    Example:
+        >>> len(bind(["a", "b"], ["q1", "q2"], keys=["x", "y"]))
+        8
+    """
+    ex_list = [exchanges] if isinstance(exchanges, (Exchange, str)) else list(exchanges)
+    q_list = [queues] if isinstance(queues, (Queue, str)) else list(queues)
+    key_list = [keys] if isinstance(keys, str) else list(keys)
+    if not ex_list or not q_list or not key_list:
+        raise ValueError("bind() needs at least one exchange, one queue and one key")
+    return [Binding(e, q, routing_key=k) for e in ex_list for q in q_list for k in key_list]
+
+
+TopologyItem = Union[Exchange, Queue, Binding]
+
+
+def ordered(items: Iterable[TopologyItem]) -> list[TopologyItem]:
+    """Sort declarations so exchanges come before queues and queues before bindings.
+
+    Exchanges and queues referenced by bindings are added if they were not listed.
+
+    Args:
+        items: Topology objects in any order.
+
+    Returns:
+        A list in declaration order, each object once.
+    """
+    exchanges: list[Exchange] = []
+    queues: list[Queue] = []
+    bindings: list[Binding] = []
+    for item in items:
+        if isinstance(item, Exchange):
+            if item not in exchanges:
+                exchanges.append(item)
+        elif isinstance(item, Queue):
+            if not any(item is q for q in queues):
+                queues.append(item)
+        elif isinstance(item, Binding):
+            bindings.append(item)
+            if isinstance(item.exchange, Exchange) and item.exchange not in exchanges:
+                exchanges.append(item.exchange)
+            if isinstance(item.queue, Queue) and not any(item.queue is q for q in queues):
+                queues.append(item.queue)
+        else:
+            raise TypeError(f"not a topology object: {item!r}")
+    return [*exchanges, *queues, *bindings]
