@@ -6,7 +6,8 @@ Example:
     ...     hutch.Publisher(conn, exchange=hutch.Exchange("logs", "fanout")).publish("hi")
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from hutch._connection import Connection, connect
 from hutch._exceptions import (
@@ -42,8 +43,8 @@ from hutch._subscriber import Subscriber
 from hutch._topology import Binding, Exchange, ExchangeType, Overflow, Queue, QueueType, bind
 
 try:
-    __version__ = version("hutch")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("hutch")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [

@@ -42,6 +42,7 @@ from __future__ import annotations
 import abc
 import atexit
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -1225,8 +1226,30 @@ def _import_rabbitmq_container() -> Any:
     return RabbitMqContainer
 
 
+def _unix_socket_ping(path: str, timeout: float) -> bool:
+    """Send ``GET /_ping`` to a Docker engine's Unix socket; True on ``200 OK``."""
+    if not os.path.exists(path):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/") and b" 200 " in reply.split(b"\r\n", 1)[0]
+
+
 def _docker_engine_answers(timeout: float = 3.0) -> bool:
     """Return whether testcontainers is installed and a Docker engine answers a ping."""
+    if importlib.util.find_spec("testcontainers") is None:
+        return False
+    host = os.environ.get("DOCKER_HOST", "").strip() or "unix:///var/run/docker.sock"
+    if host.startswith("unix://"):
+        # Ping the socket ourselves: a docker client for a dead socket leaks an
+        # unclosed socket (a ResourceWarning, an error under pytest's settings).
+        return _unix_socket_ping(host[len("unix://") :], timeout)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -1241,7 +1264,7 @@ def _docker_engine_answers(timeout: float = 3.0) -> bool:
 
             return _call_with_timeout(ping, timeout + 1.0, "docker ping")
     except Exception as exc:  # any failure means "no usable engine"
-        _log.debug("no Docker engine: %s", exc)
+        _log.debug("no Docker engine at %s: %s", host, exc)
         return False
 
 
@@ -1401,8 +1424,9 @@ def acquire_broker() -> Broker:
     Order: ``HUTCH_TEST_AMQP_URL`` (an :class:`ExternalBroker`, checked to accept
     TCP connections); a Docker engine (:class:`ContainerBroker`); a local
     ``rabbitmq-server`` node (:class:`LocalBroker`), installed with ``apt-get``
-    when missing and possible. ``HUTCH_TEST_BROKER=docker`` or ``local`` skips
-    the other kinds. The caller owns the broker and must :meth:`~Broker.close` it.
+    when missing and possible; also when the container fails to start (logged
+    as a warning). ``HUTCH_TEST_BROKER=docker`` or ``local`` allows only that
+    kind. The caller owns the broker and must :meth:`~Broker.close` it.
 
     Returns:
         A broker that accepts AMQP connections at :attr:`~Broker.url`.
@@ -1435,10 +1459,16 @@ def acquire_broker() -> Broker:
             container = ContainerBroker()
             try:
                 container.start()
+            except BrokerError as exc:
+                container.close()
+                if kind == "docker" or not (_local_server_installed() or _can_install()):
+                    raise
+                _log.warning("RabbitMQ container failed (%s); using a local node instead", exc)
             except BaseException:
                 container.close()
                 raise
-            return container
+            else:
+                return container
         if kind == "docker":
             raise BrokerUnavailable(
                 f"{KIND_ENV}=docker but no Docker engine answers (or testcontainers is "

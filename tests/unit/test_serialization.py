@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+from pydantic import BaseModel
+
+from hutch import Codec, DecodeError, ValidationError
+from hutch._serialization import decode_any, encode_any
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+class Line(BaseModel):
+    start: Point
+    end: Point
+
+
+def test_model_roundtrip() -> None:
+    codec = Codec(Line)
+    data, ctype = codec.encode(Line(start=Point(x=1, y=2), end=Point(x=3, y=4)))
+    assert ctype == "application/json"
+    assert json.loads(data) == {"start": {"x": 1, "y": 2}, "end": {"x": 3, "y": 4}}
+    assert codec.decode(data, ctype) == Line(start=Point(x=1, y=2), end=Point(x=3, y=4))
+
+
+def test_validation_error_names_the_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        Codec(Line).decode(b'{"start": {"x": 1, "y": 2}, "end": {"x": "three", "y": 4}}', None)
+    assert info.value.field == "end.x"
+    assert "end.x" in str(info.value)
+
+
+def test_bad_json_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        Codec(Point).decode(b"{not json", "application/json")
+
+
+def test_content_type_allow_list() -> None:
+    with pytest.raises(DecodeError, match="not accepted"):
+        Codec(Point).decode(b'{"x":1,"y":2}', "application/x-python-pickle")
+    assert Codec(Point).decode(b'{"x":1,"y":2}', "application/json; charset=utf-8") == Point(x=1, y=2)
+    assert Codec(Point).decode(b'{"x":1,"y":2}', None) == Point(x=1, y=2)
+
+
+def test_pickle_payload_is_never_unpickled() -> None:
+    payload = pickle.dumps(Point(x=1, y=2))
+    with pytest.raises(DecodeError):
+        Codec(Point).decode(payload, "application/python-pickle")
+    with pytest.raises(DecodeError):
+        Codec(Point).decode(payload, None)
+    assert decode_any(payload, "application/python-pickle") == payload
+
+
+def test_bytes_and_str_pass_through() -> None:
+    assert Codec(bytes).encode(b"\x00\xff") == (b"\x00\xff", "application/octet-stream")
+    assert Codec(bytes).decode(b"\x00\xff", "whatever/type") == b"\x00\xff"
+    data, ctype = Codec(str).encode("héllo")
+    assert data == "héllo".encode()
+    assert ctype.startswith("text/plain")
+    assert Codec(str).decode(b"30", None) == "30"
+    with pytest.raises(DecodeError, match="UTF-8"):
+        Codec(str).decode(b"\xff\xfe", None)
+
+
+def test_primitives_and_generics() -> None:
+    assert Codec(int).decode(*Codec(int).encode(42)) == 42
+    assert Codec(list[Point]).decode(b'[{"x":1,"y":2}]', None) == [Point(x=1, y=2)]
+    with pytest.raises(ValidationError) as info:
+        Codec(list[Point]).decode(b'[{"x":1}]', None)
+    assert info.value.field == "0.y"
+
+
+def test_wrong_body_type_on_encode() -> None:
+    with pytest.raises(TypeError):
+        Codec(bytes).encode("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Codec(str).encode(b"bytes")  # type: ignore[arg-type]
+
+
+def test_unsupported_model_type_fails_at_once() -> None:
+    class NotAModel:
+        pass
+
+    with pytest.raises(TypeError, match="cannot use"):
+        Codec(NotAModel)
+
+
+def test_deeply_nested_json_is_rejected_not_crashing() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(DecodeError):
+        Codec(list[object]).decode(deep, None)
+    with pytest.raises(DecodeError):
+        decode_any(deep, "application/json")
+
+
+def test_encode_any_by_runtime_type() -> None:
+    assert encode_any(b"x") == (b"x", "application/octet-stream")
+    assert encode_any("x")[1].startswith("text/plain")
+    assert encode_any(Point(x=1, y=2)) == (b'{"x":1,"y":2}', "application/json")
+    assert encode_any({"a": [1, 2]}) == (b'{"a":[1,2]}', "application/json")
+    assert decode_any(b'{"a":1}', "application/json") == {"a": 1}
+    assert decode_any(b"hi", "text/plain") == "hi"
