@@ -189,6 +189,8 @@ def _port_is_free(port: int) -> bool:
 
 def _pick_port() -> int:
     """Return a free TCP port outside the ephemeral range, never twice per process."""
+    # Not port_for, and not binding to port 0: both can hand out ephemeral ports,
+    # which a client's outgoing connection may occupy while the node is stopped.
     low, high = _ephemeral_range()
     ranges = [(r_lo, r_hi) for r_lo, r_hi in ((10000, low - 1), (high + 1, 65535)) if r_hi > r_lo]
     rng = random.SystemRandom()
@@ -882,6 +884,9 @@ class LocalBroker(Broker):
             began = time.monotonic()
             _log.info("starting RabbitMQ node %s on port %s", self.node_name, self._amqp_port)
             console = open(os.path.join(self._base_dir, "log", "console.log"), "ab")  # noqa: SIM115
+            # Plain Popen rather than a mirakuru executor: readiness needs
+            # `rabbitmqctl await_startup` and a graceful stop needs `rabbitmqctl
+            # stop`, so an executor would add a dependency and little else.
             try:
                 self._proc = subprocess.Popen(
                     [os.path.join(_bin_dir(), "rabbitmq-server")],

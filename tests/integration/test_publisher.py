@@ -1,0 +1,211 @@
+"""Publisher against a real broker: confirms, mandatory, properties, batches, threads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from pydantic import BaseModel
+
+from hutch import (
+    ClosedError,
+    Connection,
+    Exchange,
+    MessageTooLarge,
+    NotFound,
+    Publisher,
+    Queue,
+    Subscriber,
+    Unroutable,
+)
+
+
+class Order(BaseModel):
+    id: int
+    item: str
+
+
+def temp_queue(name: str) -> Queue:
+    return Queue(name, durable=False, auto_delete=False, expires=60)
+
+
+def test_confirmed_persistent_publish_with_generated_id(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=Order, declare=[q]) as pub:
+        mid = pub.publish(Order(id=1, item="book"))
+    ch = conn.channel()
+    d = ch.get(q.name)
+    assert d is not None
+    assert d.properties.delivery_mode == 2
+    assert d.properties.message_id == mid and len(mid) == 32
+    assert d.properties.content_type == "application/json"
+    assert Order.model_validate_json(d.body) == Order(id=1, item="book")
+    ch.delete_queue(q.name)
+
+
+def test_all_fourteen_properties_round_trip(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    ts = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    props = {
+        "content_encoding": "identity",
+        "delivery_mode": 1,
+        "priority": 5,
+        "correlation_id": "corr-1",
+        "reply_to": "replies",
+        "expiration": "60000",
+        "message_id": "mid-1",
+        "timestamp": ts,
+        "type": "order.created",
+        "user_id": "guest",
+        "app_id": "shop",
+        "cluster_id": "c1",
+    }
+    with Publisher(conn, routing_key=q.name, declare=[q]) as pub:
+        pub.publish(b"raw", headers={"h": "v", "n": 3}, content_type="application/x-custom", **props)
+    with Subscriber(conn, queue=q.name) as sub:
+        msg = sub.get(timeout=5)
+    assert msg is not None
+    assert msg.body == b"raw"
+    p = msg.properties
+    assert p.content_type == "application/x-custom"
+    assert dict(p.headers or {}) == {"h": "v", "n": 3}
+    for key, value in props.items():
+        assert getattr(p, key) == value, key
+    conn.channel().delete_queue(q.name)
+
+
+def test_unknown_property_fails_at_once(conn: Connection) -> None:
+    pub = Publisher(conn, routing_key="x")
+    with pytest.raises(TypeError, match="unknown message properties"):
+        pub.publish(b"x", colour="red")
+    with pytest.raises(ValueError, match="expiration"):
+        pub.publish(b"x", expiration="soon")
+
+
+def test_expiration_from_timedelta(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, declare=[q]) as pub:
+        pub.publish(b"x", expiration=dt.timedelta(seconds=30))
+    d = conn.channel().get(q.name)
+    assert d is not None and d.properties.expiration == "30000"
+
+
+def test_mandatory_unroutable_raises(conn: Connection, unique_name: str) -> None:
+    with Publisher(conn, routing_key=f"{unique_name}-nobody", mandatory=True) as pub:
+        with pytest.raises(Unroutable) as info:
+            pub.publish(b"lost?")
+        assert info.value.reply_code == 312
+        assert info.value.routing_key == f"{unique_name}-nobody"
+        # the publisher stays usable
+        q = temp_queue(unique_name)
+        conn.channel().declare([q])
+        pub.publish(b"found", routing_key=q.name)
+    conn.channel().delete_queue(unique_name)
+
+
+def test_without_mandatory_unroutable_is_confirmed(conn: Connection, unique_name: str) -> None:
+    with Publisher(conn, routing_key=f"{unique_name}-nobody") as pub:
+        assert pub.publish(b"dropped by broker")
+
+
+def test_publish_to_missing_exchange_raises_not_found(conn: Connection, unique_name: str) -> None:
+    with Publisher(conn, exchange=f"{unique_name}-missing") as pub:
+        with pytest.raises(NotFound):
+            pub.publish(b"x")
+        with pytest.raises(NotFound):
+            pub.publish(b"again: channel was reopened")
+
+
+def test_publish_many_reports_per_message(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=int, declare=[q]) as pub:
+        result = pub.publish_many(range(1000))
+        assert result.ok and result.confirmed == 1000
+        assert len(set(result.message_ids)) == 1000
+    assert conn.channel().message_count(q.name) == 1000
+    with Publisher(conn, routing_key=f"{unique_name}-nobody", mandatory=True, model=int) as pub:
+        bad = pub.publish_many([1, 2, 3])
+        assert not bad.ok
+        assert [i for i, _ in bad.failed] == [0, 1, 2]
+        assert all(isinstance(e, Unroutable) for _, e in bad.failed)
+        with pytest.raises(Unroutable):
+            bad.raise_for_failures()
+    conn.channel().delete_queue(q.name)
+
+
+def test_many_threads_one_publisher_every_message_counted(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    threads, per_thread = 8, 250
+    with Publisher(conn, routing_key=q.name, model=Order, declare=[q]) as pub:
+
+        def work(t: int) -> None:
+            for i in range(per_thread):
+                pub.publish(Order(id=t * per_thread + i, item=f"t{t}"))
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    seen: list[int] = []
+    with Subscriber(conn, queue=q.name, model=Order, prefetch=500) as sub:
+        for msg in sub.messages(timeout=2):
+            seen.append(msg.body.id)
+    assert sorted(seen) == list(range(threads * per_thread))
+    conn.channel().delete_queue(q.name)
+
+
+def test_unconfirmed_mode_delivers_everything_after_flush(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, confirm=False, persistent=False, declare=[q]) as pub:
+        for i in range(3000):
+            pub.publish(str(i).encode())
+        pub.flush()
+    ch = conn.channel()
+    for _ in range(50):
+        if ch.message_count(q.name) == 3000:
+            break
+        threading.Event().wait(0.1)
+    assert ch.message_count(q.name) == 3000
+    ch.delete_queue(q.name)
+
+
+def test_oversized_body_refused_before_sending(amqp_url: str, unique_name: str) -> None:
+    with Connection(amqp_url, max_message_size=1024) as small:
+        with Publisher(small, routing_key=unique_name) as pub:
+            with pytest.raises(MessageTooLarge) as info:
+                pub.publish(b"x" * 1025)
+            assert (info.value.size, info.value.limit) == (1025, 1024)
+            pub.publish(b"x" * 1024)
+
+
+def test_use_after_close_raises(conn: Connection) -> None:
+    pub = Publisher(conn, exchange=Exchange("amq.fanout"))
+    pub.publish(b"x")
+    pub.close()
+    pub.close()  # idempotent
+    with pytest.raises(ClosedError):
+        pub.publish(b"y")
+
+
+def test_publisher_with_url_owns_its_connection(amqp_url: str, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(amqp_url, routing_key=q.name, declare=[q], model=str) as pub:
+        pub.publish("hello")
+    with Subscriber(amqp_url, queue=q.name, model=str) as sub:
+        msg = sub.get(timeout=5)
+        assert msg is not None and msg.body == "hello"
+    with Connection(amqp_url) as c:
+        c.channel().delete_queue(q.name)
+
+
+def test_wrong_arguments_fail_at_once(conn: Connection) -> None:
+    with pytest.raises(TypeError):
+        Publisher(conn, exchange=3)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="mandatory"):
+        Publisher(conn, mandatory=True, confirm=False)
+    with pytest.raises(ValueError, match="scheme"):
+        Publisher("not-a-connection-or-url", routing_key="x")
+    with pytest.raises(TypeError):
+        Publisher(42)  # type: ignore[call-overload]
