@@ -16,7 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pika
 import pika.exceptions as pex
@@ -60,8 +60,8 @@ def to_pika_properties(p: Properties) -> pika.BasicProperties:
     return pika.BasicProperties(
         content_type=p.content_type,
         content_encoding=p.content_encoding,
-        headers=dict(p.headers) if p.headers is not None else None,
-        delivery_mode=p.delivery_mode,
+        headers=cast("dict[str, Any]", dict(p.headers)) if p.headers is not None else None,
+        delivery_mode=cast("Any", p.delivery_mode),
         priority=p.priority,
         correlation_id=p.correlation_id,
         reply_to=p.reply_to,
@@ -81,7 +81,7 @@ def from_pika_properties(p: pika.BasicProperties) -> Properties:
     return Properties(
         content_type=p.content_type,
         content_encoding=p.content_encoding,
-        headers=p.headers,
+        headers=cast("dict[str, Any] | None", p.headers),
         delivery_mode=p.delivery_mode,
         priority=p.priority,
         correlation_id=p.correlation_id,
@@ -134,12 +134,12 @@ class Delivery:
     @property
     def content_type(self) -> str | None:
         """The content type property (cheap)."""
-        return self._pika_props.content_type  # type: ignore[no-any-return]
+        return self._pika_props.content_type
 
     @property
     def headers(self) -> dict[str, Any]:
         """The application headers (cheap)."""
-        return self._pika_props.headers or {}
+        return cast("dict[str, Any]", self._pika_props.headers or {})
 
     @property
     def properties(self) -> Properties:
@@ -151,7 +151,7 @@ class Delivery:
                 # a foreign publisher sent an out-of-range property; keep what validates
                 self._props = Properties(
                     content_type=self._pika_props.content_type,
-                    headers=self._pika_props.headers,
+                    headers=cast("dict[str, Any] | None", self._pika_props.headers),
                     correlation_id=self._pika_props.correlation_id,
                     reply_to=self._pika_props.reply_to,
                     message_id=self._pika_props.message_id,
@@ -170,7 +170,15 @@ class Delivery:
 class OutgoingMessage:
     """A message to publish (internal)."""
 
-    __slots__ = ("body", "exchange", "future", "mandatory", "message_id", "properties", "routing_key")
+    __slots__ = (
+        "body",
+        "exchange",
+        "future",
+        "mandatory",
+        "message_id",
+        "properties",
+        "routing_key",
+    )
 
     def __init__(
         self,
@@ -325,7 +333,12 @@ class Channel:
             The consumer tag.
         """
         consumer = _Consumer(
-            queue, on_message, exclusive, arguments, on_cancel, f"hutch.{self._io.name}.{next(_tags)}"
+            queue,
+            on_message,
+            exclusive,
+            arguments,
+            on_cancel,
+            f"hutch.{self._io.name}.{next(_tags)}",
         )
 
         def run() -> str:
@@ -386,7 +399,7 @@ class Channel:
             method, props, body = ch.basic_get(self.queue_name(queue), auto_ack=False)
             if method is None:
                 return None
-            return Delivery(self, self.generation, method, props, body)
+            return Delivery(self, self.generation, method, cast("Any", props), cast(bytes, body))
 
         return self._call(run, timeout)  # type: ignore[no-any-return]
 
@@ -394,19 +407,25 @@ class Channel:
         """Ready messages in a queue (passive declare)."""
 
         def run() -> int:
-            ok = self._run_sync(lambda ch: ch.queue_declare(queue, passive=True), f"queue {queue!r}")
+            ok = self._run_sync(
+                lambda ch: ch.queue_declare(queue, passive=True), f"queue {queue!r}"
+            )
             return int(ok.method.message_count)
 
         return self._call(run, timeout)  # type: ignore[no-any-return]
 
     def delete_queue(self, queue: str, timeout: float | None = 30.0) -> None:
         """Delete a queue (used by tests and tools)."""
-        self._call(lambda: self._run_sync(lambda ch: ch.queue_delete(queue), f"queue {queue!r}"), timeout)
+        self._call(
+            lambda: self._run_sync(lambda ch: ch.queue_delete(queue), f"queue {queue!r}"), timeout
+        )
 
     def delete_exchange(self, exchange: str, timeout: float | None = 30.0) -> None:
         """Delete an exchange (used by tests and tools)."""
         self._call(
-            lambda: self._run_sync(lambda ch: ch.exchange_delete(exchange), f"exchange {exchange!r}"),
+            lambda: self._run_sync(
+                lambda ch: ch.exchange_delete(exchange), f"exchange {exchange!r}"
+            ),
             timeout,
         )
 
@@ -526,7 +545,9 @@ class Channel:
             if self.confirms:
                 self._retry_queue.append(m)
             else:
-                m.future.set_exception(ConnectionLost("connection lost before the message was sent"))
+                m.future.set_exception(
+                    ConnectionLost("connection lost before the message was sent")
+                )
             return
         except (pex.ChannelClosed, pex.ChannelWrongStateError) as exc:
             m.future.set_exception(map_pika_error(exc))
@@ -596,7 +617,11 @@ class Channel:
     def _settle(self, gen: int, tag: int, *, ack: bool, requeue: bool) -> None:
         ch = self._ch
         if gen != self.generation or ch is None or not ch.is_open:
-            log.debug("hutch: dropping %s of delivery %d from a closed channel", "ack" if ack else "nack", tag)
+            log.debug(
+                "hutch: dropping %s of delivery %d from a closed channel",
+                "ack" if ack else "nack",
+                tag,
+            )
             return
         impl = _async_channel(ch)
         if ack:

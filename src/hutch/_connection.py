@@ -77,7 +77,8 @@ def map_pika_error(exc: BaseException, *, entity: str = "") -> HutchError:
         )
     if isinstance(exc, pex.ProbableAccessDeniedError):
         return AuthenticationError(
-            "the broker refused access to the virtual host: check the vhost and the user's permissions"
+            "the broker refused access to the virtual host: "
+            "check the vhost and the user's permissions"
         )
     if isinstance(exc, pex.ConnectionClosedByBroker) and exc.reply_code == 403:
         return AuthenticationError(f"the broker refused the connection: {exc.reply_text}")
@@ -105,7 +106,10 @@ def _describe_406(text: str, entity: str) -> dict[str, str]:
         arg, _, rest = body.partition(" for ")
         ent, _, tail = rest.partition(" in vhost ")
         detail = tail.split(":", 1)[1].strip() if ":" in tail else ""
-        return {"entity": ent.strip() or entity, "differences": f"{arg.strip()}: {detail}".strip(": ")}
+        return {
+            "entity": ent.strip() or entity,
+            "differences": f"{arg.strip()}: {detail}".strip(": "),
+        }
     return {"entity": entity, "differences": body}
 
 
@@ -155,7 +159,9 @@ class IoLoop:
     def start(self, timeout: float | None) -> None:
         """Start the I/O thread and wait until the first connection is open."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"hutch-io-{self.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"hutch-io-{self.name}", daemon=True
+            )
             self._thread.start()
         try:
             self._opened.result(timeout)
@@ -169,7 +175,9 @@ class IoLoop:
         if self._closing:
             raise ClosedError("the connection is closed")
         if self._thread is None:
-            raise ClosedError("the connection is not open: call open() or use it as a context manager")
+            raise ClosedError(
+                "the connection is not open: call open() or use it as a context manager"
+            )
 
     def submit(self, task: Callable[[], None]) -> None:
         """Queue ``task`` to run on the I/O thread (in submission order)."""
@@ -292,7 +300,11 @@ class IoLoop:
             params = self._parameters(address)
             try:
                 conn = pika.BlockingConnection(params)
-            except (pex.ProbableAuthenticationError, pex.AuthenticationError, pex.ProbableAccessDeniedError) as exc:
+            except (
+                pex.ProbableAuthenticationError,
+                pex.AuthenticationError,
+                pex.ProbableAccessDeniedError,
+            ) as exc:
                 raise map_pika_error(exc) from exc
             except pex.ConnectionClosedByBroker as exc:
                 if exc.reply_code in (403, 530):
@@ -666,4 +678,6 @@ def resolve_connection(connection: Connection | str) -> tuple[Connection, bool]:
         return connection, False
     if isinstance(connection, str):
         return Connection(connection), True
-    raise TypeError(f"expected a hutch.Connection or an amqp:// URL, got {type(connection).__name__}")
+    raise TypeError(
+        f"expected a hutch.Connection or an amqp:// URL, got {type(connection).__name__}"
+    )

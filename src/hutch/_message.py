@@ -59,8 +59,9 @@ class Properties:
             raise ValueError("delivery_mode must be 1 (transient) or 2 (persistent)")
         if self.priority is not None and not 0 <= self.priority <= 255:
             raise ValueError("priority must be between 0 and 255")
-        if self.expiration is not None:
-            if not isinstance(self.expiration, str) or not self.expiration.isdigit():
+        if self.expiration is not None and (
+            not isinstance(self.expiration, str) or not self.expiration.isdigit()
+        ):
                 raise ValueError(
                     "expiration is a TTL in milliseconds as a string of digits, e.g. '60000'"
                 )
@@ -83,7 +84,9 @@ class Properties:
 
     def as_dict(self) -> dict[str, Any]:
         """The properties that are set, as a dict."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
 
 
 PROPERTY_NAMES = frozenset(f.name for f in fields(Properties))

@@ -62,8 +62,7 @@ class BatchResult:
             PublishError: The first message that was not confirmed.
         """
         if self.failed:
-            index, error = self.failed[0]
-            raise error
+            raise self.failed[0][1]
 
 
 def _check_properties(properties: Mapping[str, Any]) -> None:
@@ -106,7 +105,8 @@ class Publisher(Generic[T]):
         ValueError: An invalid argument value.
 
     Example:
-        >>> with Publisher(conn, exchange=Exchange("orders", "topic"), model=Order) as pub:  # doctest: +SKIP
+        >>> orders = Exchange("orders", "topic")
+        >>> with Publisher(conn, exchange=orders, model=Order) as pub:  # doctest: +SKIP
         ...     pub.publish(Order(id=1), routing_key="order.created")
     """
 
@@ -183,7 +183,10 @@ class Publisher(Generic[T]):
         self._writes: deque[Future[None]] = deque()
 
     def __repr__(self) -> str:
-        return f"<Publisher exchange={self.exchange_name!r} confirm={self.confirm} conn={self._conn!r}>"
+        return (
+            f"<Publisher exchange={self.exchange_name!r} confirm={self.confirm} "
+            f"conn={self._conn!r}>"
+        )
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> Self:
@@ -266,7 +269,9 @@ class Publisher(Generic[T]):
         if not isinstance(rk, str):
             raise TypeError("routing_key must be a str")
         if len(data) > limit:
-            raise MessageTooLarge(size=len(data), limit=limit, exchange=self.exchange_name, routing_key=rk)
+            raise MessageTooLarge(
+                size=len(data), limit=limit, exchange=self.exchange_name, routing_key=rk
+            )
         props: dict[str, Any] = {
             "content_type": content_type,
             "delivery_mode": self.delivery_mode,
@@ -279,7 +284,10 @@ class Publisher(Generic[T]):
             props["headers"] = dict(headers)
         expiration = properties.get("expiration")
         if isinstance(expiration, _dt.timedelta):
-            properties = {**properties, "expiration": str(max(0, round(expiration.total_seconds() * 1000)))}
+            properties = {
+                **properties,
+                "expiration": str(max(0, round(expiration.total_seconds() * 1000))),
+            }
         props.update(properties)
         pika_props = to_pika_properties(Properties(**props))
         return OutgoingMessage(
@@ -396,7 +404,12 @@ class Publisher(Generic[T]):
                 result.failed.append((i, exc))
             except Exception as exc:
                 result.failed.append(
-                    (i, PublishError(str(exc), exchange=self.exchange_name, message_id=messages[i].message_id))
+                    (
+                        i,
+                        PublishError(
+                            str(exc), exchange=self.exchange_name, message_id=messages[i].message_id
+                        ),
+                    )
                 )
         return result
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from collections.abc import Hashable
 from typing import Any, Generic, TypeVar, cast
 
 import pydantic
+import pydantic_core
 from pydantic import TypeAdapter
 
 from hutch._exceptions import DecodeError, ValidationError
@@ -105,7 +107,7 @@ class Codec(Generic[T]):
         adapter = cast("TypeAdapter[T]", self._adapter)
         try:
             return adapter.dump_json(value), JSON
-        except pydantic.PydanticSerializationError as exc:
+        except pydantic_core.PydanticSerializationError as exc:
             raise TypeError(f"cannot encode body as {self._name()}: {exc}") from None
 
     def _name(self) -> str:
@@ -135,11 +137,11 @@ class Codec(Generic[T]):
             try:
                 return cast("T", data.decode())
             except UnicodeDecodeError as exc:
-                raise DecodeError(f"body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+                raise DecodeError(
+                    f"body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+                ) from None
         if media is not None and media not in JSON_TYPES:
-            raise DecodeError(
-                f"content type {content_type!r} is not accepted: expected {JSON}"
-            )
+            raise DecodeError(f"content type {content_type!r} is not accepted: expected {JSON}")
         adapter = cast("TypeAdapter[T]", self._adapter)
         try:
             return adapter.validate_json(data)
@@ -173,7 +175,7 @@ def codec_for(model: type[T] | Any) -> Codec[T]:
         A codec for it.
     """
     try:
-        return cast("Codec[T]", _cached(model))
+        return cast("Codec[T]", _cached(cast("Hashable", model)))
     except TypeError as exc:
         if "unhashable" in str(exc):
             return Codec(model)
@@ -195,7 +197,8 @@ def encode_any(value: object) -> tuple[bytes, str]:
         return value.encode(), f"{TEXT}; charset=utf-8"
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump_json().encode(), JSON
-    return codec_for(type(value)).encode(value)
+    codec: Codec[object] = codec_for(type(value))
+    return codec.encode(value)
 
 
 def decode_any(data: bytes, content_type: str | None) -> object:

@@ -225,7 +225,9 @@ class ConnectionSettings(_Frozen):
             ``amqp://user:***@host:port/vhost``.
         """
         scheme = "amqps" if self.tls else "amqp"
-        return f"{scheme}://{quote(self.username, safe='')}:***@{address}/{quote(self.vhost, safe='')}"
+        return (
+            f"{scheme}://{quote(self.username, safe='')}:***@{address}/{quote(self.vhost, safe='')}"
+        )
 
     def __repr__(self) -> str:
         hosts = ",".join(str(a) for a in self.addresses)
@@ -296,7 +298,9 @@ def _parse_url(url: str) -> dict[str, Any]:
         else:
             raise ValueError(
                 f"unknown URL option {key!r}; known: "
-                + ", ".join(sorted(_QUERY_INTS | _QUERY_FLOATS | set(_QUERY_TLS) | {"connection_name"}))
+                + ", ".join(
+                    sorted(_QUERY_INTS | _QUERY_FLOATS | set(_QUERY_TLS) | {"connection_name"})
+                )
             )
     return out
 

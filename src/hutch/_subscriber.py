@@ -194,8 +194,10 @@ class Subscriber(Generic[T]):
             raise ValueError("match must be 'all' or 'any'")
         if headers is not None:
             for ex in exchanges:
-                if isinstance(ex, Exchange) and ex.type is not ExchangeType.HEADERS:
-                    raise ValueError(f"headers= needs a headers exchange; {ex.name!r} is {ex.type.value}")
+                if isinstance(ex, Exchange) and ex.exchange_type is not ExchangeType.HEADERS:
+                    raise ValueError(
+                        f"headers= needs a headers exchange; {ex.name!r} is {ex.exchange_type.value}"
+                    )
         if queue is None:
             if not exchanges:
                 raise ValueError("give an exchange to subscribe to, or a queue to consume")
@@ -270,7 +272,9 @@ class Subscriber(Generic[T]):
             try:
                 ch.declare(self._topology, timeout=self.timeout)
                 ch.qos(self.prefetch, timeout=self.timeout)
-                self._dead = DeadLetters(self._conn, self.dead_letter_queue, ch.queue_name(self.queue))
+                self._dead = DeadLetters(
+                    self._conn, self.dead_letter_queue, ch.queue_name(self.queue)
+                )
                 self._tag = ch.consume(
                     self.queue, self._buffer.put, on_cancel=self._on_cancel, timeout=self.timeout
                 )
@@ -358,9 +362,13 @@ class Subscriber(Generic[T]):
     def _dead_letter(self, delivery: Delivery, exc: BaseException) -> None:
         assert self._dead is not None
         self.dead_lettered += 1
-        self._dead.send(delivery, reason=str(exc), error_type=type(exc).__name__, timeout=self.timeout)
+        self._dead.send(
+            delivery, reason=str(exc), error_type=type(exc).__name__, timeout=self.timeout
+        )
 
-    def run(self, handler: Handler[T], *, limit: int | None = None, timeout: float | None = None) -> int:
+    def run(
+        self, handler: Handler[T], *, limit: int | None = None, timeout: float | None = None
+    ) -> int:
         """Call ``handler`` for each message until :meth:`stop` (blocking).
 
         ``handler(body)`` or ``handler(body, message)`` (for headers, routing key,
@@ -403,7 +411,9 @@ class Subscriber(Generic[T]):
             self.handled += 1
         return done
 
-    def messages(self, *, timeout: float | None = None, limit: int | None = None) -> Iterator[Message[T]]:
+    def messages(
+        self, *, timeout: float | None = None, limit: int | None = None
+    ) -> Iterator[Message[T]]:
         """Iterate over messages; each is acked when the loop asks for the next one.
 
         Args:

@@ -22,7 +22,9 @@ __all__ = [
 ]
 
 #: Header and argument values RabbitMQ accepts in tables.
-FieldValue = Union[str, int, float, bool, bytes, None, Sequence["FieldValue"], Mapping[str, "FieldValue"]]
+FieldValue = Union[
+    str, int, float, bool, bytes, None, Sequence["FieldValue"], Mapping[str, "FieldValue"]
+]
 
 
 class ExchangeType(str, enum.Enum):
@@ -103,7 +105,7 @@ class Exchange:
 
     @property
     def is_default(self) -> bool:
-        """True for the default exchange ``""`` (and the built-in ``amq.*`` ones), never declared."""
+        """True for the default exchange and the built-in ``amq.*`` ones (never declared)."""
         return self.name == "" or self.name in _BUILTIN_EXCHANGES
 
 
@@ -273,7 +275,9 @@ class Queue:
 
     def __repr__(self) -> str:
         flags = [f for f in ("durable", "exclusive", "auto_delete") if getattr(self, f)]
-        return f"Queue({self.name!r}, {', '.join(flags) or 'transient'}, arguments={self.arguments})"
+        return (
+            f"Queue({self.name!r}, {', '.join(flags) or 'transient'}, arguments={self.arguments})"
+        )
 
 
 MatchMode = Literal["all", "any", "all-with-x", "any-with-x"]
@@ -328,7 +332,7 @@ class Binding:
 
     @property
     def binding_arguments(self) -> dict[str, FieldValue]:
-        """Arguments sent with ``queue.bind`` (``x-match`` and the headers for headers exchanges)."""
+        """Arguments sent with ``queue.bind`` (``x-match`` and headers for headers exchanges)."""
         args: dict[str, FieldValue] = dict(self.arguments)
         if self.headers is not None:
             args["x-match"] = self.match
