@@ -20,5 +20,7 @@ def conn(hutch_connection: Connection) -> Connection:
 def controllable_broker(hutch_broker: Broker) -> Iterator[Broker]:
     """The session broker, for tests that stop/start it or close connections."""
     if not hutch_broker.supports_control:
-        pytest.skip("fault injection needs a broker started by hutch.testing (unset HUTCH_TEST_AMQP_URL)")
+        pytest.skip(
+            "fault injection needs a broker started by hutch.testing (unset HUTCH_TEST_AMQP_URL)"
+        )
     yield hutch_broker

@@ -52,7 +52,9 @@ def test_wrong_password_is_an_authentication_error(hutch_broker: Broker) -> None
     assert "wrong-secret" not in str(info.value)
 
 
-def test_redeclare_with_other_arguments_names_entity_and_difference(conn: Connection, unique_name: str) -> None:
+def test_redeclare_with_other_arguments_names_entity_and_difference(
+    conn: Connection, unique_name: str
+) -> None:
     ch = conn.channel()
     ch.declare([Queue(unique_name, durable=True)])
     with pytest.raises(PreconditionFailed) as info:
@@ -77,7 +79,9 @@ class Tick(BaseModel):
     n: int
 
 
-def test_idle_publisher_past_three_heartbeats_still_publishes(hutch_broker: Broker, unique_name: str) -> None:
+def test_idle_publisher_past_three_heartbeats_still_publishes(
+    hutch_broker: Broker, unique_name: str
+) -> None:
     with Connection(hutch_broker.url, heartbeat=1, connection_name=unique_name) as conn:
         q = Queue(unique_name, durable=False, expires=60)
         with Publisher(conn, routing_key=q.name, model=Tick, declare=[q]) as pub:
@@ -90,7 +94,9 @@ def test_idle_publisher_past_three_heartbeats_still_publishes(hutch_broker: Brok
         assert conn.channel().message_count(q.name) == 2
 
 
-def test_long_handler_past_three_heartbeats_keeps_connection(hutch_broker: Broker, unique_name: str) -> None:
+def test_long_handler_past_three_heartbeats_keeps_connection(
+    hutch_broker: Broker, unique_name: str
+) -> None:
     with Connection(hutch_broker.url, heartbeat=1, connection_name=unique_name) as conn:
         q = Queue(unique_name, durable=False, expires=60)
         with Publisher(conn, routing_key=q.name, model=Tick, declare=[q]) as pub:
@@ -116,7 +122,10 @@ def test_publishing_from_many_threads_while_consuming(conn: Connection, unique_n
         t = threading.Thread(target=lambda: sub.run(got.append, limit=400, timeout=10))
         t.start()
         with Publisher(conn, routing_key=q.name, model=int) as pub:
-            ths = [threading.Thread(target=lambda k=k: [pub.publish(k * 100 + i) for i in range(100)]) for k in range(4)]
+            ths = [
+                threading.Thread(target=lambda k=k: [pub.publish(k * 100 + i) for i in range(100)])
+                for k in range(4)
+            ]
             for th in ths:
                 th.start()
             for th in ths:

@@ -62,7 +62,9 @@ def test_all_fourteen_properties_round_trip(conn: Connection, unique_name: str) 
         "cluster_id": "c1",
     }
     with Publisher(conn, routing_key=q.name, declare=[q]) as pub:
-        pub.publish(b"raw", headers={"h": "v", "n": 3}, content_type="application/x-custom", **props)
+        pub.publish(
+            b"raw", headers={"h": "v", "n": 3}, content_type="application/x-custom", **props
+        )
     with Subscriber(conn, queue=q.name) as sub:
         msg = sub.get(timeout=5)
     assert msg is not None
@@ -134,7 +136,9 @@ def test_publish_many_reports_per_message(conn: Connection, unique_name: str) ->
     conn.channel().delete_queue(q.name)
 
 
-def test_many_threads_one_publisher_every_message_counted(conn: Connection, unique_name: str) -> None:
+def test_many_threads_one_publisher_every_message_counted(
+    conn: Connection, unique_name: str
+) -> None:
     q = temp_queue(unique_name)
     threads, per_thread = 8, 250
     with Publisher(conn, routing_key=q.name, model=Order, declare=[q]) as pub:
@@ -156,7 +160,9 @@ def test_many_threads_one_publisher_every_message_counted(conn: Connection, uniq
     conn.channel().delete_queue(q.name)
 
 
-def test_unconfirmed_mode_delivers_everything_after_flush(conn: Connection, unique_name: str) -> None:
+def test_unconfirmed_mode_delivers_everything_after_flush(
+    conn: Connection, unique_name: str
+) -> None:
     q = temp_queue(unique_name)
     with Publisher(conn, routing_key=q.name, confirm=False, persistent=False, declare=[q]) as pub:
         for i in range(3000):

@@ -27,7 +27,9 @@ def test_fanout_reaches_every_subscriber(conn: Connection, unique_name: str) -> 
 def test_direct_exact_key_and_several_keys_on_one_queue(conn: Connection, unique_name: str) -> None:
     ex = Exchange(unique_name, "direct", durable=False, auto_delete=True)
     errors = Subscriber(conn, exchange=ex, routing_keys="error", model=str).open()
-    all_levels = Subscriber(conn, exchange=ex, routing_keys=["info", "warning", "error"], model=str).open()
+    all_levels = Subscriber(
+        conn, exchange=ex, routing_keys=["info", "warning", "error"], model=str
+    ).open()
     with Publisher(conn, exchange=ex, model=str) as pub:
         for level in ("info", "warning", "error", "debug"):
             pub.publish(level, routing_key=level)
@@ -74,10 +76,16 @@ def test_topic_patterns(conn: Connection, unique_name: str) -> None:
     ("match", "expected"),
     [("all", {"pdf-report"}), ("any", {"pdf-report", "pdf-log", "csv-report"})],
 )
-def test_headers_exchange_all_and_any(conn: Connection, unique_name: str, match: str, expected: set[str]) -> None:
+def test_headers_exchange_all_and_any(
+    conn: Connection, unique_name: str, match: str, expected: set[str]
+) -> None:
     ex = Exchange(unique_name, "headers", durable=False, auto_delete=True)
     sub = Subscriber(
-        conn, exchange=ex, headers={"format": "pdf", "type": "report"}, match=match, model=str  # type: ignore[arg-type]
+        conn,
+        exchange=ex,
+        headers={"format": "pdf", "type": "report"},
+        match=match,
+        model=str,  # type: ignore[arg-type]
     ).open()
     with Publisher(conn, exchange=ex, model=str) as pub:
         pub.publish("pdf-report", headers={"format": "pdf", "type": "report"})
@@ -94,7 +102,10 @@ def test_n_to_m_bindings(conn: Connection, unique_name: str) -> None:
     q2 = Queue(f"{unique_name}.q2", durable=False, auto_delete=True)
     ch = conn.channel()
     ch.declare(bind([ex1, ex2], [q1, q2], keys=["k1", "k2"]))
-    with Publisher(conn, exchange=ex1, model=str) as p1, Publisher(conn, exchange=ex2, model=str) as p2:
+    with (
+        Publisher(conn, exchange=ex1, model=str) as p1,
+        Publisher(conn, exchange=ex2, model=str) as p2,
+    ):
         p1.publish("a", routing_key="k1")
         p2.publish("b", routing_key="k2")
         p2.publish("nobody", routing_key="k3")
@@ -114,7 +125,9 @@ def test_one_subscriber_on_several_exchanges(conn: Connection, unique_name: str)
     assert sorted(drain(sub)) == ["from-a", "from-b"]
 
 
-def test_named_durable_subscription_keeps_messages_while_away(conn: Connection, unique_name: str) -> None:
+def test_named_durable_subscription_keeps_messages_while_away(
+    conn: Connection, unique_name: str
+) -> None:
     ex = Exchange(unique_name, "fanout", durable=False, auto_delete=False)
     q = Queue(unique_name, durable=True)
     Subscriber(conn, exchange=ex, queue=q, model=str).open().close()
@@ -131,7 +144,12 @@ def test_extra_bindings_by_queue_name(conn: Connection, unique_name: str) -> Non
     ex = Exchange(unique_name, "direct", durable=False, auto_delete=True)
     q = Queue(unique_name, durable=False, auto_delete=True)
     sub = Subscriber(
-        conn, exchange=ex, queue=q, routing_keys="one", bindings=[Binding(ex, q.name, "two")], model=str
+        conn,
+        exchange=ex,
+        queue=q,
+        routing_keys="one",
+        bindings=[Binding(ex, q.name, "two")],
+        model=str,
     ).open()
     with Publisher(conn, exchange=ex, model=str) as pub:
         pub.publish("1", routing_key="one")

@@ -17,7 +17,14 @@ def test_blocking_channel_keeps_its_async_channel_in_impl() -> None:
 
 
 def test_async_channel_api_used_by_hutch_exists() -> None:
-    for name in ("confirm_delivery", "basic_publish", "basic_ack", "basic_nack", "add_on_return_callback", "add_on_close_callback"):
+    for name in (
+        "confirm_delivery",
+        "basic_publish",
+        "basic_ack",
+        "basic_nack",
+        "add_on_return_callback",
+        "add_on_close_callback",
+    ):
         assert callable(getattr(pika.channel.Channel, name)), name
     params = inspect.signature(pika.channel.Channel.confirm_delivery).parameters
     assert "ack_nack_callback" in params

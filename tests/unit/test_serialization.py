@@ -43,7 +43,9 @@ def test_bad_json_is_a_decode_error() -> None:
 def test_content_type_allow_list() -> None:
     with pytest.raises(DecodeError, match="not accepted"):
         Codec(Point).decode(b'{"x":1,"y":2}', "application/x-python-pickle")
-    assert Codec(Point).decode(b'{"x":1,"y":2}', "application/json; charset=utf-8") == Point(x=1, y=2)
+    assert Codec(Point).decode(b'{"x":1,"y":2}', "application/json; charset=utf-8") == Point(
+        x=1, y=2
+    )
     assert Codec(Point).decode(b'{"x":1,"y":2}', None) == Point(x=1, y=2)
 
 

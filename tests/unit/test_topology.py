@@ -94,9 +94,11 @@ def test_bind_n_to_m_with_several_keys() -> None:
     q1, q2 = Queue("q1"), Queue("q2")
     bindings = bind([e1, e2], [q1, q2], keys=["a", "b"])
     assert len(bindings) == 8
-    assert {(b.exchange_name, b.queue.name, b.routing_key) for b in bindings if isinstance(b.queue, Queue)} == {
-        (e, q, k) for e in ("e1", "e2") for q in ("q1", "q2") for k in ("a", "b")
-    }
+    assert {
+        (b.exchange_name, b.queue.name, b.routing_key)
+        for b in bindings
+        if isinstance(b.queue, Queue)
+    } == {(e, q, k) for e in ("e1", "e2") for q in ("q1", "q2") for k in ("a", "b")}
     with pytest.raises(ValueError):
         bind([], "q")
 

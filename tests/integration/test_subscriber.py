@@ -1,0 +1,176 @@
+"""Subscriber against a real broker: handler loop, iterator, stop, dead letters, restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pydantic import BaseModel
+
+from hutch import ClosedError, Connection, Message, Publisher, Queue, Subscriber
+from hutch._broker import Broker
+
+
+class Order(BaseModel):
+    id: int
+    item: str
+
+
+def temp_queue(name: str) -> Queue:
+    return Queue(name, durable=False, expires=60)
+
+
+def test_handler_gets_body_and_delivery_details(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=Order, declare=[q]) as pub:
+        pub.publish(Order(id=7, item="pen"), headers={"source": "test"}, correlation_id="c-7")
+    seen: list[tuple[Order, Message[Order]]] = []
+    with Subscriber(conn, queue=q.name, model=Order) as sub:
+        assert sub.run(lambda body, msg: seen.append((body, msg)), limit=1, timeout=5) == 1
+    body, msg = seen[0]
+    assert body == Order(id=7, item="pen")
+    assert msg.routing_key == q.name
+    assert msg.exchange == ""
+    assert msg.headers == {"source": "test"}
+    assert msg.correlation_id == "c-7"
+    assert msg.redelivered is False
+    assert conn.channel().message_count(q.name) == 0
+
+
+def test_stop_from_another_thread(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Subscriber(conn, queue=q, model=int) as sub:
+        got: list[int] = []
+        t = threading.Thread(target=lambda: sub.run(got.append))
+        t.start()
+        with Publisher(conn, routing_key=q.name, model=int) as pub:
+            for i in range(5):
+                pub.publish(i)
+        deadline = time.monotonic() + 10
+        while len(got) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sub.stop()
+        t.join(5)
+        assert not t.is_alive()
+        assert got == [0, 1, 2, 3, 4]
+
+
+def test_undecodable_and_invalid_bodies_go_to_dead_letter_queue_with_reason(
+    conn: Connection, unique_name: str
+) -> None:
+    q = temp_queue(unique_name)
+    dead = f"{unique_name}.dead"
+    with Publisher(conn, routing_key=q.name, declare=[q]) as raw:
+        raw.publish(b"{not json", content_type="application/json")
+        raw.publish(b'{"id": "seven", "item": "pen"}', content_type="application/json")
+        raw.publish(b"\x80\x04pickle", content_type="application/python-pickle")
+        raw.publish(b'{"id": 1, "item": "ok"}', content_type="application/json")
+    good: list[Order] = []
+    with Subscriber(conn, queue=q.name, model=Order) as sub:
+        sub.run(good.append, timeout=1.0)
+        assert sub.dead_lettered == 3
+    assert good == [Order(id=1, item="ok")]
+    ch = conn.channel()
+    reasons = []
+    for _ in range(3):
+        d = ch.get(dead)
+        assert d is not None
+        h = d.headers
+        reasons.append((h["x-hutch-error-type"], h["x-hutch-error"]))
+        assert h["x-hutch-original-queue"] == q.name
+        assert h["x-hutch-original-routing-key"] == q.name
+        d.ack()
+    assert reasons[0][0] == "DecodeError" and "JSON" in reasons[0][1]
+    assert reasons[1][0] == "ValidationError" and "'id'" in reasons[1][1]
+    assert reasons[2][0] == "DecodeError" and "python-pickle" in reasons[2][1]
+    assert ch.get(dead) is None
+    assert ch.message_count(q.name) == 0  # nothing left behind, nothing lost
+    ch.delete_queue(dead)
+
+
+def test_handler_exception_dead_letters_and_loop_continues(
+    conn: Connection, unique_name: str
+) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=int, declare=[q]) as pub:
+        for i in range(4):
+            pub.publish(i)
+
+    def handler(n: int) -> None:
+        if n % 2:
+            raise RuntimeError(f"odd {n}")
+
+    with Subscriber(conn, queue=q.name, model=int) as sub:
+        assert sub.run(handler, timeout=1.0) == 2
+        assert sub.dead_lettered == 2
+    ch = conn.channel()
+    assert ch.message_count(f"{unique_name}.dead") == 2
+    d = ch.get(f"{unique_name}.dead")
+    assert d is not None and d.headers["x-hutch-error"] == "odd 1"
+    assert d.headers["x-hutch-error-type"] == "RuntimeError"
+    ch.delete_queue(f"{unique_name}.dead")
+
+
+def test_iterator_acks_each_message_when_moving_on(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=str, declare=[q]) as pub:
+        for s in ("a", "b", "c"):
+            pub.publish(s)
+    with Subscriber(conn, queue=q.name, model=str, prefetch=1) as sub:
+        it = sub.messages(timeout=2)
+        assert next(it).body == "a"
+        assert next(it).body == "b"
+        it.close()
+    # "a" and "b" were acked; "c" was prefetched at most and is requeued on close
+    with Subscriber(conn, queue=q.name, model=str) as sub:
+        assert [m.body for m in sub.messages(timeout=1)] == ["c"]
+
+
+def test_unacked_messages_are_requeued_on_close(conn: Connection, unique_name: str) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=int, declare=[q]) as pub:
+        for i in range(10):
+            pub.publish(i)
+    sub = Subscriber(conn, queue=q.name, model=int, prefetch=10).open()
+    time.sleep(0.3)  # let the broker push all 10 into the local buffer
+    assert sub.get(timeout=2) is not None
+    sub.close()
+    with pytest.raises(ClosedError):
+        sub.open()
+    ch = conn.channel()
+    deadline = time.monotonic() + 5
+    while ch.message_count(q.name) != 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ch.message_count(q.name) == 9
+
+
+def test_wrong_subscriber_arguments(conn: Connection) -> None:
+    with pytest.raises(ValueError, match="exchange"):
+        Subscriber(conn)
+    with pytest.raises(ValueError, match="prefetch"):
+        Subscriber(conn, queue="q", prefetch=0)
+    with pytest.raises(ValueError, match="headers exchange"):
+        from hutch import Exchange
+
+        Subscriber(conn, exchange=Exchange("t", "topic"), headers={"a": 1})
+    with pytest.raises(TypeError):
+        Subscriber(conn, queue=3)  # type: ignore[call-overload]
+
+
+def test_persistent_message_survives_broker_restart(
+    controllable_broker: Broker, unique_name: str
+) -> None:
+    q = Queue(unique_name, durable=True)
+    with (
+        Connection(controllable_broker.url) as c,
+        Publisher(c, routing_key=q.name, model=Order, declare=[q]) as pub,
+    ):
+        pub.publish(Order(id=42, item="survivor"))
+        pub.publish(Order(id=43, item="transient"), delivery_mode=1)
+    controllable_broker.restart()
+    with Connection(controllable_broker.url) as c:
+        with Subscriber(c, queue=q.name, model=Order) as sub:
+            bodies = [m.body for m in sub.messages(timeout=1)]
+        c.channel().delete_queue(q.name)
+    assert bodies == [Order(id=42, item="survivor")]
