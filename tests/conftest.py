@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from hutch import Connection
@@ -17,10 +15,10 @@ def conn(hutch_connection: Connection) -> Connection:
 
 
 @pytest.fixture
-def controllable_broker(hutch_broker: Broker) -> Iterator[Broker]:
+def controllable_broker(hutch_broker: Broker) -> Broker:
     """The session broker, for tests that stop/start it or close connections."""
     if not hutch_broker.supports_control:
         pytest.skip(
             "fault injection needs a broker started by hutch.testing (unset HUTCH_TEST_AMQP_URL)"
         )
-    yield hutch_broker
+    return hutch_broker

@@ -193,7 +193,7 @@ def test_local_broker_fixed_port_and_short_node_name() -> None:
     [{"amqp_port": 0}, {"dist_port": 70000}, {"startup_timeout": 0}, {"erlang_cookie": "a b"}],
 )
 def test_local_broker_validates_arguments(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - several messages
+    with pytest.raises(ValueError):
         LocalBroker(**kwargs)  # type: ignore[arg-type]
 
 

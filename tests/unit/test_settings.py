@@ -118,7 +118,7 @@ def test_recovery_delays_grow_with_jitter_and_stop() -> None:
     delays = list(policy.delays(random.Random(1)))
     assert len(delays) == 6
     bases = [1, 2, 4, 8, 8, 8]
-    for d, base in zip(delays, bases):
+    for d, base in zip(delays, bases, strict=True):
         assert base * 0.9 <= d <= base * 1.1
     unlimited = RecoveryPolicy(max_attempts=None).delays()
     assert len([next(unlimited) for _ in range(100)]) == 100
