@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, cast
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pika.channel
     import pika.spec
 
-__all__ = ["Channel", "Delivery", "OutgoingMessage"]
+__all__ = ["Channel", "Delivery", "OutgoingMessage", "basic_properties"]
 
 log = logging.getLogger("hutch")
 
@@ -73,6 +73,11 @@ def to_pika_properties(p: Properties) -> pika.BasicProperties:
         app_id=p.app_id,
         cluster_id=p.cluster_id,
     )
+
+
+def basic_properties(**fields: Any) -> pika.BasicProperties:
+    """Build pika properties from already-valid fields (the publisher's fast path)."""
+    return pika.BasicProperties(**fields)
 
 
 def from_pika_properties(p: pika.BasicProperties) -> Properties:
@@ -250,12 +255,30 @@ class Channel:
         self._seq = 0
         self._closed = False
         self._retry_queue: list[OutgoingMessage] = []
+        #: Called on the I/O thread as ``on_return(reply_code, reply_text, properties)`` for
+        #: a returned message that no confirm waits for (mandatory publishes on a channel
+        #: without confirms, e.g. RPC requests). Must not block.
+        self.on_return: Callable[[int, str, Properties], None] | None = None
+        # ack coalescing (I/O thread only): manual-ack delivery tags in delivery order, acks
+        # requested but not yet sent, and tags already settled on the wire one by one
+        self._unacked: deque[int] = deque()
+        self._acks_pending: set[int] = set()
+        self._settled: set[int] = set()
+        self._ack_flush_scheduled = False
 
     # ------------------------------------------------------------- any thread
     @property
     def io(self) -> IoLoop:
         """The I/O loop this channel runs on."""
         return self._io
+
+    def is_current(self, delivery: Delivery) -> bool:
+        """False once the pika channel that delivered ``delivery`` is gone (any thread).
+
+        Its ack would be dropped and the broker redelivers the message, so a consumer may
+        skip it instead of handling it twice.
+        """
+        return delivery.generation == self.generation and self._ch is not None
 
     def open(self, timeout: float | None = 30.0) -> None:
         """Open the pika channel and start tracking it for recovery."""
@@ -382,9 +405,13 @@ class Channel:
         return [m.future for m in messages]
 
     def ack(self, delivery: Delivery) -> None:
-        """Acknowledge a delivery (thread-safe, asynchronous)."""
+        """Acknowledge a delivery (thread-safe, asynchronous).
+
+        Acks that reach the I/O thread together are coalesced into one ``basic.ack`` with
+        ``multiple=True`` when every earlier delivery on the channel is settled too.
+        """
         gen, tag = delivery.generation, delivery.delivery_tag
-        self._io.submit(lambda: self._settle(gen, tag, ack=True, requeue=False))
+        self._io.submit(lambda: self._queue_ack(gen, tag))
 
     def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         """Reject a delivery: requeue it or let it be dead-lettered (thread-safe)."""
@@ -399,6 +426,7 @@ class Channel:
             method, props, body = ch.basic_get(self.queue_name(queue), auto_ack=False)
             if method is None:
                 return None
+            self._unacked.append(cast(int, method.delivery_tag))
             return Delivery(self, self.generation, method, cast("Any", props), cast(bytes, body))
 
         return self._call(run, timeout)  # type: ignore[no-any-return]
@@ -448,6 +476,9 @@ class Channel:
         conn = self._io.pika_connection()
         ch = conn.channel()
         self.generation += 1
+        self._unacked = deque()
+        self._acks_pending = set()
+        self._settled = set()
         self._ch = ch
         impl = _async_channel(ch)
         impl.add_on_close_callback(self._on_pika_channel_closed)
@@ -511,18 +542,22 @@ class Channel:
     def _start_consumer(self, ch: BlockingChannel, consumer: _Consumer) -> None:
         gen = self.generation
         on_message = consumer.on_message
+        queue = self.queue_name(consumer.queue)
+        auto_ack = queue == "amq.rabbitmq.reply-to"
+        unacked = self._unacked
 
         def deliver(
             _ch: BlockingChannel, method: Any, props: pika.BasicProperties, body: bytes
         ) -> None:
+            if not auto_ack:
+                unacked.append(method.delivery_tag)
             on_message(Delivery(self, gen, method, props, body))
 
-        queue = self.queue_name(consumer.queue)
         self._run_sync(
             lambda c: c.basic_consume(
                 queue,
                 deliver,
-                auto_ack=queue == "amq.rabbitmq.reply-to",
+                auto_ack=auto_ack,
                 exclusive=consumer.exclusive,
                 consumer_tag=consumer.tag,
                 arguments=consumer.arguments or None,
@@ -606,6 +641,13 @@ class Channel:
             if pending.returned is None and m.message_id == props.message_id:
                 pending.returned = (method.reply_code, method.reply_text)
                 return
+        if self.on_return is not None:
+            try:
+                properties = from_pika_properties(props)
+            except ValueError:
+                properties = Properties(correlation_id=props.correlation_id, message_id=props.message_id)
+            self.on_return(method.reply_code, method.reply_text, properties)
+            return
         log.debug(
             "hutch: message returned by broker: exchange=%r routing_key=%r %s %s",
             method.exchange,
@@ -628,6 +670,45 @@ class Channel:
             impl.basic_ack(tag)
         else:
             impl.basic_nack(tag, requeue=requeue)
+        self._settled.add(tag)
+
+    def _queue_ack(self, gen: int, tag: int) -> None:
+        if gen != self.generation or self._ch is None:
+            log.debug("hutch: dropping ack of delivery %d from a closed channel", tag)
+            return
+        self._acks_pending.add(tag)
+        if not self._ack_flush_scheduled:
+            self._ack_flush_scheduled = True
+            # runs after every task already queued, so acks arriving together coalesce
+            self._io.submit(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_flush_scheduled = False
+        ch = self._ch
+        pending = self._acks_pending
+        if ch is None or not ch.is_open:
+            pending.clear()
+            return
+        impl = _async_channel(ch)
+        unacked, settled = self._unacked, self._settled
+        last = 0
+        while unacked:
+            first = unacked[0]
+            if first in pending:
+                pending.discard(first)
+                last = first
+            elif first in settled:
+                settled.discard(first)
+            else:
+                break
+            unacked.popleft()
+        if last:
+            # every outstanding delivery up to `last` is settled: one frame acks them all
+            impl.basic_ack(last, multiple=True)
+        for tag in pending:
+            impl.basic_ack(tag)
+            settled.add(tag)
+        pending.clear()
 
     def _on_broker_cancel(self, frame: Any) -> None:
         tag = frame.method.consumer_tag
@@ -642,7 +723,12 @@ class Channel:
     def _on_pika_channel_closed(self, _ch: Any, reason: BaseException) -> None:
         if isinstance(reason, pex.ChannelClosedByBroker):
             error = map_pika_error(reason)
-            log.warning("hutch: broker closed channel: %s", error)
+            if self._consumers or self._unconfirmed:
+                log.warning("hutch: broker closed channel: %s", error)
+            else:
+                # nothing in flight: the synchronous caller gets the error raised (e.g. a
+                # passive declare of a queue that does not exist yet, polled while waiting)
+                log.debug("hutch: broker closed channel: %s", error)
             self._fail_unconfirmed(error)
             self._ch = None
             if self._consumers and not self._closed:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
-import uuid
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
@@ -12,9 +13,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from hutch._channel import Channel, OutgoingMessage, to_pika_properties
+from hutch._channel import Channel, OutgoingMessage, basic_properties, to_pika_properties
 from hutch._connection import Connection, resolve_connection
-from hutch._exceptions import ClosedError, MessageTooLarge, OperationTimeout, PublishError
+from hutch._exceptions import (
+    ClosedError,
+    ConnectionBlocked,
+    MessageTooLarge,
+    OperationTimeout,
+    PublishError,
+)
 from hutch._message import PERSISTENT, PROPERTY_NAMES, TRANSIENT, Properties
 from hutch._serialization import Codec, codec_for, encode_any
 from hutch._topology import Exchange, TopologyItem
@@ -85,6 +92,12 @@ class Publisher(Generic[T]):
     channel. Publishing never blocks heartbeats: the connection's I/O thread does the
     network work. The exchange is declared when the publisher opens if it is given as an
     :class:`~hutch.Exchange` (a plain name is assumed to exist).
+
+    Delivery is at-least-once: if the connection is lost before the broker confirmed a
+    message, :meth:`publish` keeps waiting while the connection recovers and the message is
+    republished with the same ``message_id``; it raises only when the recovery policy gives
+    up. A message republished this way may reach consumers twice, so consumers that must not
+    act twice deduplicate by ``message_id`` (see ``docs/reliability.md``).
 
     Args:
         connection: A :class:`~hutch.Connection` (shared) or a URL (owned: opened and closed
@@ -272,24 +285,35 @@ class Publisher(Generic[T]):
             raise MessageTooLarge(
                 size=len(data), limit=limit, exchange=self.exchange_name, routing_key=rk
             )
-        props: dict[str, Any] = {
-            "content_type": content_type,
-            "delivery_mode": self.delivery_mode,
-            "message_id": uuid.uuid4().hex,
-            "timestamp": _dt.datetime.now(_dt.timezone.utc),
-        }
-        if self.app_id is not None:
-            props["app_id"] = self.app_id
-        if headers is not None:
-            props["headers"] = dict(headers)
-        expiration = properties.get("expiration")
-        if isinstance(expiration, _dt.timedelta):
-            properties = {
-                **properties,
-                "expiration": str(max(0, round(expiration.total_seconds() * 1000))),
+        if not properties:
+            # fast path: only hutch's own defaults, nothing to validate
+            pika_props = basic_properties(
+                content_type=content_type,
+                delivery_mode=self.delivery_mode,
+                message_id=os.urandom(16).hex(),
+                timestamp=int(time.time()),
+                app_id=self.app_id,
+                headers=dict(headers) if headers is not None else None,
+            )
+        else:
+            props: dict[str, Any] = {
+                "content_type": content_type,
+                "delivery_mode": self.delivery_mode,
+                "message_id": os.urandom(16).hex(),
+                "timestamp": _dt.datetime.now(_dt.timezone.utc),
             }
-        props.update(properties)
-        pika_props = to_pika_properties(Properties(**props))
+            if self.app_id is not None:
+                props["app_id"] = self.app_id
+            if headers is not None:
+                props["headers"] = dict(headers)
+            expiration = properties.get("expiration")
+            if isinstance(expiration, _dt.timedelta):
+                properties = {
+                    **properties,
+                    "expiration": str(max(0, round(expiration.total_seconds() * 1000))),
+                }
+            props.update(properties)
+            pika_props = to_pika_properties(Properties(**props))
         return OutgoingMessage(
             self.exchange_name,
             rk,
@@ -327,8 +351,11 @@ class Publisher(Generic[T]):
             Unroutable: ``mandatory`` and no queue matched.
             Nacked: The broker refused the message.
             MessageTooLarge: The body is over the connection's ``max_message_size``.
-            ConnectionBlocked: The broker blocked publishing for too long.
-            OperationTimeout: No confirm within ``timeout``.
+            ConnectionBlocked: The broker blocked publishing for longer than the
+                connection's ``publish_blocked_timeout``.
+            OperationTimeout: No confirm within ``timeout`` seconds of connected time
+                (time spent recovering a lost connection does not count).
+            ConnectionLost: The connection was lost and its recovery policy gave up.
             TypeError: Unknown property names or a body of the wrong type.
         """
         message = self._build(body, routing_key, headers, mandatory, properties)
@@ -383,7 +410,10 @@ class Publisher(Generic[T]):
             Which messages were confirmed, and which failed with what error.
 
         Raises:
-            OperationTimeout: The batch was not settled within ``timeout``.
+            OperationTimeout: The batch was not settled within ``timeout`` (time spent
+                recovering a lost connection does not count).
+            ConnectionBlocked: The broker blocked publishing for longer than the
+                connection's ``publish_blocked_timeout``.
         """
         if "message_id" in properties:
             raise TypeError("publish_many generates one message_id per message; do not pass one")
@@ -395,11 +425,13 @@ class Publisher(Generic[T]):
         wait = self.timeout if timeout is None else timeout
         for i, fut in enumerate(futures):
             try:
-                fut.result(wait)
+                self._conn.io.wait_settled(fut, wait)
             except FutureTimeout:
                 raise OperationTimeout(
                     f"batch of {len(messages)} messages not confirmed within {wait} s"
                 ) from None
+            except ConnectionBlocked:
+                raise
             except PublishError as exc:
                 result.failed.append((i, exc))
             except Exception as exc:
@@ -427,7 +459,7 @@ class Publisher(Generic[T]):
                 raise fut.exception()  # type: ignore[misc]
             return
         try:
-            fut.result(wait)
+            self._conn.io.wait_settled(fut, wait)
         except FutureTimeout:
             raise OperationTimeout(
                 f"no confirm from the broker within {wait} s for a message to exchange "
