@@ -9,6 +9,8 @@ point, so its fixtures are available without any import:
 * ``hutch_connection``: an open :class:`~hutch.Connection`, closed after the test.
 * ``unique_name``: a name unique to the test, for queues and exchanges.
 
+Outside pytest, :func:`throwaway_broker` gives scripts and demos the same broker.
+
 Where the broker comes from, in this order: the URL in ``HUTCH_TEST_AMQP_URL``;
 testcontainers' RabbitMQ container when a Docker engine answers; otherwise a local
 ``rabbitmq-server`` node started in a temporary directory on free ports (installed with
@@ -23,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -32,7 +35,31 @@ import pytest
 from hutch._broker import Broker, BrokerError, acquire_broker
 from hutch._connection import Connection
 
-__all__ = ["amqp_url", "hutch_broker", "hutch_connection", "unique_name"]
+__all__ = ["amqp_url", "hutch_broker", "hutch_connection", "throwaway_broker", "unique_name"]
+
+
+@contextlib.contextmanager
+def throwaway_broker() -> Iterator[str]:
+    """A RabbitMQ broker for a script, found or started like the test fixtures' one.
+
+    ``HUTCH_TEST_AMQP_URL`` if set, else a Docker container, else a private local
+    ``rabbitmq-server`` node (installed with apt-get when missing, as root on Debian). A
+    broker started here is stopped and its files removed when the block exits.
+
+    Yields:
+        The broker's ``amqp://`` URL.
+
+    Raises:
+        hutch._broker.BrokerError: No broker can be had (the message says how to get one),
+            or one did not start. A test-harness error, not a :class:`~hutch.HutchError`.
+
+    Example:
+        >>> with throwaway_broker() as url:  # doctest: +SKIP
+        ...     with hutch.connect(url) as conn:
+        ...         ...
+    """
+    with acquire_broker() as broker:
+        yield broker.url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,172 @@
+"""Every ```python block of the docs' pages runs against the broker and prints what it shows.
+
+A block is a complete program that reads the broker URL from ``HUTCH_URL``; it runs as a
+script in a subprocess. A ```text block right after it (only prose in between) is its
+expected output, compared line by line. A block that defines ``test_*`` functions is a pytest
+module: its tests run here, in this session, with the real fixtures.
+
+Exchange and queue names written as ``hutch.Exchange("name"...)`` / ``hutch.Queue("name"...)``
+get a prefix unique to the run, so the snippets never meet another run's messages, and are
+deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import hutch
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [
+    "README.md",
+    "docs/index.md",
+    "docs/quickstart.md",
+    "docs/broadcast.md",
+    "docs/routing.md",
+    "docs/threading.md",
+    "docs/exceptions.md",
+    "docs/testing.md",
+]
+
+FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+NAMED = re.compile(r'hutch\.(?:Exchange|Queue)\(\s*"([^"]+)"')
+
+
+@dataclass
+class Snippet:
+    page: str
+    index: int
+    code: str
+    expected: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}#{self.index}"
+
+
+def snippets() -> list[Snippet]:
+    found = []
+    for page in PAGES:
+        text = (ROOT / page).read_text()
+        fences = [(m.group(1), m.group(2)) for m in FENCE.finditer(text)]
+        index = 0
+        for i, (lang, code) in enumerate(fences):
+            if lang != "python":
+                continue
+            index += 1
+            following = fences[i + 1] if i + 1 < len(fences) else None
+            expected = following[1] if following is not None and following[0] == "text" else None
+            found.append(Snippet(page, index, code, expected))
+    return found
+
+
+SNIPPETS = snippets()
+SCRIPTS = [s for s in SNIPPETS if "def test_" not in s.code]
+TEST_MODULES = [s for s in SNIPPETS if "def test_" in s.code]
+
+
+def isolate(code: str, prefix: str) -> tuple[str, list[str]]:
+    names = sorted(set(NAMED.findall(code)), key=len, reverse=True)
+    for name in names:
+        code = code.replace(f'"{name}"', f'"{prefix}{name}"')
+    return code, [prefix + n for n in names]
+
+
+def cleanup(url: str, names: list[str]) -> None:
+    with hutch.connect(url) as conn:
+        ch = conn.channel()
+        for name in names:
+            ch.delete_queue(name)
+            ch.delete_exchange(name)
+        ch.close()
+
+
+def test_the_pages_have_snippets() -> None:
+    per_page = {page: sum(s.page == page for s in SNIPPETS) for page in PAGES}
+    assert all(per_page.values()), per_page
+    assert len(SCRIPTS) >= 15 and TEST_MODULES
+
+
+def run_script(url: str, snippet: Snippet) -> subprocess.CompletedProcess[str]:
+    code, names = isolate(snippet.code, f"docs-{uuid.uuid4().hex[:8]}.")
+    env = {**os.environ, "HUTCH_URL": url, "HUTCH_TEST_AMQP_URL": url}
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=45,
+            env=env,
+            cwd=ROOT,
+        )
+    finally:
+        cleanup(url, names)
+
+
+@pytest.fixture(scope="module")
+def script_runs(amqp_url: str) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    """Every script snippet, started a few at a time in the background (they mostly wait)."""
+    with ThreadPoolExecutor(max_workers=6, thread_name_prefix="docs-snippet") as pool:
+        yield {s.id: pool.submit(run_script, amqp_url, s) for s in SCRIPTS}
+
+
+@pytest.mark.parametrize("snippet", SCRIPTS, ids=[s.id for s in SCRIPTS])
+def test_snippet_runs_and_prints_what_the_page_shows(
+    script_runs: dict[str, Future[subprocess.CompletedProcess[str]]], snippet: Snippet
+) -> None:
+    result = script_runs[snippet.id].result(timeout=50)
+    assert result.returncode == 0, f"{snippet.id} failed:\n{result.stderr}"
+    if snippet.expected is not None:
+        assert result.stdout.splitlines() == snippet.expected.splitlines(), snippet.id
+
+
+def documented_tests() -> list[tuple[Snippet, str]]:
+    found = []
+    for snippet in TEST_MODULES:
+        found += [(snippet, name) for name in re.findall(r"^def (test_\w+)", snippet.code, re.M)]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("snippet", "name"),
+    documented_tests(),
+    ids=[f"{s.id}::{n}" for s, n in documented_tests()],
+)
+def test_documented_test_passes(
+    request: pytest.FixtureRequest, snippet: Snippet, name: str
+) -> None:
+    namespace: dict[str, object] = {"__name__": f"docs_snippet_{snippet.index}"}
+    exec(compile(snippet.code, snippet.id, "exec"), namespace)
+    fn = namespace[name]
+    assert callable(fn)
+    test: Callable[..., None] = fn
+    kwargs = {p: request.getfixturevalue(p) for p in inspect.signature(test).parameters}
+    test(**kwargs)
+
+
+def test_the_exception_tree_lists_every_error() -> None:
+    page = (ROOT / "docs" / "exceptions.md").read_text()
+    tree = FENCE.search(page)
+    assert tree is not None and tree.group(1) == "text"
+    listed = set(re.findall(r"^[\s│├└─]*(\w+)", tree.group(2), re.M))
+    errors = {
+        name
+        for name in hutch.__all__
+        if isinstance(getattr(hutch, name), type)
+        and issubclass(getattr(hutch, name), hutch.HutchError)
+    }
+    assert errors - listed == set(), "docs/exceptions.md misses these in its tree"
+    assert listed - errors == set(), "docs/exceptions.md lists errors hutch does not export"

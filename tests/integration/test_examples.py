@@ -1,0 +1,102 @@
+"""Every script in examples/ runs against the broker and prints what it should."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hutch
+
+pytestmark = pytest.mark.timeout(90)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def prefix(amqp_url: str) -> Iterator[str]:
+    """A prefix for the example's entity names, so parallel runs never meet; cleaned up."""
+    value = f"test-{uuid.uuid4().hex[:8]}."
+    yield value
+    with hutch.connect(amqp_url) as conn:
+        ch = conn.channel()
+        ch.delete_exchange(value + "ff.version.b")  # the seed's exchange is not auto-delete
+        ch.close()
+
+
+def run_example(name: str, url: str, prefix: str, timeout: float = 60) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HUTCH_EXAMPLE_PREFIX": prefix, "HUTCH_URL": "amqp://nowhere:1/"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout.splitlines()
+
+
+def test_broadcast(amqp_url: str, prefix: str) -> None:
+    lines = run_example("broadcast.py", amqp_url, prefix)
+    everything = "api 2.4.0, web 1.9.2, billing 0.7.1, api 2.4.1"
+    assert lines[-3:] == [
+        f"dashboard received 4: {everything}",
+        f"deployer received 4: {everything}",
+        f"auditor received 4: {everything}",
+    ]
+    assert [line for line in lines if line.startswith("published")] == [
+        "published api 2.4.0",
+        "published web 1.9.2",
+        "published billing 0.7.1",
+        "published api 2.4.1",
+    ]
+    queues = [line.split()[-1] for line in lines if "listens on its own queue" in line]
+    assert len(queues) == 3 and len(set(queues)) == 3  # one anonymous queue each
+
+
+def test_routing(amqp_url: str, prefix: str) -> None:
+    lines = [" ".join(line.split()) for line in run_example("routing.py", amqp_url, prefix)]
+    assert lines == [
+        "direct exchange: published info, warning, error, debug",
+        "key 'error' got error",
+        "keys 'info', 'warning', 'error' got info, warning, error",
+        "topic exchange: published order, order.created, order.created.eu, refund.created.eu, eu",
+        "pattern 'order.*' got order.created",
+        "pattern 'order.#' got order, order.created, order.created.eu",
+        "pattern '*.*.eu' got order.created.eu, refund.created.eu",
+        "pattern '#.eu' got order.created.eu, refund.created.eu, eu",
+        "pattern '#' got order, order.created, order.created.eu, refund.created.eu, eu",
+        "headers exchange: published pdf-report, pdf-log, csv-report, csv-log",
+        "format=pdf all type=report got pdf-report",
+        "format=pdf any type=report got pdf-report, pdf-log, csv-report",
+    ]
+
+
+def test_demo(amqp_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py"), amqp_url],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for section in [
+        "1. Broadcast",
+        "2. Routing",
+        "3. Work queue with fair dispatch",
+        "4. RPC with a typed stub",
+        "5. Retries and dead letters",
+        "Summary",
+    ]:
+        assert section in out, section
+    assert "all patterns worked" in out
+    assert "✗" not in out
+    assert "lost 0" in out
