@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -47,7 +48,7 @@ def test_confirmed_persistent_publish_with_generated_id(conn: Connection, unique
 def test_all_fourteen_properties_round_trip(conn: Connection, unique_name: str) -> None:
     q = temp_queue(unique_name)
     ts = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-    props = {
+    props: dict[str, Any] = {
         "content_encoding": "identity",
         "delivery_mode": 1,
         "priority": 5,

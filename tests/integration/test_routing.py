@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from hutch import Binding, Connection, Exchange, Publisher, Queue, Subscriber, bind
@@ -77,7 +79,7 @@ def test_topic_patterns(conn: Connection, unique_name: str) -> None:
     [("all", {"pdf-report"}), ("any", {"pdf-report", "pdf-log", "csv-report"})],
 )
 def test_headers_exchange_all_and_any(
-    conn: Connection, unique_name: str, match: str, expected: set[str]
+    conn: Connection, unique_name: str, match: Literal["all", "any"], expected: set[str]
 ) -> None:
     ex = Exchange(unique_name, "headers", durable=False, auto_delete=True)
     sub = Subscriber(
@@ -85,7 +87,7 @@ def test_headers_exchange_all_and_any(
         exchange=ex,
         headers={"format": "pdf", "type": "report"},
         match=match,
-        model=str,  # type: ignore[arg-type]
+        model=str,
     ).open()
     with Publisher(conn, exchange=ex, model=str) as pub:
         pub.publish("pdf-report", headers={"format": "pdf", "type": "report"})

@@ -21,7 +21,7 @@ class Line(BaseModel):
 
 
 def test_model_roundtrip() -> None:
-    codec = Codec(Line)
+    codec: Codec[Line] = Codec(Line)
     data, ctype = codec.encode(Line(start=Point(x=1, y=2), end=Point(x=3, y=4)))
     assert ctype == "application/json"
     assert json.loads(data) == {"start": {"x": 1, "y": 2}, "end": {"x": 3, "y": 4}}

@@ -94,7 +94,7 @@ def test_password_never_in_repr_or_str() -> None:
 def test_settings_are_frozen() -> None:
     s = ConnectionSettings.from_url("amqp://h/")
     with pytest.raises(ValueError, match="frozen"):
-        s.heartbeat = 3  # type: ignore[misc]
+        s.heartbeat = 3
 
 
 def test_overrides_win_over_url() -> None:
