@@ -1,0 +1,407 @@
+"""RPC latency and throughput: hutch vs hand-written pika (direct reply-to) vs aio-pika JsonRPC.
+
+Each server runs in its own process; the three clients run in this process, against the same
+broker in the same run. Every call is ``add(x, y) -> int`` with a JSON body.
+
+* sequential: 2,000 calls one after another (after 200 warm-up calls): p50 / p99 latency;
+* in flight: 5,000 calls with 50 outstanding at any time: calls per second.
+
+The variants take turns in 5 rounds (each round: 400 sequential calls, then 1,000 in flight,
+per variant), so a change in the machine's load during the run affects all of them alike.
+
+Servers: hutch ``RpcServer`` with its defaults (4 worker threads, prefetch 8); a pika
+``BlockingConnection`` consumer (prefetch 50) that replies and acks in its callback; aio-pika's
+``JsonRPC`` pattern (prefetch 50). Clients: hutch ``RpcClient.call`` / ``call_async`` (direct
+reply-to); pika publishing with ``reply_to=amq.rabbitmq.reply-to`` and driving
+``process_data_events`` itself; aio-pika ``JsonRPC.call`` with ``asyncio.gather``.
+
+    python benchmarks/rpc.py [--url amqp://...] [--calls 2000] [--flight-calls 5000]
+                             [--in-flight 50] [--rounds 5]
+
+The URL defaults to ``$HUTCH_URL``, else a throwaway local broker is started. aio-pika is a
+benchmark-only dependency (``pip install aio-pika``); without it that column is skipped.
+``run(url)`` returns the figures as a dict for ``benchmarks/run_all.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pika
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hutch
+
+TARGETS = {"p50_vs_pika": 1.2, "flight_vs_pika": 0.9, "flight_vs_aio": 1.8}
+WARMUP = 200
+
+
+# --------------------------------------------------------------------- servers (subprocess)
+def serve_hutch(url: str, queue: str) -> None:
+    server = hutch.RpcServer(url, queue=hutch.Queue(queue, durable=False, auto_delete=True))
+
+    @server.procedure
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    server.start()
+    _ready_then_wait_for_stdin()
+    server.close()
+
+
+def serve_pika(url: str, queue: str) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, auto_delete=True)
+    ch.basic_qos(prefetch_count=50)
+
+    def on_request(ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
+        request = json.loads(body)
+        result = json.dumps(sum(request["args"])).encode()
+        ch.basic_publish(
+            "",
+            props.reply_to,
+            result,
+            pika.BasicProperties(
+                correlation_id=props.correlation_id, content_type="application/json"
+            ),
+        )
+        ch.basic_ack(method.delivery_tag)
+
+    ch.basic_consume(queue, on_request)
+    stop = threading.Event()
+
+    def wait_for_stdin() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_stdin, daemon=True).start()
+    print("ready", flush=True)
+    while not stop.is_set():
+        conn.process_data_events(time_limit=0.2)
+    conn.close()
+
+
+def serve_aio(url: str, queue: str) -> None:
+    import aio_pika
+    from aio_pika.patterns import JsonRPC
+
+    async def add(*, x: int, y: int) -> int:
+        return x + y
+
+    async def main() -> None:
+        conn = await aio_pika.connect_robust(url)
+        channel = await conn.channel()
+        await channel.set_qos(prefetch_count=50)
+        rpc = await JsonRPC.create(channel)
+        await rpc.register(queue, add, auto_delete=True)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await conn.close()
+
+    asyncio.run(main())
+
+
+def _ready_then_wait_for_stdin() -> None:
+    print("ready", flush=True)
+    sys.stdin.read()
+
+
+class ServerProcess:
+    def __init__(self, kind: str, url: str, queue: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--url", url, "--queue", queue],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --------------------------------------------------------------------- clients
+class HutchClient:
+    def __init__(self, url: str, queue: str) -> None:
+        self.conn = hutch.connect(url)
+        self.client = hutch.RpcClient(self.conn, queue=queue).open()
+
+    def call(self, i: int) -> int:
+        return self.client.call("add", i, 1)  # type: ignore[return-value]
+
+    def flight(self, n: int, in_flight: int) -> None:
+        window = threading.Semaphore(in_flight)
+        done = threading.Event()
+        remaining = [n]
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def finished(fut: Any) -> None:  # on hutch's I/O thread: quick
+            if fut.exception() is not None:
+                errors.append(fut.exception())
+            window.release()
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        for i in range(n):
+            window.acquire()
+            self.client.call_async("add", i, 1).add_done_callback(finished)
+        done.wait(120)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        self.client.close()
+        self.conn.close()
+
+
+class PikaClient:
+    """The hand-written client: direct reply-to, one thread driving the connection."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        self.queue = queue
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.ch = self.conn.channel()
+        self.replies: dict[str, bytes] = {}
+        self.ch.basic_consume("amq.rabbitmq.reply-to", self._on_reply, auto_ack=True)
+
+    def _on_reply(self, _ch: Any, _method: Any, props: pika.BasicProperties, body: bytes) -> None:
+        self.replies[str(props.correlation_id)] = body
+
+    def _publish(self, i: int) -> str:
+        cid = uuid.uuid4().hex
+        self.ch.basic_publish(
+            "",
+            self.queue,
+            json.dumps({"args": [i, 1], "kwargs": {}}).encode(),
+            pika.BasicProperties(
+                reply_to="amq.rabbitmq.reply-to",
+                correlation_id=cid,
+                content_type="application/json",
+                expiration="10000",
+                headers={"x-hutch-procedure": "add"},  # so it can call a hutch server too
+            ),
+        )
+        return cid
+
+    def call(self, i: int) -> int:
+        cid = self._publish(i)
+        while cid not in self.replies:
+            self.conn.process_data_events(time_limit=None)
+        return int(json.loads(self.replies.pop(cid)))
+
+    def flight(self, n: int, in_flight: int) -> None:
+        sent = received = 0
+        while sent < min(in_flight, n):
+            self._publish(sent)
+            sent += 1
+        while received < n:
+            self.conn.process_data_events(time_limit=None)
+            for cid in list(self.replies):
+                del self.replies[cid]
+                received += 1
+                if sent < n:
+                    self._publish(sent)
+                    sent += 1
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class AioPikaClient:
+    """aio-pika's JsonRPC pattern, driven from a private event loop."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import aio_pika
+        from aio_pika.patterns import JsonRPC
+
+        self.queue = queue
+        self.loop = asyncio.new_event_loop()
+
+        async def setup() -> tuple[Any, Any]:
+            conn = await aio_pika.connect_robust(url)
+            rpc = await JsonRPC.create(await conn.channel())
+            return conn, rpc
+
+        self.conn, self.rpc = self.loop.run_until_complete(setup())
+
+    def call(self, i: int) -> int:
+        return self.loop.run_until_complete(self.rpc.call(self.queue, kwargs={"x": i, "y": 1}))  # type: ignore[no-any-return]
+
+    def flight(self, n: int, in_flight: int) -> None:
+        async def go() -> None:
+            window = asyncio.Semaphore(in_flight)
+
+            async def one(i: int) -> None:
+                async with window:
+                    assert await self.rpc.call(self.queue, kwargs={"x": i, "y": 1}) == i + 1
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+        self.loop.run_until_complete(go())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.conn.close())
+        self.loop.close()
+
+
+CLIENTS: dict[str, type[HutchClient | PikaClient | AioPikaClient]] = {
+    "hutch": HutchClient,
+    "pika": PikaClient,
+    "aio_pika": AioPikaClient,
+}
+
+
+def _have_aio_pika() -> bool:
+    try:
+        import aio_pika  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------- driver
+def run(
+    url: str, *, calls: int = 2000, flight_calls: int = 5000, in_flight: int = 50, rounds: int = 5
+) -> dict[str, Any]:
+    """Run every variant against ``url``; return figures per variant and the ratios.
+
+    The variants take turns in ``rounds`` rounds (each does 1/rounds of the calls per
+    round), so a change in the machine's load during the run affects them alike.
+    """
+    kinds = ["pika", "hutch"] + (["aio_pika"] if _have_aio_pika() else [])
+    servers: dict[str, ServerProcess] = {}
+    clients: dict[str, Any] = {}
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    flight_time: dict[str, float] = dict.fromkeys(kinds, 0.0)
+    try:
+        for kind in kinds:
+            queue = f"bench_rpc_{kind}_{uuid.uuid4().hex[:8]}"
+            servers[kind] = ServerProcess(kind, url, queue)
+            clients[kind] = CLIENTS[kind](url, queue)
+            for i in range(WARMUP):
+                assert clients[kind].call(i) == i + 1
+        for _ in range(rounds):
+            for kind in kinds:
+                client = clients[kind]
+                for i in range(calls // rounds):
+                    t = time.perf_counter()
+                    result = client.call(i)
+                    samples[kind].append(time.perf_counter() - t)
+                    assert result == i + 1
+            for kind in kinds:
+                t = time.perf_counter()
+                clients[kind].flight(flight_calls // rounds, in_flight)
+                flight_time[kind] += time.perf_counter() - t
+    finally:
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            server.close()
+    results: dict[str, Any] = {}
+    for kind in kinds:
+        ordered = sorted(samples[kind])
+        results[kind] = {
+            "p50_ms": statistics.median(ordered) * 1000,
+            "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+            "seq_calls_per_s": len(ordered) / sum(ordered),
+            "flight_calls_per_s": (flight_calls // rounds * rounds) / flight_time[kind],
+        }
+    h, p = results["hutch"], results["pika"]
+    ratios = {
+        "p50_vs_pika": h["p50_ms"] / p["p50_ms"],
+        "flight_vs_pika": h["flight_calls_per_s"] / p["flight_calls_per_s"],
+    }
+    if "aio_pika" in results:
+        ratios["flight_vs_aio"] = (
+            h["flight_calls_per_s"] / results["aio_pika"]["flight_calls_per_s"]
+        )
+    results["ratios"] = ratios
+    results["targets"] = dict(TARGETS)
+    results["params"] = {
+        "calls": calls,
+        "flight_calls": flight_calls,
+        "in_flight": in_flight,
+        "rounds": rounds,
+    }
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    params = results["params"]
+    kinds = [k for k in ("hutch", "pika", "aio_pika") if k in results]
+    print(
+        f"\nRPC add(x, y): {params['calls']} sequential calls, "
+        f"{params['flight_calls']} calls with {params['in_flight']} in flight, "
+        f"taking turns in {params['rounds']} rounds"
+    )
+    print(f"{'':22}" + "".join(f"{k:>12}" for k in kinds))
+    for key, label, fmt in (
+        ("p50_ms", "sequential p50 (ms)", "{:12.3f}"),
+        ("p99_ms", "sequential p99 (ms)", "{:12.3f}"),
+        ("seq_calls_per_s", "sequential calls/s", "{:12.0f}"),
+        ("flight_calls_per_s", "in flight calls/s", "{:12.0f}"),
+    ):
+        print(f"{label:22}" + "".join(fmt.format(results[k][key]) for k in kinds))
+    print("\nratio                    value   target")
+    for key, value in results["ratios"].items():
+        target = results["targets"][key]
+        ok = value <= target if key.startswith("p50") else value >= target
+        sign = "<=" if key.startswith("p50") else ">="
+        print(f"{key:22} {value:8.2f}   {sign}{target:<5} {'ok' if ok else 'MISS'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="broker URL (default: $HUTCH_URL, else a throwaway local node)")
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--flight-calls", type=int, default=5000)
+    p.add_argument("--in-flight", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--serve", choices=["hutch", "pika", "aio_pika"], help=argparse.SUPPRESS)
+    p.add_argument("--queue", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        {"hutch": serve_hutch, "pika": serve_pika, "aio_pika": serve_aio}[args.serve](
+            args.url, args.queue
+        )
+        return
+    from _common import broker_url
+
+    with broker_url(args.url or os.environ.get("HUTCH_URL")) as url:
+        results = run(
+            url,
+            calls=args.calls,
+            flight_calls=args.flight_calls,
+            in_flight=args.in_flight,
+            rounds=args.rounds,
+        )
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
