@@ -11,7 +11,14 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "mypy>=1.10", "types-pika-ts"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "mypy>=1.10",
+    "types-pika-ts",
+    "cryptography>=42",  # certificates for the TLS tests
+]
 
 
 @nox.session

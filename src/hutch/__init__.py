@@ -6,6 +6,7 @@ Example:
     ...     hutch.Publisher(conn, exchange=hutch.Exchange("logs", "fanout")).publish("hi")
 """
 
+import logging as _logging
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
@@ -37,10 +38,16 @@ from hutch._exceptions import (
 )
 from hutch._message import Message, Properties
 from hutch._publisher import BatchResult, Publisher
+from hutch._retry import Reject, Retry, RetryPolicy
+from hutch._rpc import RpcClient, RpcServer
 from hutch._serialization import Codec
 from hutch._settings import Address, ConnectionSettings, RecoveryPolicy, TlsOptions
 from hutch._subscriber import Subscriber
 from hutch._topology import Binding, Exchange, ExchangeType, Overflow, Queue, QueueType, bind
+from hutch._worker_pool import PoolStats, TaskQueue, WorkerError, WorkerPool, WorkerStats
+
+# a library never configures logging: the application decides where "hutch" logs go
+_logging.getLogger("hutch").addHandler(_logging.NullHandler())
 
 try:
     __version__ = _version("hutch")
@@ -74,6 +81,7 @@ __all__ = [
     "NotFound",
     "OperationTimeout",
     "Overflow",
+    "PoolStats",
     "PreconditionFailed",
     "Properties",
     "PublishError",
@@ -81,13 +89,22 @@ __all__ = [
     "Queue",
     "QueueType",
     "RecoveryPolicy",
+    "Reject",
     "RemoteError",
+    "Retry",
+    "RetryPolicy",
+    "RpcClient",
     "RpcError",
+    "RpcServer",
     "RpcTimeout",
     "Subscriber",
+    "TaskQueue",
     "TlsOptions",
     "Unroutable",
     "ValidationError",
+    "WorkerError",
+    "WorkerPool",
+    "WorkerStats",
     "__version__",
     "bind",
     "connect",

@@ -147,6 +147,21 @@ class Delivery:
         return cast("dict[str, Any]", self._pika_props.headers or {})
 
     @property
+    def correlation_id(self) -> str | None:
+        """The correlation id property (cheap; RPC's hot path)."""
+        return self._pika_props.correlation_id
+
+    @property
+    def reply_to(self) -> str | None:
+        """The reply_to property (cheap)."""
+        return self._pika_props.reply_to
+
+    @property
+    def expiration(self) -> str | None:
+        """The expiration property, milliseconds as a string (cheap)."""
+        return self._pika_props.expiration
+
+    @property
     def properties(self) -> Properties:
         """All basic properties as hutch :class:`~hutch.Properties` (converted once)."""
         if self._props is None:
@@ -385,7 +400,7 @@ class Channel:
     def publish(self, message: OutgoingMessage) -> Future[None]:
         """Queue a message for publishing; the future resolves when it is confirmed."""
         if self._closed:
-            message.future.set_exception(ClosedError("the channel is closed"))
+            message.future.set_exception(self._io.failure or ClosedError("the channel is closed"))
             return message.future
         self._io.submit(lambda: self._publish_now(message))
         return message.future
@@ -393,8 +408,9 @@ class Channel:
     def publish_many(self, messages: list[OutgoingMessage]) -> list[Future[None]]:
         """Queue several messages at once (one hand-over to the I/O thread)."""
         if self._closed:
+            error = self._io.failure or ClosedError("the channel is closed")
             for m in messages:
-                m.future.set_exception(ClosedError("the channel is closed"))
+                m.future.set_exception(error)
             return [m.future for m in messages]
 
         def run() -> None:
@@ -568,7 +584,8 @@ class Channel:
     def _publish_now(self, m: OutgoingMessage) -> None:
         if m.future.done():
             return
-        if self._closed:
+        if self._closed and (self._ch is None or not self._ch.is_open):
+            # publishes queued before close() still go out: the close task runs after them
             m.future.set_exception(ClosedError("the channel is closed"))
             return
         try:
@@ -645,7 +662,9 @@ class Channel:
             try:
                 properties = from_pika_properties(props)
             except ValueError:
-                properties = Properties(correlation_id=props.correlation_id, message_id=props.message_id)
+                properties = Properties(
+                    correlation_id=props.correlation_id, message_id=props.message_id
+                )
             self.on_return(method.reply_code, method.reply_text, properties)
             return
         log.debug(
@@ -759,6 +778,10 @@ class Channel:
                 p.message.future.set_exception(error)
 
     def _close_now(self) -> None:
+        if self._acks_pending:
+            # acks requested before the close must reach the broker before it: their
+            # coalesced flush may still be queued behind this task
+            self._flush_acks()
         self._fail_unconfirmed(ClosedError("the channel was closed before the broker confirmed"))
         ch, self._ch = self._ch, None
         if ch is not None and ch.is_open:

@@ -426,12 +426,12 @@ class Publisher(Generic[T]):
         for i, fut in enumerate(futures):
             try:
                 self._conn.io.wait_settled(fut, wait)
+            except ConnectionBlocked:
+                raise  # a TimeoutError too: must not be taken for the confirm timeout
             except FutureTimeout:
                 raise OperationTimeout(
                     f"batch of {len(messages)} messages not confirmed within {wait} s"
                 ) from None
-            except ConnectionBlocked:
-                raise
             except PublishError as exc:
                 result.failed.append((i, exc))
             except Exception as exc:
@@ -460,6 +460,8 @@ class Publisher(Generic[T]):
             return
         try:
             self._conn.io.wait_settled(fut, wait)
+        except ConnectionBlocked:
+            raise  # a TimeoutError too: must not be taken for the confirm timeout
         except FutureTimeout:
             raise OperationTimeout(
                 f"no confirm from the broker within {wait} s for a message to exchange "

@@ -7,13 +7,13 @@ import logging
 import queue as _queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
 from hutch._channel import Channel, Delivery
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters
-from hutch._exceptions import ClosedError, ConsumerCancelled, MessageError
+from hutch._exceptions import ClosedError, ConsumerCancelled, MessageError, NotFound
 from hutch._message import Message
 from hutch._serialization import Codec, codec_for, decode_any
 from hutch._topology import Binding, Exchange, ExchangeType, Queue, TopologyItem
@@ -37,6 +37,9 @@ Handler = Union[Callable[[T], object], Callable[[T, Message[T]], object]]
 DEFAULT_DEAD_LETTER_QUEUE = "hutch.dead-letters"
 
 _STOP = object()
+
+#: Seconds between checks whether a deleted queue exists again (``on_cancel="resubscribe"``).
+_RESUBSCRIBE_POLL = 1.0
 
 
 def decode_delivery(codec: Codec[T] | None, delivery: Delivery) -> Message[T]:
@@ -120,6 +123,11 @@ class Subscriber(Generic[T]):
         dead_letter_queue: Where undecodable messages and failed handlers' messages go.
             Default ``<queue>.dead`` for named queues, ``hutch.dead-letters`` otherwise.
         timeout: Seconds allowed for each broker operation.
+        on_cancel: What to do when the broker cancels the consumer (its queue was deleted):
+            ``"raise"`` (default) makes :meth:`run` and :meth:`messages` raise
+            :class:`~hutch.ConsumerCancelled`; ``"resubscribe"`` logs it, waits until the
+            queue exists again (polling every second; a server-named queue is declared anew
+            at once), re-declares the bindings and consumes again. Never silent either way.
 
     Raises:
         TypeError: A wrong argument type.
@@ -147,6 +155,7 @@ class Subscriber(Generic[T]):
         prefetch: int = 100,
         dead_letter_queue: Queue | str | None = None,
         timeout: float = 30.0,
+        on_cancel: Literal["raise", "resubscribe"] = "raise",
     ) -> None: ...
 
     @overload
@@ -164,6 +173,7 @@ class Subscriber(Generic[T]):
         prefetch: int = 100,
         dead_letter_queue: Queue | str | None = None,
         timeout: float = 30.0,
+        on_cancel: Literal["raise", "resubscribe"] = "raise",
     ) -> None: ...
 
     def __init__(
@@ -180,7 +190,10 @@ class Subscriber(Generic[T]):
         prefetch: int = 100,
         dead_letter_queue: Queue | str | None = None,
         timeout: float = 30.0,
+        on_cancel: Literal["raise", "resubscribe"] = "raise",
     ) -> None:
+        if on_cancel not in ("raise", "resubscribe"):
+            raise ValueError("on_cancel must be 'raise' or 'resubscribe'")
         exchanges = [exchange] if isinstance(exchange, (Exchange, str)) else list(exchange)
         for ex in exchanges:
             if not isinstance(ex, (Exchange, str)):
@@ -231,6 +244,7 @@ class Subscriber(Generic[T]):
         self._tag: str | None = None
         self._stopping = threading.Event()
         self._cancelled: str | None = None
+        self.on_cancel = on_cancel
         self._lock = threading.Lock()
         self._closed = False
         self.handled = 0
@@ -346,11 +360,52 @@ class Subscriber(Generic[T]):
                 self._conn.io.check_usable()
                 continue
             if isinstance(item, Delivery):
+                if not item.channel.is_current(item):
+                    # delivered on a channel that died since: its ack would be dropped and
+                    # the broker redelivers it, so handling it now would only duplicate work
+                    continue
                 return item
             if self._cancelled is not None:
-                raise ConsumerCancelled(self._cancelled)
+                if self.on_cancel == "raise":
+                    raise ConsumerCancelled(self._cancelled)
+                if not self._resubscribe(deadline):
+                    return None
             if self._stopping.is_set():
                 return None
+
+    def _resubscribe(self, deadline: float | None) -> bool:
+        """Wait for the cancelled consumer's queue to exist again and consume it again.
+
+        Returns:
+            True when consuming again; False when stopped or ``deadline`` passed first.
+        """
+        queue, ch = self._cancelled, self._channel
+        assert queue is not None
+        assert ch is not None
+        fresh = isinstance(self.queue, Queue) and self.queue.server_named
+        log.warning(
+            "hutch: the broker cancelled the consumer of queue %r (queue deleted?); "
+            "re-subscribing once it exists again",
+            queue,
+        )
+        while not fresh:
+            try:
+                ch.message_count(queue, timeout=self.timeout)
+                break
+            except NotFound:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self._stopping.wait(_RESUBSCRIBE_POLL):
+                return False
+        with self._lock:
+            self._cancelled = None
+            ch.declare(self._topology, timeout=self.timeout)
+            self._tag = ch.consume(
+                self.queue, self._buffer.put, on_cancel=self._on_cancel, timeout=self.timeout
+            )
+        log.warning("hutch: re-subscribed to queue %r", ch.queue_name(self.queue))
+        return True
 
     def _decode_or_dead_letter(self, delivery: Delivery) -> Message[T] | None:
         try:
@@ -383,7 +438,8 @@ class Subscriber(Generic[T]):
             How many messages were handled successfully.
 
         Raises:
-            ConsumerCancelled: The broker cancelled the consumer (queue deleted).
+            ConsumerCancelled: The broker cancelled the consumer (queue deleted) and
+                ``on_cancel`` is ``"raise"``.
             ConnectionLost: The connection failed for good.
         """
         self.open()
@@ -413,7 +469,7 @@ class Subscriber(Generic[T]):
 
     def messages(
         self, *, timeout: float | None = None, limit: int | None = None
-    ) -> Iterator[Message[T]]:
+    ) -> Generator[Message[T], None, None]:
         """Iterate over messages; each is acked when the loop asks for the next one.
 
         Args:
@@ -424,7 +480,8 @@ class Subscriber(Generic[T]):
             Decoded messages. Undecodable ones are dead-lettered and skipped.
 
         Raises:
-            ConsumerCancelled: The broker cancelled the consumer.
+            ConsumerCancelled: The broker cancelled the consumer and ``on_cancel`` is
+                ``"raise"``.
         """
         self.open()
         self._stopping.clear()
