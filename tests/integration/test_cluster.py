@@ -8,13 +8,15 @@ re-declare, re-consume and republish what was not confirmed: nothing may be lost
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from hutch import Connection, Publisher, Queue, Subscriber
+from hutch import Connection, HutchError, Nacked, Publisher, Queue, Subscriber
 from hutch._broker import BrokerError, LocalCluster
-from tests.integration.test_faults import ConsumeLoop, PublishLoop, drain_until_all_received
+from tests.integration.test_faults import ConsumeLoop, drain_until_all_received
 from tests.reliability import Ledger, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -30,6 +32,73 @@ def cluster() -> Iterator[LocalCluster]:
         pytest.fail(f"cannot start a local 3-node cluster: {exc}", pytrace=False)
     with nodes:
         yield nodes
+
+
+class NackRetryingLoop:
+    """Publishes ints in confirmed batches; publishes a nacked message again, same id.
+
+    While a quorum queue has no leader the broker may nack publishes (it could not take
+    responsibility); ``publish`` raises :class:`~hutch.Nacked` and a producer that must not
+    drop data publishes again later, as this one does every half second.
+    """
+
+    def __init__(self, pub: Publisher[int], ledger: Ledger, count: int, batch: int = 50) -> None:
+        self.pub = pub
+        self.ledger = ledger
+        self.count = count
+        self.batch = batch
+        self.nacked = 0
+        self.thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
+
+    def start(self) -> NackRetryingLoop:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        todo = [(i, f"q-{i}") for i in range(self.count)]
+        self.ledger.on_sent(mid for _, mid in todo)
+        retry: list[tuple[int, str]] = []
+        give_up = time.monotonic() + 150
+        while (todo or retry) and time.monotonic() < give_up:
+            if retry and not todo:
+                time.sleep(0.5)
+            batch, retry = retry[: self.batch], retry[self.batch :]
+            room = self.batch - len(batch)
+            batch, todo = batch + todo[:room], todo[room:]
+            futures = [(n, mid, self.pub.publish_async(n, message_id=mid)) for n, mid in batch]
+            for n, mid, fut in futures:
+                try:
+                    fut.result(60)
+                except Nacked:
+                    self.nacked += 1
+                    retry.append((n, mid))
+                except (HutchError, TimeoutError) as exc:
+                    self.ledger.on_publish_error(exc)
+                else:
+                    self.ledger.on_confirmed([mid])
+            time.sleep(0.02)
+        for _, mid in todo + retry:
+            self.ledger.on_publish_error(Nacked(f"{mid}: still nacked after 150 s"))
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "publisher stuck"
+
+
+def _diagnose(cluster: LocalCluster, queue: str) -> str:
+    """What the surviving nodes say about the quorum queue, for a failure message."""
+    lines = []
+    for node in cluster.nodes[1:]:
+        try:
+            lines.append(
+                node.rabbitmqctl(
+                    "list_queues", "name", "leader", "members", "online", "messages", timeout=20
+                )
+            )
+            lines.append(node._log_tail())
+        except BrokerError as exc:
+            lines.append(f"{node.node_name}: {exc}")
+    return "\n".join(lines)
 
 
 def test_cluster_of_three_nodes_is_formed(cluster: LocalCluster) -> None:
@@ -56,7 +125,7 @@ def test_stop_the_connected_node_mid_stream_fails_over_without_loss(
             Subscriber(sc, queue=q, model=int, prefetch=100) as sub,
         ):
             consumer = ConsumeLoop(sub, ledger).start()
-            publisher = PublishLoop(pub, ledger, 5000, batch=50, pause=0.02).start()
+            publisher = NackRetryingLoop(pub, ledger, 5000).start()
             assert wait_until(lambda: len(ledger.confirmed) >= 1000, 60)
             first.stop()
             publisher.join(180)
@@ -67,6 +136,12 @@ def test_stop_the_connected_node_mid_stream_fails_over_without_loss(
             assert conn.io.connected_address is not None
             assert conn.io.connected_address.port != first.amqp_port
         pc.channel().delete_queue(q.name)
+    if publisher.nacked:
+        ledger.notes = (
+            f"{publisher.nacked} publishes nacked while the queue had no leader, published again"
+        )
     ledger.record()
+    if ledger.publish_errors or ledger.lost:
+        pytest.fail(f"{ledger.summary()}\n{_diagnose(cluster, q.name)}", pytrace=False)
     ledger.assert_nothing_lost()
     assert ledger.clock.longest is not None and ledger.clock.longest < 60
