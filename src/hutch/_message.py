@@ -62,9 +62,9 @@ class Properties:
         if self.expiration is not None and (
             not isinstance(self.expiration, str) or not self.expiration.isdigit()
         ):
-                raise ValueError(
-                    "expiration is a TTL in milliseconds as a string of digits, e.g. '60000'"
-                )
+            raise ValueError(
+                "expiration is a TTL in milliseconds as a string of digits, e.g. '60000'"
+            )
 
     @property
     def persistent(self) -> bool:

@@ -208,9 +208,8 @@ class Subscriber(Generic[T]):
         if headers is not None:
             for ex in exchanges:
                 if isinstance(ex, Exchange) and ex.exchange_type is not ExchangeType.HEADERS:
-                    raise ValueError(
-                        f"headers= needs a headers exchange; {ex.name!r} is {ex.exchange_type.value}"
-                    )
+                    kind = ex.exchange_type.value
+                    raise ValueError(f"headers= needs a headers exchange; {ex.name!r} is {kind}")
         if queue is None:
             if not exchanges:
                 raise ValueError("give an exchange to subscribe to, or a queue to consume")
