@@ -35,6 +35,7 @@ from hutch._exceptions import (
     RpcTimeout,
     Unroutable,
     ValidationError,
+    WorkerError,
 )
 from hutch._message import Message, Properties
 from hutch._publisher import BatchResult, Publisher
@@ -44,7 +45,7 @@ from hutch._serialization import Codec
 from hutch._settings import Address, ConnectionSettings, RecoveryPolicy, TlsOptions
 from hutch._subscriber import Subscriber
 from hutch._topology import Binding, Exchange, ExchangeType, Overflow, Queue, QueueType, bind
-from hutch._worker_pool import PoolStats, TaskQueue, WorkerError, WorkerPool, WorkerStats
+from hutch._worker_pool import PoolStats, TaskQueue, WorkerPool, WorkerStats
 
 # a library never configures logging: the application decides where "hutch" logs go
 _logging.getLogger("hutch").addHandler(_logging.NullHandler())

@@ -33,6 +33,8 @@ ORIGINAL_QUEUE = "x-hutch-original-queue"
 FAILED_AT = "x-hutch-failed-at"
 
 _MAX_REASON = 2000
+#: Seconds a message whose dead-lettering failed is held before it is requeued.
+REQUEUE_DELAY = 5.0
 
 
 def dead_letter_headers(
@@ -91,7 +93,11 @@ class DeadLetters:
         with self._lock:
             if self._channel is None:
                 ch = self._conn.channel(confirms=True)
-                ch.declare([self.queue])
+                try:
+                    ch.declare([self.queue])
+                except BaseException:
+                    ch.close()
+                    raise
                 self._channel = ch
             return self._channel
 
@@ -142,8 +148,21 @@ class DeadLetters:
         try:
             self._ensure().publish(message).result(timeout)
         except (HutchError, TimeoutError, OSError) as exc:
-            log.error("hutch: could not dead-letter message, requeueing it: %s", exc)
-            delivery.nack(requeue=True)
+            # Keep the message (unacked, so it still counts against prefetch) and requeue
+            # it only after a pause: never dropped, and never a hot redelivery loop.
+            log.error(
+                "hutch: could not dead-letter message to %r, requeueing it in %.0f s: %s",
+                self.queue.name,
+                REQUEUE_DELAY,
+                exc,
+            )
+            with self._lock:
+                if self._channel is not None:
+                    self._channel.close()
+                    self._channel = None  # declare the queue again next time
+            timer = threading.Timer(REQUEUE_DELAY, delivery.nack, kwargs={"requeue": True})
+            timer.daemon = True
+            timer.start()
             return
         delivery.ack()
 

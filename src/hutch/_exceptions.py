@@ -24,6 +24,7 @@ arguments raise :class:`ValueError` or :class:`TypeError` at once instead.
     │   └── ValidationError          valid JSON, wrong shape (names the field)
     ├── OperationTimeout             a blocking call ran out of time (also TimeoutError)
     ├── ClosedError                  an object was used after close()
+    ├── WorkerError                  a worker process died or could not be started
     └── RpcError
         ├── NoServer                 no queue receives the request (raised at once)
         ├── RpcTimeout               no reply before the deadline (also TimeoutError)
@@ -56,6 +57,7 @@ __all__ = [
     "RpcTimeout",
     "Unroutable",
     "ValidationError",
+    "WorkerError",
 ]
 
 
@@ -277,3 +279,22 @@ class RemoteError(RpcError):
         self.type_name = type_name
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class WorkerError(HutchError):
+    """A worker process died or could not be started.
+
+    A child that dies mid-task does not lose its message (it is redelivered or retried)
+    and is replaced; this error ends the pool only when a replacement cannot be started.
+
+    Attributes:
+        pid: The process id, if the process was started.
+        exitcode: Its exit code (negative: killed by that signal), if it exited.
+    """
+
+    def __init__(
+        self, message: str, *, pid: int | None = None, exitcode: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode

@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import ERROR, ERROR_TYPE, DeadLetters
-from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError, MessageError
+from hutch._exceptions import (
+    ClosedError,
+    ConsumerCancelled,
+    HutchError,
+    MessageError,
+    WorkerError,
+)
 from hutch._message import Message, Properties
 from hutch._publisher import BatchResult, Publisher
 from hutch._retry import ATTEMPTS_HEADER, Reject, Retry, RetryPolicy, attempts_made
@@ -70,7 +76,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PoolStats",
     "TaskQueue",
-    "WorkerError",
     "WorkerPool",
     "WorkerStats",
     "load_handler",
@@ -88,25 +93,6 @@ DELAY_QUEUE_GRACE = 600.0
 _STOP = object()
 _DEFAULT_RETRY = RetryPolicy()
 _MAX_REASON = 2000
-
-
-class WorkerError(HutchError):
-    """A worker process died or could not be started.
-
-    A child that dies mid-task does not lose its message (it is redelivered or retried)
-    and is replaced; this error ends the pool only when a replacement cannot be started.
-
-    Attributes:
-        pid: The process id, if the process was started.
-        exitcode: Its exit code (negative: killed by that signal), if it exited.
-    """
-
-    def __init__(
-        self, message: str, *, pid: int | None = None, exitcode: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.exitcode = exitcode
 
 
 def load_handler(spec: str) -> Callable[..., object]:

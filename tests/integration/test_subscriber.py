@@ -174,3 +174,31 @@ def test_persistent_message_survives_broker_restart(
             bodies = [m.body for m in sub.messages(timeout=1)]
         c.channel().delete_queue(q.name)
     assert bodies == [Order(id=42, item="survivor")]
+
+
+def test_failed_dead_lettering_neither_loses_nor_loops_hot(
+    conn: Connection, unique_name: str
+) -> None:
+    q = temp_queue(unique_name)
+    # a dead-letter queue that exists with other settings: hutch cannot declare it (406)
+    blocker = Queue(f"{unique_name}.dead", durable=False, expires=60, max_length=7)
+    ch = conn.channel()
+    ch.declare([q, blocker])
+    with Publisher(conn, routing_key=q.name, declare=[q]) as raw:
+        raw.publish(b"{broken", content_type="application/json")
+    attempts: list[bool] = []
+
+    def on_bad(body: int) -> None:  # never called: the body is undecodable
+        attempts.append(True)
+
+    with Subscriber(conn, queue=q.name, model=int) as sub:
+        sub.run(on_bad, timeout=2.0)
+        # one try, then the message is held for REQUEUE_DELAY seconds, not redelivered hot
+        assert sub.dead_lettered == 1
+    assert attempts == []
+    deadline = time.monotonic() + 10
+    while ch.message_count(q.name) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ch.message_count(q.name) == 1  # requeued after the pause: not lost
+    ch.delete_queue(blocker.name)
+    ch.delete_queue(q.name)
