@@ -32,6 +32,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
@@ -458,7 +459,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                     future.result(args.timeout)
                 except PublishError as exc:
                     failures.append(f"line {index}: {_one_line(exc)}")
-                except TimeoutError:
+                except (TimeoutError, FutureTimeout):
                     failures.append(f"line {index}: no confirm within {args.timeout:g} s")
                 else:
                     print(message_id, flush=True)

@@ -190,7 +190,7 @@ class IoLoop:
             self._thread.start()
         try:
             self._opened.result(timeout)
-        except TimeoutError:
+        except FutureTimeout:
             raise OperationTimeout(f"connecting took longer than {timeout} s") from None
 
     def check_usable(self) -> None:
@@ -241,7 +241,7 @@ class IoLoop:
         self.submit(task)
         try:
             return fut.result(timeout)
-        except TimeoutError as exc:
+        except FutureTimeout as exc:
             if isinstance(exc, HutchError):
                 raise
             fut.cancel()

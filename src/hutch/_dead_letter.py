@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
@@ -20,7 +21,7 @@ from hutch._topology import Queue
 if TYPE_CHECKING:
     from hutch._connection import Connection
 
-__all__ = ["DeadLetters", "dead_letter_headers"]
+__all__ = ["DeadLetters", "dead_letter_headers", "requeue_later"]
 
 log = logging.getLogger("hutch")
 
@@ -71,6 +72,21 @@ def dead_letter_headers(
     merged[ORIGINAL_QUEUE] = queue
     merged[FAILED_AT] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     return merged
+
+
+def requeue_later(delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
+    """Requeue ``delivery`` after ``delay`` seconds (thread-safe).
+
+    For a message that could not be moved where it belongs (dead-letter or delay queue):
+    it stays unacked meanwhile, so it is neither lost nor redelivered in a hot loop.
+
+    Args:
+        delivery: The delivery to requeue.
+        delay: Seconds to wait first.
+    """
+    timer = threading.Timer(delay, delivery.nack, kwargs={"requeue": True})
+    timer.daemon = True
+    timer.start()
 
 
 class DeadLetters:
@@ -147,7 +163,7 @@ class DeadLetters:
         message = OutgoingMessage("", self.queue.name, delivery.body, to_pika_properties(out))
         try:
             self._ensure().publish(message).result(timeout)
-        except (HutchError, TimeoutError, OSError) as exc:
+        except (HutchError, FutureTimeout, OSError) as exc:
             # Keep the message (unacked, so it still counts against prefetch) and requeue
             # it only after a pause: never dropped, and never a hot redelivery loop.
             log.error(
@@ -160,9 +176,7 @@ class DeadLetters:
                 if self._channel is not None:
                     self._channel.close()
                     self._channel = None  # declare the queue again next time
-            timer = threading.Timer(REQUEUE_DELAY, delivery.nack, kwargs={"requeue": True})
-            timer.daemon = True
-            timer.start()
+            requeue_later(delivery)
             return
         delivery.ack()
 

@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from types import FrameType
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 
 from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
 from hutch._connection import Connection, resolve_connection
-from hutch._dead_letter import ERROR, ERROR_TYPE, DeadLetters
+from hutch._dead_letter import ERROR, ERROR_TYPE, REQUEUE_DELAY, DeadLetters, requeue_later
 from hutch._exceptions import (
     ClosedError,
     ConsumerCancelled,
@@ -1276,9 +1277,13 @@ class WorkerPool(Generic[T]):
         )
         try:
             self._retry_channel.publish(message).result(self.timeout)
-        except (HutchError, TimeoutError, OSError) as exc:
-            log.error("hutch: could not publish a retry (%s); requeueing the message", exc)
-            delivery.nack(requeue=True)
+        except (HutchError, FutureTimeout, OSError) as exc:
+            log.error(
+                "hutch: could not publish a retry (%s); requeueing the message in %.0f s",
+                exc,
+                REQUEUE_DELAY,
+            )
+            requeue_later(delivery)
             return "requeued"
         delivery.ack()
         return "retried"
