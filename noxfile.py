@@ -12,6 +12,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 TEST_DEPS = [
+    "pyyaml>=6",
     "pytest>=8",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",

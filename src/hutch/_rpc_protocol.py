@@ -183,7 +183,7 @@ def _adapter(annotation: object, what: str) -> TypeAdapter[Any]:
     if annotation is Any:
         return _ANY_ADAPTER
     try:
-        return TypeAdapter(annotation)
+        return TypeAdapter(cast(Any, annotation))
     except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError) as exc:
         raise TypeError(
             f"cannot use {annotation!r} for {what}: pydantic cannot validate it "
