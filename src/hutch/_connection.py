@@ -43,11 +43,10 @@ from hutch._exceptions import (
     OperationTimeout,
     PreconditionFailed,
 )
+from hutch._resource import Resource
 from hutch._settings import Address, ConnectionSettings, RecoveryPolicy
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
     from hutch._channel import Channel
@@ -612,7 +611,7 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(seen).__name__}: {text}" if text != type(seen).__name__ else text
 
 
-class Connection:
+class Connection(Resource):
     """A connection to RabbitMQ, owned by one background I/O thread.
 
     Constructing it validates the settings and does no I/O; :meth:`open` (or ``with``)
@@ -731,17 +730,6 @@ class Connection:
     def io(self) -> IoLoop:
         """The I/O loop (internal)."""
         return self._io
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def connect(url: str | Sequence[str] | None = None, **options: Any) -> Connection:

@@ -23,12 +23,11 @@ from hutch._exceptions import (
     PublishError,
 )
 from hutch._message import PERSISTENT, PROPERTY_NAMES, TRANSIENT, Properties
+from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, encode_any
 from hutch._topology import Exchange, TopologyItem
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
     from hutch._topology import FieldValue
@@ -81,7 +80,7 @@ def _check_properties(properties: Mapping[str, Any]) -> None:
         )
 
 
-class Publisher(Generic[T]):
+class Publisher(Resource, Generic[T]):
     """Publishes bodies of type ``T`` to one exchange.
 
     Messages are persistent (``delivery_mode=2``) and confirmed by default: :meth:`publish`
@@ -250,17 +249,6 @@ class Publisher(Generic[T]):
             self._channel.close()
         if self._owns_conn:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- publishing
     def _build(

@@ -29,6 +29,7 @@ from hutch._exceptions import (
     ValidationError,
 )
 from hutch._message import Properties
+from hutch._resource import Resource
 from hutch._rpc_protocol import (
     DIRECT_REPLY_TO,
     PROCEDURE_HEADER,
@@ -43,8 +44,6 @@ from hutch._serialization import JSON, decode_any
 from hutch._topology import Queue
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
 __all__ = ["RpcClient"]
@@ -79,7 +78,7 @@ class _Call:
         self.blocking = False  # a thread waits for it in call()
 
 
-class RpcClient:
+class RpcClient(Resource):
     """Calls procedures served by an :class:`~hutch.RpcServer` (or any AMQP RPC server).
 
     Replies come back over RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``, no
@@ -207,17 +206,6 @@ class RpcClient:
             self._channel.close()
         if self._owns_conn:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- calling
     def call(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from hutch._channel import Channel, Delivery, OutgoingMessage, basic_properties
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError
+from hutch._resource import Resource
 from hutch._rpc_protocol import (
     PROCEDURE_HEADER,
     STATUS_ERROR,
@@ -28,8 +29,6 @@ from hutch._serialization import JSON
 from hutch._topology import Queue
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
 __all__ = ["RpcServer"]
@@ -51,7 +50,7 @@ class _Procedure:
         self.signature = signature
 
 
-class RpcServer:
+class RpcServer(Resource):
     """Serves registered functions as remote procedures on one queue.
 
     Register functions with :meth:`procedure`, :meth:`register` or :meth:`implement`,
@@ -418,16 +417,13 @@ class RpcServer:
         elif self._owns_conn:
             self._conn.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
+    def open(self) -> Self:
+        """Start serving in the background; what ``with`` does.
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        Returns:
+            This server.
+        """
+        return self.start()
 
     # ----------------------------------------------------------------- supervisor
     def _on_cancel(self, queue: str) -> None:  # I/O thread

@@ -15,12 +15,11 @@ from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters
 from hutch._exceptions import ClosedError, ConsumerCancelled, MessageError, NotFound
 from hutch._message import Message
+from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, decode_any
 from hutch._topology import Binding, Exchange, ExchangeType, Queue, TopologyItem
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
     from hutch._topology import FieldValue
@@ -94,7 +93,7 @@ def wants_message(handler: Callable[..., object]) -> bool:
     return len(positional) >= 2
 
 
-class Subscriber(Generic[T]):
+class Subscriber(Resource, Generic[T]):
     """Receives bodies of type ``T`` from exchanges, by broadcast or by routing.
 
     Without ``queue`` the subscriber gets its own server-named, exclusive queue (deleted
@@ -332,17 +331,6 @@ class Subscriber(Generic[T]):
             self._dead.close()
         if self._owns_conn:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- receiving
     def _next_delivery(self, timeout: float | None) -> Delivery | None:

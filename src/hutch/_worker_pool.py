@@ -61,6 +61,7 @@ from hutch._exceptions import (
 )
 from hutch._message import Message, Properties
 from hutch._publisher import BatchResult, Publisher
+from hutch._resource import Resource
 from hutch._retry import ATTEMPTS_HEADER, Reject, Retry, RetryPolicy, attempts_made
 from hutch._serialization import Codec, codec_for, decode_any
 from hutch._subscriber import decode_delivery, wants_message
@@ -1321,7 +1322,7 @@ def _summary(stats: PoolStats) -> str:
 # --------------------------------------------------------------------------- submitting work
 
 
-class TaskQueue(Generic[T]):
+class TaskQueue(Resource, Generic[T]):
     """Submits tasks of type ``T`` to a work queue: persistent, confirmed, mandatory.
 
     Publishes on the default exchange with the queue's name as routing key, after
@@ -1461,14 +1462,3 @@ class TaskQueue(Generic[T]):
     def close(self) -> None:
         """Close the channel (and an owned connection). Idempotent."""
         self._publisher.close()
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

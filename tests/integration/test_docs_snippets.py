@@ -6,8 +6,8 @@ expected output, compared line by line. A block that defines ``test_*`` function
 module: its tests run here, in this session, with the real fixtures.
 
 Exchange and queue names written as ``hutch.Exchange("name"...)`` / ``hutch.Queue("name"...)``
-get a prefix unique to the run, so the snippets never meet another run's messages, and are
-deleted afterwards.
+or passed as ``queue="name"`` get a prefix unique to the run, so the snippets never meet
+another run's messages, and are deleted afterwards (with a work queue's ``<name>.dead``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,14 @@ PAGES = [
     "docs/threading.md",
     "docs/exceptions.md",
     "docs/testing.md",
+    "docs/work-queues.md",
+    "docs/rpc.md",
+    "docs/rpc-wire-format.md",
+    "docs/reliability.md",
 ]
 
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
-NAMED = re.compile(r'hutch\.(?:Exchange|Queue)\(\s*"([^"]+)"')
+NAMED = re.compile(r'(?:hutch\.(?:Exchange|Queue)\(\s*|queue=)"([^"]+)"')
 
 
 @dataclass
@@ -90,6 +94,7 @@ def cleanup(url: str, names: list[str]) -> None:
         ch = conn.channel()
         for name in names:
             ch.delete_queue(name)
+            ch.delete_queue(f"{name}.dead")
             ch.delete_exchange(name)
         ch.close()
 
