@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from hutch import Connection
-from hutch._broker import Broker
+from hutch._broker import Broker, BrokerError, LocalBroker
 
 
 @pytest.fixture
@@ -22,3 +24,16 @@ def controllable_broker(hutch_broker: Broker) -> Broker:
             "fault injection needs a broker started by hutch.testing (unset HUTCH_TEST_AMQP_URL)"
         )
     return hutch_broker
+
+
+@pytest.fixture(scope="module")
+def fault_broker() -> Iterator[LocalBroker]:
+    """A broker node of the test module's own, free to be restarted and alarmed."""
+    broker = LocalBroker()
+    try:
+        broker.start()
+    except BrokerError as exc:
+        broker.close()
+        pytest.fail(f"fault tests need a local rabbitmq-server node: {exc}", pytrace=False)
+    with broker:
+        yield broker

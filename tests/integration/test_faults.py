@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 
 import pytest
@@ -34,26 +33,13 @@ from hutch import (
     RecoveryPolicy,
     Subscriber,
 )
-from hutch._broker import BrokerError, LocalBroker
+from hutch._broker import LocalBroker
 from tests.proxy import TcpProxy
 from tests.reliability import Ledger, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
 log = logging.getLogger(__name__)
-
-
-@pytest.fixture(scope="module")
-def fault_broker() -> Iterator[LocalBroker]:
-    """A broker node of this module's own, free to be restarted and alarmed."""
-    broker = LocalBroker()
-    try:
-        broker.start()
-    except BrokerError as exc:
-        broker.close()
-        pytest.fail(f"fault tests need a local rabbitmq-server node: {exc}", pytrace=False)
-    with broker:
-        yield broker
 
 
 # ------------------------------------------------------------------------------- helpers

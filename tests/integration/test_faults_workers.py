@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -25,24 +25,11 @@ from hutch import (
     RpcServer,
     WorkerPool,
 )
-from hutch._broker import BrokerError, LocalBroker
+from hutch._broker import LocalBroker
 from tests.integration.test_faults import PublishLoop, drain_until_all_received
 from tests.reliability import Ledger, wait_until
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def fault_broker() -> Iterator[LocalBroker]:
-    """A broker node of this module's own, free to be restarted."""
-    broker = LocalBroker()
-    try:
-        broker.start()
-    except BrokerError as exc:
-        broker.close()
-        pytest.fail(f"fault tests need a local rabbitmq-server node: {exc}", pytrace=False)
-    with broker:
-        yield broker
 
 
 def recording_handler(ledger: Ledger, work: float = 0.0) -> Callable[[int, Message[int]], None]:
