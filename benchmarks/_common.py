@@ -24,9 +24,17 @@ def broker_url(cli_url: str | None) -> Iterator[str]:
         yield broker.url
 
 
-def best_of(repeats: int, fn: Callable[[], float]) -> float:
-    """Run fn (returning a rate) `repeats` times; return the median rate."""
-    return statistics.median(fn() for _ in range(repeats))
+def interleaved(repeats: int, contenders: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Run every contender once per round, `repeats` rounds; return each one's median.
+
+    Taking turns spreads the drift of a shared machine over all contenders, so the ratios
+    stay meaningful even when the absolute figures move between rounds.
+    """
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            results[name].append(fn())
+    return {name: statistics.median(values) for name, values in results.items()}
 
 
 def rate(n: int, fn: Callable[[], None]) -> float:

@@ -19,7 +19,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hutch
-from _common import best_of, broker_url, parser, print_rows, row
+from _common import broker_url, interleaved, parser, print_rows, row
 
 PREFETCH = 100
 
@@ -78,8 +78,14 @@ def run(url: str, messages: int = 20_000, repeats: int = 3) -> dict[str, Any]:
     with hutch.connect(url) as conn:
         conn.channel().declare([hutch.Queue(queue, durable=True)])
     try:
-        pika_rate = best_of(repeats, lambda: pika_consume(url, queue, messages))
-        hutch_rate = best_of(repeats, lambda: hutch_consume(url, queue, messages))
+        r = interleaved(
+            repeats,
+            {
+                "pika": lambda: pika_consume(url, queue, messages),
+                "hutch": lambda: hutch_consume(url, queue, messages),
+            },
+        )
+        pika_rate, hutch_rate = r["pika"], r["hutch"]
     finally:
         with hutch.connect(url) as conn:
             conn.channel().delete_queue(queue)

@@ -2,7 +2,8 @@
 
 20k persistent 100-byte messages to a durable queue. Prints msgs/s and the ratio:
 * without confirms: hutch ``confirm=False`` vs pika ``basic_publish``;
-* confirmed batches: hutch ``publish_many`` vs pika without confirms;
+* confirmed batches: hutch ``publish_many`` vs pika without confirms, vs pika with
+  pipelined confirms, and vs pika with pipelined confirms waiting for each batch;
 * confirm each: hutch ``publish`` (confirmed) vs pika ``confirm_delivery()`` + ``basic_publish``.
 
     python benchmarks/publish.py [--url amqp://...] [--messages 20000]
@@ -20,7 +21,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hutch
-from _common import best_of, broker_url, parser, print_rows, rate, row
+from _common import broker_url, interleaved, parser, print_rows, rate, row
 
 BODY = b"x" * 100
 BATCH = 1000
@@ -57,8 +58,12 @@ def pika_publish(url: str, queue: str, n: int, confirm: bool) -> float:
         _purge(url, queue)
 
 
-def pika_pipelined_confirms(url: str, queue: str, n: int) -> float:
-    """Best-case raw pika: confirms pipelined on the channel's async object (private API)."""
+def pika_pipelined_confirms(url: str, queue: str, n: int, batch: int | None = None) -> float:
+    """Best-case raw pika: confirms pipelined on the channel's async object (private API).
+
+    With ``batch``, it waits until each batch of that many is confirmed before sending the
+    next one: what any client whose call returns per confirmed batch has to do.
+    """
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     impl = ch._impl
@@ -72,12 +77,14 @@ def pika_pipelined_confirms(url: str, queue: str, n: int) -> float:
     props = pika.BasicProperties(delivery_mode=2, content_type="application/octet-stream")
 
     def go() -> None:
-        for i in range(n):
-            impl.basic_publish("", queue, BODY, props)
-            if i % 200 == 0:
-                conn.process_data_events(0)
-        while acked[0] < n:
-            conn.process_data_events(0.01)
+        step = batch or n
+        for start in range(0, n, step):
+            for i in range(start, min(n, start + step)):
+                impl.basic_publish("", queue, BODY, props)
+                if i % 200 == 0:
+                    conn.process_data_events(0)
+            while acked[0] < min(n, start + step):
+                conn.process_data_events(0.01)
 
     try:
         return rate(n, go)
@@ -112,12 +119,21 @@ def run(url: str, messages: int = 20_000, repeats: int = 3) -> dict[str, Any]:
     queue = _queue(url)
     each = max(1000, messages // 10)
     try:
-        pika_plain = best_of(repeats, lambda: pika_publish(url, queue, messages, confirm=False))
-        hutch_plain = best_of(repeats, lambda: hutch_publish(url, queue, messages, "noconfirm"))
-        hutch_batch = best_of(repeats, lambda: hutch_publish(url, queue, messages, "batch"))
-        pika_pipelined = best_of(repeats, lambda: pika_pipelined_confirms(url, queue, messages))
-        pika_each = best_of(repeats, lambda: pika_publish(url, queue, each, confirm=True))
-        hutch_each = best_of(repeats, lambda: hutch_publish(url, queue, each, "each"))
+        r = interleaved(
+            repeats,
+            {
+                "pika_plain": lambda: pika_publish(url, queue, messages, confirm=False),
+                "hutch_plain": lambda: hutch_publish(url, queue, messages, "noconfirm"),
+                "hutch_batch": lambda: hutch_publish(url, queue, messages, "batch"),
+                "pika_pipelined": lambda: pika_pipelined_confirms(url, queue, messages),
+                "pika_batched": lambda: pika_pipelined_confirms(url, queue, messages, BATCH),
+                "pika_each": lambda: pika_publish(url, queue, each, confirm=True),
+                "hutch_each": lambda: hutch_publish(url, queue, each, "each"),
+            },
+        )
+        pika_plain, hutch_plain, hutch_batch = r["pika_plain"], r["hutch_plain"], r["hutch_batch"]
+        pika_pipelined, pika_batched = r["pika_pipelined"], r["pika_batched"]
+        pika_each, hutch_each = r["pika_each"], r["hutch_each"]
     finally:
         with hutch.connect(url) as conn:
             conn.channel().delete_queue(queue)
@@ -135,7 +151,15 @@ def run(url: str, messages: int = 20_000, repeats: int = 3) -> dict[str, Any]:
             f"publish_many, confirmed batches of {BATCH}",
             hutch_batch,
             pika_pipelined,
-            "pika pipelined confirms",
+            "pika pipelined confirms, no batches",
+            "msg/s",
+            None,
+        ),
+        row(
+            f"publish_many, confirmed batches of {BATCH}",
+            hutch_batch,
+            pika_batched,
+            f"pika pipelined confirms, waiting per {BATCH}",
             "msg/s",
             None,
         ),
