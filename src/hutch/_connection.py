@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import select
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 import pika.exceptions as pex
-from pika.adapters.blocking_connection import _TimerEvt
+from pika.adapters.select_connection import PollEvents
 
 from hutch._exceptions import (
     AccessRefused,
@@ -115,23 +119,74 @@ def _describe_406(text: str, entity: str) -> dict[str, str]:
     return {"entity": entity, "differences": body}
 
 
-def _wake_threadsafe(conn: pika.BlockingConnection, callback: Callable[[], None]) -> None:
-    """``conn.add_callback_threadsafe(callback)`` minus its 0-delay timer (private pika API).
+# --------------------------------------------------------------------------------------
+# pika internals. hutch reaches below BlockingConnection's public API in exactly these
+# helpers (and in _channel._async_channel); tests/unit/test_pika_private_api.py fails
+# loudly if a pika upgrade changes any of them.
 
-    pika turns a thread-safe callback into a 0-delay timer that queues the callback on the
-    connection's ready events when it fires, which costs the I/O thread one more poll
-    before the callback runs. Queueing it on the ready events directly from the I/O loop's
-    thread-safe callback runs it one poll sooner: tens of microseconds on every hand-over
-    to the I/O thread (an RPC round trip has two). Same locking and closed check as pika's
-    own method; ``tests/unit/test_pika_private_api.py`` fails loudly if pika changes them.
+_MAX_IDLE = 1.0  # longest idle wait of the I/O thread between checks, seconds
+
+
+def _noop() -> None:
+    return None
+
+
+def _poke(conn: pika.BlockingConnection) -> None:
+    """Interrupt whichever thread waits in ``conn``'s poller (thread-safe, even closed)."""
+    conn._impl.ioloop.add_callback_threadsafe(_noop)  # type: ignore[attr-defined]
+
+
+def _poller_fd(conn: pika.BlockingConnection) -> int | None:
+    """A duplicate of the epoll/kqueue descriptor of ``conn``'s poller, or None.
+
+    The descriptor is readable whenever pika has I/O to do (socket data, writable socket
+    with output queued, or an interrupt), so the idle I/O thread can wait on it without
+    holding the connection. The duplicate outlives pika closing its own.
     """
-    with conn._cleanup_mutex:  # type: ignore[attr-defined]
-        if conn.is_closed:
-            raise pex.ConnectionWrongStateError("the connection is closed")
-        ready = conn._ready_events  # type: ignore[attr-defined]
-        conn._impl._adapter_add_callback_threadsafe(  # type: ignore[attr-defined]
-            lambda: ready.append(_TimerEvt(callback))
-        )
+    poller = conn._impl.ioloop._poller  # type: ignore[attr-defined]
+    obj = getattr(poller, "_poll", None) or getattr(poller, "_kqueue", None)
+    fileno = getattr(obj, "fileno", None)
+    return os.dup(fileno()) if callable(fileno) else None
+
+
+def _poller_fds(conn: pika.BlockingConnection) -> tuple[list[int], list[int]]:
+    """The descriptors pika watches for reading and for writing (select fallback)."""
+    events = conn._impl.ioloop._poller._fd_events  # type: ignore[attr-defined]
+    return list(events[PollEvents.READ]), list(events[PollEvents.WRITE])
+
+
+def _has_events(conn: pika.BlockingConnection) -> bool:
+    """True when pika holds callbacks ready to dispatch (deliveries, timers, alarms)."""
+    return bool(conn._channels_pending_dispatch or conn._ready_events)  # type: ignore[attr-defined]
+
+
+def _dispatch(conn: pika.BlockingConnection) -> None:
+    """Dispatch ready callbacks, as ``process_data_events`` does after its poll."""
+    conn._dispatch_connection_events()  # type: ignore[attr-defined]
+    conn._dispatch_channel_events()  # type: ignore[attr-defined]
+
+
+def _io_until(conn: pika.BlockingConnection, *waiters: Callable[[], bool]) -> None:
+    """Do I/O until output is flushed and (if given) one of ``waiters`` is true."""
+    conn._flush_output(*waiters)  # type: ignore[attr-defined]
+
+
+def _idle_interval(conn: pika.BlockingConnection) -> float:
+    """Seconds until pika's next live timer (heartbeats), at most :data:`_MAX_IDLE`.
+
+    pika leaves cancelled timers in its heap until they come due; waking for those would
+    take the connection from callers for nothing, so they are skipped here.
+    """
+    ioloop = conn._impl.ioloop  # type: ignore[attr-defined]
+    if ioloop._callbacks:
+        return 0.0
+    live: list[float] = [t.deadline for t in ioloop._timer._timeout_heap if t.callback is not None]
+    if not live:
+        return _MAX_IDLE
+    return min(max(0.0, min(live) - time.monotonic()), _MAX_IDLE)
+
+
+_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError)
 
 
 class IoLoop:
@@ -163,12 +218,28 @@ class IoLoop:
         self._listeners: list[Callable[[str, BaseException | None], None]] = []
         self.connected_address: Address | None = None
         self.recoveries = 0
+        # Whoever holds _own drives pika: the I/O thread, or a caller doing its own I/O
+        # (see run_direct and pump). _owner is that thread's ident.
+        self._own = threading.Lock()
+        self._owner: int | None = None
+        self._pumping = 0
+        self._want = 0
+        self._broken: BaseException | None = None
+        self._parked = False
+        self._poll_fd: int | None = None
+        # wakes the idle I/O thread without pika (created by start())
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     # ----------------------------------------------------------------- any thread
     @property
     def in_io_thread(self) -> bool:
-        """True when called on the I/O thread."""
-        return threading.current_thread() is self._thread
+        """True when the calling thread drives the connection right now.
+
+        That is the I/O thread while it handles I/O, or a caller inside
+        :meth:`run_direct` or :meth:`pump`: pika callbacks (consumers, confirms) run there.
+        """
+        return self._owner == threading.get_ident()
 
     @property
     def is_open(self) -> bool:
@@ -183,6 +254,9 @@ class IoLoop:
     def start(self, timeout: float | None) -> None:
         """Start the I/O thread and wait until the first connection is open."""
         if self._thread is None:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
             self._thread = threading.Thread(
                 target=self._run, name=f"hutch-io-{self.name}", daemon=True
             )
@@ -214,9 +288,11 @@ class IoLoop:
         conn = self._pika
         if conn is not None:
             try:
-                _wake_threadsafe(conn, self._drain)
-            except (pex.ConnectionWrongStateError, AttributeError, OSError):
-                pass  # the loop drains queued tasks after recovery or fails them on close
+                _poke(conn)  # wakes the idle I/O thread, or makes a pumping caller drain
+            except (AttributeError, OSError):
+                self._wake_io()
+        else:
+            self._wake_io()  # the loop drains queued tasks after recovery or fails them
 
     def call(self, fn: Callable[[], R], timeout: float | None) -> R:
         """Run ``fn`` on the I/O thread and return its result (inline on the I/O thread).
@@ -227,6 +303,18 @@ class IoLoop:
         if self.in_io_thread:
             return fn()
         self.check_usable()
+        if self._direct_ok():
+            if not self._acquire(timeout, want=True):
+                raise OperationTimeout(
+                    f"broker operation did not start within {timeout} s: the connection is busy"
+                )
+            try:
+                if self._direct_ok():
+                    return self._direct(fn)
+            except _CONNECTION_ERRORS:
+                pass  # the connection just died: run fn again once it is back, as below
+            finally:
+                self._release()
         fut: Future[R] = Future()
 
         def task() -> None:
@@ -245,6 +333,210 @@ class IoLoop:
                 raise
             fut.cancel()
             raise OperationTimeout(f"broker operation did not finish within {timeout} s") from None
+
+    # ------------------------------------------------- callers driving the connection
+    # The I/O thread holds the connection (_own) only while it has I/O to do; when idle it
+    # waits on pika's poller descriptor without it. A caller that needs the broker can
+    # therefore take the connection and do the I/O itself (run_direct, pump) instead of
+    # handing work to the I/O thread and waiting to be woken: two thread hand-overs fewer
+    # per confirmed publish or RPC call. A caller that must wait for the connection sets
+    # _want, which makes a pumping caller give it up.
+
+    def _direct_ok(self) -> bool:
+        return (
+            self._pika is not None
+            and self._broken is None
+            and self._down_since is None
+            and not self._closing
+            and self._opened.done()
+        )
+
+    def _acquire(self, timeout: float | None, *, want: bool) -> bool:
+        own = self._own
+        if own.acquire(blocking=False):
+            self._owner = threading.get_ident()
+            return True
+        if want:
+            with self._lock:
+                self._want += 1
+            conn = self._pika
+            if self._pumping and conn is not None:
+                try:
+                    _poke(conn)
+                except (AttributeError, OSError):
+                    pass
+        try:
+            ok = own.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+        finally:
+            if want:
+                with self._lock:
+                    self._want -= 1
+        if ok:
+            self._owner = threading.get_ident()
+        return ok
+
+    def _release(self) -> None:
+        self._owner = None
+        self._own.release()
+        if self._parked:
+            self._wake_io()  # the I/O thread waits for the connection to be free
+
+    def _direct(self, fn: Callable[[], R]) -> R:
+        # holding _own: run what was queued before (order), then fn, then send its output
+        conn = self._pika
+        assert conn is not None
+        try:
+            self._drain()
+            result = fn()
+            self._leave(conn)
+        except _CONNECTION_ERRORS as exc:
+            self._mark_broken(exc)
+            raise
+        return result
+
+    def _leave(self, conn: pika.BlockingConnection) -> None:
+        # before a caller lets go of the connection: whatever its I/O read in and whatever
+        # was queued meanwhile must not wait for the I/O thread, which did not see it
+        while True:
+            if self._tasks:
+                self._drain()
+            if _has_events(conn):
+                _dispatch(conn)
+            _io_until(conn)
+            if not self._tasks and not _has_events(conn):
+                return
+
+    @property
+    def pumping(self) -> bool:
+        """True while a caller reads the connection itself (see :meth:`pump`)."""
+        return self._pumping > 0
+
+    def run_direct(self, fn: Callable[[], None], timeout: float = 1.0) -> bool:
+        """Run ``fn`` on the calling thread while holding the connection, if possible.
+
+        ``fn`` must not raise connection errors for work that can be retried (it records
+        such work for republishing instead), and must not block.
+
+        Args:
+            fn: The work.
+            timeout: Seconds to wait for the connection; 0 to take it only if it is free.
+
+        Returns:
+            False (without running ``fn``) when the connection is recovering, closed or
+            busy for ``timeout`` seconds: the caller hands ``fn`` to the I/O thread then.
+        """
+        if self.in_io_thread:
+            fn()
+            return True
+        if not self._direct_ok():
+            return False
+        if timeout <= 0:
+            if not self._own.acquire(blocking=False):
+                return False
+            self._owner = threading.get_ident()
+        elif not self._acquire(timeout, want=True):
+            return False
+        try:
+            if not self._direct_ok():
+                return False
+            try:
+                self._direct(fn)
+            except _CONNECTION_ERRORS:
+                pass  # recorded by _direct; the I/O thread recovers
+            return True
+        finally:
+            self._release()
+
+    def pump(self, fut: Future[Any], limit: float) -> None:
+        """Do the connection's I/O on the calling thread until ``fut`` is done (best effort).
+
+        Returns early, leaving the rest to the I/O thread, when another thread pumps
+        already, another caller needs the connection, ``limit`` seconds passed or the
+        connection is in trouble. Callers then wait for ``fut`` as usual.
+        """
+        self.pump_until(fut.done, limit)
+
+    def pump_until(self, done: Callable[[], bool], limit: float, *, wait: float = 0.005) -> None:
+        """:meth:`pump` until ``done()`` is true (checked after each round of I/O).
+
+        ``wait``: how long to wait for the connection when another thread (not pumping)
+        holds it; 0 to pump only if it is free.
+        """
+        if done() or self.in_io_thread or not self._direct_ok() or limit <= 0:
+            return
+        # another pumping caller reads our confirm or reply too: then just wait for it
+        if not self._own.acquire(blocking=False) and (
+            self._pumping or wait <= 0 or not self._own.acquire(timeout=wait)
+        ):
+            return
+        self._owner = threading.get_ident()
+        try:
+            conn = self._pika
+            if conn is None or not self._direct_ok():
+                return
+            self._pumping += 1
+            try:
+                self._pump(conn, done, time.monotonic() + limit)
+            finally:
+                self._pumping -= 1
+        finally:
+            self._release()
+
+    def _pump(
+        self, conn: pika.BlockingConnection, done: Callable[[], bool], deadline: float
+    ) -> None:
+        ioloop = conn._impl.ioloop  # type: ignore[attr-defined]
+        expired = [False]
+
+        def expire() -> None:
+            expired[0] = True
+
+        def stop() -> bool:
+            return (
+                done()
+                or expired[0]
+                or self._want > 0
+                or bool(self._tasks)
+                or _has_events(conn)
+                or self._closing
+            )
+
+        try:
+            while not done():
+                if self._want or self._closing:
+                    break
+                if self._tasks:
+                    self._drain()
+                    continue
+                if _has_events(conn):
+                    _dispatch(conn)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                expired[0] = False
+                timer = ioloop.call_later(remaining, expire)
+                try:
+                    _io_until(conn, stop)
+                finally:
+                    ioloop.remove_timeout(timer)
+            self._leave(conn)
+        except _CONNECTION_ERRORS as exc:
+            self._mark_broken(exc)
+
+    def _mark_broken(self, exc: BaseException) -> None:
+        # a caller found the connection dead: the I/O thread recovers it
+        if self._broken is None:
+            self._broken = exc
+        self._wake_io()
+
+    def _wake_io(self) -> None:
+        if self._wake_w is None:
+            return
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # buffer full (a wake-up is pending anyway) or closed
 
     def wait_unblocked(self, timeout: float) -> None:
         """Wait while the broker blocks publishing (resource alarm).
@@ -341,11 +633,12 @@ class IoLoop:
         if not self._closing:
             self._closing = True
             self.submit(lambda: None)  # wake the loop
+            self._wake_io()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
     def pika_connection(self) -> pika.BlockingConnection:
-        """The live pika connection (I/O thread only)."""
+        """The live pika connection (only while driving it: see :attr:`in_io_thread`)."""
         if self._pika is None:
             raise ConnectionLost("not connected")
         return self._pika
@@ -359,10 +652,12 @@ class IoLoop:
                     return
                 tasks = list(self._tasks)
                 self._tasks.clear()
-            for task in tasks:
+            for i, task in enumerate(tasks):
                 try:
                     task()
                 except (pex.AMQPConnectionError, pex.ConnectionWrongStateError):
+                    with self._lock:  # the rest runs after recovery (or fails at shutdown)
+                        self._tasks.extendleft(reversed(tasks[i + 1 :]))
                     raise
                 except Exception:
                     log.exception("hutch: unexpected error in an I/O task")
@@ -456,41 +751,159 @@ class IoLoop:
             except Exception:
                 log.exception("hutch: connection listener failed")
 
+    @contextmanager
+    def _owning(self) -> Iterator[None]:
+        self._acquire(None, want=False)
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _set_pika(self, conn: pika.BlockingConnection | None) -> None:
+        # holding _own
+        self._pika = conn
+        if self._poll_fd is not None:
+            os.close(self._poll_fd)
+            self._poll_fd = None
+        if conn is not None:
+            try:
+                self._poll_fd = _poller_fd(conn)
+            except (AttributeError, OSError):
+                self._poll_fd = None
+
     def _run(self) -> None:
         try:
             try:
-                self._pika = self._connect_once()
+                with self._owning():
+                    self._set_pika(self._connect_once())
             except HutchError as exc:
                 self._failure = exc
                 self._opened.set_exception(exc)
                 return
             self._opened.set_result(None)
+            io_due = True
             while not self._closing:
                 try:
-                    self._drain()
+                    wait = self._serve(io_due)
                     if self._closing:
                         break
-                    self._pika.process_data_events(time_limit=None)
-                except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError) as exc:
+                    io_due = self._idle(wait)
+                except _CONNECTION_ERRORS as exc:
                     if self._closing:
                         break
                     self._recover(exc)
+                    io_due = True
         except BaseException as exc:  # pragma: no cover - last resort, keep callers from hanging
             log.exception("hutch: I/O thread crashed")
             self._fail(map_pika_error(exc) if not isinstance(exc, HutchError) else exc)
         finally:
             self._shutdown()
 
+    def _serve(self, io_due: bool) -> float:
+        """One round of the I/O thread's work; returns how long it may then sit idle."""
+        conn = self._pika
+        if (
+            not io_due
+            and conn is not None
+            and self._broken is None
+            and not self._tasks
+            and not self._closing
+            and not _has_events(conn)
+            and not self._fd_ready()
+        ):
+            # woken for I/O that a caller driving the connection has done meanwhile: leave
+            # the connection to callers (taking it now would only hold up their next step)
+            try:
+                return _idle_interval(conn)
+            except (IndexError, AttributeError):  # pika's timers changed under our feet
+                return 0.05
+        with self._owning():
+            conn = self._pika
+            if self._broken is not None:
+                broken, self._broken = self._broken, None
+                raise broken
+            if conn is None:
+                raise pex.ConnectionWrongStateError("not connected")
+            self._drain()
+            if self._closing:
+                return 0.0
+            if io_due or _has_events(conn) or self._poll_fd is None or self._fd_ready():
+                conn.process_data_events(0)
+                self._drain()
+            if self._tasks or self._broken is not None or _has_events(conn):
+                return 0.0
+            return _idle_interval(conn)
+
+    def _fd_ready(self) -> bool:
+        fd = self._poll_fd
+        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+
+    def _idle(self, wait: float) -> bool:
+        """Wait without holding the connection until pika has I/O to do or ``wait`` passed.
+
+        Returns:
+            True if pika must run whatever the descriptor says now (timers are due).
+        """
+        if wait <= 0:
+            return True
+        conn = self._pika
+        fd = self._poll_fd
+        wake = self._wake_r
+        assert wake is not None
+        wake_fd = wake.fileno()
+        readable: list[int]
+        writable: list[int]
+        if fd is not None:
+            readable, writable = [fd, wake_fd], []
+        elif conn is not None:
+            # a poller without a descriptor to wait on: watch pika's own, re-checking often
+            try:
+                readable, writable = _poller_fds(conn)
+            except (AttributeError, OSError):
+                readable, writable = [], []
+            readable.append(wake_fd)
+            wait = min(wait, 0.01)
+        else:
+            return True
+        try:
+            ready = select.select(readable, writable, [], wait)
+        except (OSError, ValueError):
+            return True  # a descriptor went away with the connection: let pika tell why
+        if not (ready[0] or ready[1]):
+            return True  # pika's timers are due
+        if fd is not None and fd in ready[0] and self._own.locked():
+            # a caller drives the connection and reads what came in: rather than queue up
+            # for the connection (and hold it up for the caller's next operation), wait
+            # until the caller lets it go
+            self._parked = True
+            try:
+                if self._own.locked():
+                    select.select([wake_fd], [], [], wait)
+            finally:
+                self._parked = False
+        woken = wake_fd in ready[0]
+        if woken:
+            try:
+                while wake.recv(4096):
+                    pass
+            except OSError:
+                pass
+        # I/O was ready, but a caller driving the connection may have done it meanwhile:
+        # _serve checks again once it holds the connection
+        return fd is None and bool(ready[0] or ready[1])
+
     def _recover(self, exc: BaseException) -> None:
         error = map_pika_error(exc)
         log.warning("hutch: connection %r lost: %s", self.name, _root_cause(exc))
-        self._pika = None
-        with self._lock:
-            self._down_since = time.monotonic()
-        with self._lock:
-            channels = list(self._channels)
-        for ch in channels:
-            ch.on_connection_lost()
+        with self._owning():
+            self._broken = None
+            self._set_pika(None)
+            with self._lock:
+                self._down_since = time.monotonic()
+            with self._lock:
+                channels = list(self._channels)
+            for ch in channels:
+                ch.on_connection_lost()
         self._notify("lost", error)
         policy: RecoveryPolicy = self.settings.recovery
         if isinstance(error, AuthenticationError) or not policy.enabled:
@@ -503,31 +916,35 @@ class IoLoop:
             self._wake.clear()
             if self._closing or self._wake_wait_closing(delay):
                 return
-            try:
-                conn = self._connect_once()
-            except AuthenticationError as auth:
-                self._fail(auth)
-                return
-            except ConnectError as again:
-                log.info("hutch: reconnect attempt %d of %r failed: %s", attempt, self.name, again)
-                continue
-            self._pika = conn
-            try:
+            with self._owning():
+                try:
+                    conn = self._connect_once()
+                except AuthenticationError as auth:
+                    self._fail(auth)
+                    return
+                except ConnectError as again:
+                    log.info(
+                        "hutch: reconnect attempt %d of %r failed: %s", attempt, self.name, again
+                    )
+                    continue
+                self._set_pika(conn)
+                try:
+                    with self._lock:
+                        channels = list(self._channels)
+                    for ch in channels:
+                        ch.restore()
+                except _CONNECTION_ERRORS as lost:
+                    log.info("hutch: connection %r lost again while restoring: %s", self.name, lost)
+                    self._set_pika(None)
+                    for ch in channels:
+                        ch.on_connection_lost()
+                    continue
+                self._broken = None
+                self.recoveries += 1
                 with self._lock:
-                    channels = list(self._channels)
-                for ch in channels:
-                    ch.restore()
-            except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError) as lost:
-                log.info("hutch: connection %r lost again while restoring: %s", self.name, lost)
-                self._pika = None
-                for ch in channels:
-                    ch.on_connection_lost()
-                continue
-            self.recoveries += 1
-            with self._lock:
-                if self._down_since is not None:
-                    self._downtime += time.monotonic() - self._down_since
-                self._down_since = None
+                    if self._down_since is not None:
+                        self._downtime += time.monotonic() - self._down_since
+                    self._down_since = None
             log.warning(
                 "hutch: connection %r restored to %s after %.2f s (%d attempts)",
                 self.name,
@@ -564,11 +981,19 @@ class IoLoop:
         self._closing = True
 
     def _shutdown(self) -> None:
+        with self._owning():
+            self._shutdown_owned()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+
+    def _shutdown_owned(self) -> None:
         self._closing = True
         with self._lock:
             channels = list(self._channels)
         reason = self._failure or ClosedError("the connection was closed")
-        conn, self._pika = self._pika, None
+        conn = self._pika
+        self._set_pika(None)
         for ch in channels:
             try:
                 ch.on_connection_closed(reason, graceful=conn is not None and self._failure is None)

@@ -37,6 +37,9 @@ __all__ = ["BatchResult", "Publisher"]
 T = TypeVar("T")
 
 _MAX_UNCONFIRMED_WRITES = 2000
+# longest a publishing thread does its own I/O while waiting for a confirm; then the I/O
+# thread takes over (slow confirms are rare, and other threads may need the connection)
+_PUMP_LIMIT = 0.5
 
 
 @dataclass
@@ -408,12 +411,14 @@ class Publisher(Resource, Generic[T]):
         messages = [self._build(b, routing_key, headers, None, properties) for b in bodies]
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
-        futures = ch.publish_many(messages)
+        futures = ch.publish_many(messages, direct=True)
         result = BatchResult(message_ids=[m.message_id or "" for m in messages])
         wait = self.timeout if timeout is None else timeout
         # Confirms arrive (nearly always) in publish order: waiting for the last one first
         # means one wake-up for the whole batch instead of one per message.
         order = [len(futures) - 1, *range(len(futures) - 1)] if futures else []
+        if futures:
+            self._conn.io.pump(futures[-1], min(wait, _PUMP_LIMIT))
         for i in order:
             fut = futures[i]
             try:
@@ -441,7 +446,12 @@ class Publisher(Resource, Generic[T]):
     def _send(self, messages: list[OutgoingMessage], timeout: float | None) -> None:
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
-        fut = ch.publish(messages[0]) if len(messages) == 1 else ch.publish_many(messages)[-1]
+        direct = self.confirm
+        fut = (
+            ch.publish(messages[0], direct=direct)
+            if len(messages) == 1
+            else ch.publish_many(messages, direct=direct)[-1]
+        )
         wait = self.timeout if timeout is None else timeout
         if not self.confirm:
             # no confirms: return at once, but bound what is queued for the I/O thread
@@ -452,7 +462,11 @@ class Publisher(Resource, Generic[T]):
                 raise fut.exception()  # type: ignore[misc]
             return
         try:
-            self._conn.io.wait_settled(fut, wait)
+            # this thread reads the confirm itself when it can: no hand-over to the I/O
+            # thread and back (time spent here counts against the timeout too)
+            started = time.monotonic()
+            self._conn.io.pump(fut, min(wait, _PUMP_LIMIT))
+            self._conn.io.wait_settled(fut, max(0.0, wait - (time.monotonic() - started)))
         except ConnectionBlocked:
             raise  # a TimeoutError too: must not be taken for the confirm timeout
         except FutureTimeout:

@@ -53,6 +53,8 @@ log = logging.getLogger("hutch")
 I = TypeVar("I")  # noqa: E741 - the conventional name for an interface type variable
 
 _TRANSIENT = 1
+# longest a calling thread reads replies itself before leaving it to the I/O thread
+_PUMP_LIMIT = 0.5
 
 #: How a reply is turned into the call's result (I/O thread).
 _Decoder = Callable[[Delivery], object]
@@ -75,7 +77,7 @@ class _Call:
         self.decode = decode
         self.deadline = deadline
         self.future: Future[Any] = Future()
-        self.blocking = False  # a thread waits for it in call()
+        self.blocking = 0  # ident of the thread that waits for it in call(), or 0
 
 
 class RpcClient(Resource):
@@ -234,7 +236,9 @@ class RpcClient(Resource):
             TypeError: An argument cannot be encoded as JSON.
         """
         self._check_may_block()
-        return self._wait(self._start(procedure, args, kwargs, timeout, _decode_untyped))
+        return self._wait(
+            self._start(procedure, args, kwargs, timeout, _decode_untyped, direct=True)
+        )
 
     def call_async(
         self, procedure: str, /, *args: object, timeout: float | None = None, **kwargs: object
@@ -291,7 +295,7 @@ class RpcClient(Resource):
         else:
             raise TypeError(f"body must be bytes or str, got {type(body).__name__}")
         self._check_may_block()
-        result = self._wait(self._send(procedure, data, None, timeout, _decode_raw))
+        result = self._wait(self._send(procedure, data, None, timeout, _decode_raw, direct=True))
         assert isinstance(result, bytes)
         return result
 
@@ -371,7 +375,7 @@ class RpcClient(Resource):
                     field=path,
                 ) from None
 
-        return self._wait(self._start(signature.name, args, kwargs, timeout, decode))
+        return self._wait(self._start(signature.name, args, kwargs, timeout, decode, direct=True))
 
     # ----------------------------------------------------------------- internals
     def _check_may_block(self) -> None:
@@ -388,10 +392,14 @@ class RpcClient(Resource):
         kwargs: dict[str, object],
         timeout: float | None,
         decode: _Decoder,
+        *,
+        direct: bool = False,
     ) -> _Call:
         if not isinstance(procedure, str) or not procedure:
             raise TypeError("the procedure name must be a non-empty str")
-        return self._send(procedure, encode_request(args, kwargs), JSON, timeout, decode)
+        return self._send(
+            procedure, encode_request(args, kwargs), JSON, timeout, decode, direct=direct
+        )
 
     def _send(
         self,
@@ -400,7 +408,10 @@ class RpcClient(Resource):
         content_type: str | None,
         timeout: float | None,
         decode: _Decoder,
+        *,
+        direct: bool = False,
     ) -> _Call:
+        """Publish a request. ``direct``: a blocking call, sent by the calling thread."""
         if timeout is None:
             timeout = self.timeout
         else:
@@ -429,7 +440,9 @@ class RpcClient(Resource):
             headers={PROCEDURE_HEADER: procedure} if procedure is not None else None,
         )
         self._pending[cid] = call
-        sent = ch.publish(OutgoingMessage("", self.queue, body, props, mandatory=True))
+        sent = ch.publish(
+            OutgoingMessage("", self.queue, body, props, mandatory=True), direct=direct
+        )
         sent.add_done_callback(lambda f: self._on_sent(cid, f))
         return call
 
@@ -442,7 +455,9 @@ class RpcClient(Resource):
             call.future.set_exception(exc)
 
     def _wait(self, call: _Call) -> object:
-        call.blocking = True
+        call.blocking = threading.get_ident()
+        # read the reply on this thread when it can: no hand-over from the I/O thread
+        self._conn.io.pump(call.future, min(_PUMP_LIMIT, call.deadline - time.monotonic()))
         try:
             return call.future.result(max(0.0, call.deadline - time.monotonic()))
         except FutureTimeout:
@@ -512,9 +527,10 @@ class RpcClient(Resource):
             future.set_exception(exc)
         else:
             future.set_result(result)
-        if call.blocking:
+        if call.blocking and call.blocking != threading.get_ident():
             # hand the GIL to the caller just woken, rather than keep it until this thread
-            # next blocks in pika's poll: measurably lower latency for blocking calls
+            # next blocks in pika's poll: measurably lower latency for blocking calls (not
+            # needed when the caller reads its reply itself, see IoLoop.pump)
             time.sleep(0)
 
     def _on_return(self, reply_code: int, reply_text: str, properties: Properties) -> None:

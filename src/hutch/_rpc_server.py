@@ -38,6 +38,9 @@ log = logging.getLogger("hutch")
 F = TypeVar("F", bound=Callable[..., object])
 
 _STOP = object()
+# longest an idle worker reads the connection waiting for a request before it waits
+# for the I/O thread to hand one over (see RpcServer._next_request)
+_LEAD = 0.5
 _TRANSIENT = 1
 
 
@@ -148,6 +151,8 @@ class RpcServer(Resource):
         self._lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._inbox: _queue.SimpleQueue[Any] = _queue.SimpleQueue()
+        self._leading = threading.local()
+        self._busy = 0  # workers handling a request now
         self._workers: list[threading.Thread] = []
         self._supervisor: threading.Thread | None = None
         self._channel: Channel | None = None
@@ -487,22 +492,51 @@ class RpcServer(Resource):
 
     # ----------------------------------------------------------------- requests
     def _on_request(self, delivery: Delivery) -> None:  # I/O thread: hand over, never block
-        self._inbox.put((delivery, time.monotonic()))
+        mine: list[Any] | None = getattr(self._leading, "mine", None)
+        if mine is not None and not mine:
+            mine.append((delivery, time.monotonic()))  # the leading worker keeps it
+        else:
+            self._inbox.put((delivery, time.monotonic()))
+
+    def _next_request(self, mine: list[Any]) -> Any:
+        try:
+            return self._inbox.get_nowait()
+        except _queue.Empty:
+            pass
+        if not self._stop_requested and not self._busy:
+            # Leader/followers: when the server is idle, an idle worker reads the connection
+            # itself until a request comes in, and handles that one: no hand-over from the
+            # I/O thread. Only one worker leads at a time, and none while another handles a
+            # request (its reply needs the connection); then the I/O thread passes requests
+            # on through the inbox, which under load also batches them.
+            self._leading.mine = mine
+            try:
+                self._conn.io.pump_until(lambda: bool(mine) or self._stop_requested, _LEAD, wait=0)
+            finally:
+                self._leading.mine = None
+            if mine:
+                return mine.pop()
+        return self._inbox.get()
 
     def _work(self) -> None:
-        inbox = self._inbox
+        mine: list[Any] = []
         while True:
-            item = inbox.get()
+            item = self._next_request(mine)
             if item is _STOP:
                 return
             if self._stop_requested:
                 item[0].nack(requeue=True)
                 continue
+            with self._counter_lock:
+                self._busy += 1
             try:
                 self._handle(*item)
             except BaseException:  # never lose a worker; never requeue into a hot loop
                 log.exception("hutch: RPC worker failed; the request is dropped")
                 item[0].nack(requeue=False)
+            finally:
+                with self._counter_lock:
+                    self._busy -= 1
 
     def _handle(self, delivery: Delivery, received: float) -> None:
         expiration = delivery.expiration
@@ -567,11 +601,12 @@ class RpcServer(Resource):
                     headers={STATUS_HEADER: status},
                 ),
             )
-            ch.publish(reply)
+            # published first, acked second: by this thread when no other request is in
+            # hand (the quickest reply), else by the I/O thread, which batches them
+            ch.publish_then_ack(reply, delivery, direct=self._busy <= 1 and self._inbox.empty())
         else:
             log.debug("hutch: RPC request %r has no reply_to; result dropped", name)
-        # published first, acked second: the I/O thread sends them in that order
-        delivery.ack()
+            delivery.ack()
 
     def _lookup(self, name: object) -> _Procedure:
         if name is None:

@@ -1,14 +1,21 @@
-"""hutch uses one private pika attribute (BlockingChannel._impl) to pipeline confirms.
+"""hutch reaches below pika's public API in a few places; these tests fail loudly if a
+pika upgrade removes or renames what it relies on.
 
-This test fails loudly if a pika upgrade removes or renames it.
+* ``BlockingChannel._impl``: the asynchronous channel, to pipeline confirms and acks.
+* The I/O of a ``BlockingConnection`` driven by whichever thread holds the connection
+  (hutch._connection): ``_flush_output``, the ready-event and channel-dispatch queues and
+  their dispatchers, and the select IOLoop's poller descriptor, callbacks and timer heap.
 """
 
 from __future__ import annotations
 
 import inspect
+import select
+from typing import Any
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters import select_connection
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 
 def test_blocking_channel_keeps_its_async_channel_in_impl() -> None:
@@ -30,16 +37,41 @@ def test_async_channel_api_used_by_hutch_exists() -> None:
     assert "ack_nack_callback" in params
 
 
-def test_blocking_connection_internals_used_to_wake_the_io_thread() -> None:
-    # hutch._connection._wake_threadsafe mirrors BlockingConnection.add_callback_threadsafe
-    # minus its call_later(0) hop: it needs the same internals
-    from pika.adapters.blocking_connection import BlockingConnection, _TimerEvt
+def test_blocking_connection_internals_used_to_drive_it_from_any_thread() -> None:
+    init = inspect.getsource(BlockingConnection.__init__)
+    assert "self._impl = self._create_connection(" in init
+    assert "self._ready_events" in init
+    assert "self._channels_pending_dispatch" in init
+    for name in ("_flush_output", "_dispatch_channel_events", "_dispatch_connection_events"):
+        assert callable(getattr(BlockingConnection, name)), name
+    flush = getattr(BlockingConnection, "_flush_output")  # noqa: B009
+    params = list(inspect.signature(flush).parameters)
+    assert params[1:] == ["waiters"], params
+    process = inspect.getsource(BlockingConnection.process_data_events)
+    assert "self._dispatch_connection_events()" in process
+    assert "self._dispatch_channel_events()" in process
 
-    source = inspect.getsource(BlockingConnection.add_callback_threadsafe)
-    assert "self._cleanup_mutex" in source
-    assert "self._impl._adapter_add_callback_threadsafe(" in source
-    on_timer_ready = getattr(BlockingConnection, "_on_timer_ready")  # noqa: B009
-    dispatch = getattr(BlockingConnection, "_dispatch_connection_events")  # noqa: B009
-    assert "self._ready_events.append(evt)" in inspect.getsource(on_timer_ready)
-    assert "evt.dispatch()" in inspect.getsource(dispatch)
-    assert "self._callback()" in inspect.getsource(_TimerEvt.dispatch)
+
+def test_select_ioloop_internals_used_by_the_idle_io_thread() -> None:
+    ioloop: Any = select_connection.IOLoop()
+    try:
+        assert len(ioloop._callbacks) == 0
+        timer = ioloop._timer
+        handle = ioloop.call_later(10, lambda: None)
+        assert [t.deadline for t in timer._timeout_heap] == [handle.deadline]
+        ioloop.remove_timeout(handle)
+        assert timer._timeout_heap[0].callback is None  # cancelled lazily, as hutch assumes
+        poller = ioloop._poller
+        assert hasattr(poller, "_fd_events")
+        assert set(poller._fd_events) >= {
+            select_connection.PollEvents.READ,
+            select_connection.PollEvents.WRITE,
+        }
+        ioloop.activate_poller()
+        if hasattr(select, "epoll"):
+            assert isinstance(poller._poll, select.epoll)
+            assert poller._poll.fileno() >= 0
+        ioloop.add_callback_threadsafe(lambda: None)  # hutch._connection._poke
+        assert len(ioloop._callbacks) == 1
+    finally:
+        ioloop.close()
