@@ -16,9 +16,9 @@ QoS and consumers and republishes what was not yet confirmed.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
-import os
 import select
 import socket
 import threading
@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 import pika.exceptions as pex
-from pika.adapters.select_connection import PollEvents
 
 from hutch._exceptions import (
     AccessRefused,
@@ -136,23 +135,79 @@ def _poke(conn: pika.BlockingConnection) -> None:
     conn._impl.ioloop.add_callback_threadsafe(_noop)  # type: ignore[attr-defined]
 
 
-def _poller_fd(conn: pika.BlockingConnection) -> int | None:
-    """A duplicate of the epoll/kqueue descriptor of ``conn``'s poller, or None.
-
-    The descriptor is readable whenever pika has I/O to do (socket data, writable socket
-    with output queued, or an interrupt), so the idle I/O thread can wait on it without
-    holding the connection. The duplicate outlives pika closing its own.
-    """
+def _pika_fds(conn: pika.BlockingConnection) -> tuple[list[int], int]:
+    """The descriptors pika's poller watches: its sockets to the broker, its interrupt."""
     poller = conn._impl.ioloop._poller  # type: ignore[attr-defined]
-    obj = getattr(poller, "_poll", None) or getattr(poller, "_kqueue", None)
-    fileno = getattr(obj, "fileno", None)
-    return os.dup(fileno()) if callable(fileno) else None
+    interrupt: int = poller._r_interrupt.fileno()
+    return [fd for fd in poller._fd_handlers if fd != interrupt], interrupt
 
 
-def _poller_fds(conn: pika.BlockingConnection) -> tuple[list[int], list[int]]:
-    """The descriptors pika watches for reading and for writing (select fallback)."""
-    events = conn._impl.ioloop._poller._fd_events  # type: ignore[attr-defined]
-    return list(events[PollEvents.READ]), list(events[PollEvents.WRITE])
+def _output_pending(conn: pika.BlockingConnection) -> bool:
+    """True while pika holds output the socket did not take yet."""
+    return bool(conn._impl._get_write_buffer_size())  # type: ignore[attr-defined]
+
+
+class _Watch:
+    """What the idle I/O thread waits on, without holding the connection.
+
+    Its own epoll set over pika's socket and interrupt descriptors and hutch's wake-up
+    socket. While a caller drives the connection the socket is *muted* here: the caller
+    reads what comes in, and the I/O thread must not wake (and compete for the GIL and
+    the connection) for it. Unmuting re-arms it; level triggering then wakes the I/O
+    thread at once if something arrived that the caller left unread. Without epoll (not
+    Linux) it falls back to ``select`` on the same descriptors, unmuted, re-checking often.
+    """
+
+    def __init__(self, conn: pika.BlockingConnection, wake_fd: int) -> None:
+        self.socks, self.interrupt = _pika_fds(conn)
+        self.wake_fd = wake_fd
+        self.output = False
+        self.muted = False
+        self.ep: Any = None
+        if hasattr(select, "epoll"):
+            self.ep = select.epoll()
+            for fd in (*self.socks, self.interrupt, wake_fd):
+                self.ep.register(fd, select.EPOLLIN)
+
+    def _arm(self, events: int) -> None:
+        for fd in self.socks:
+            try:
+                self.ep.modify(fd, events)
+            except OSError:
+                pass  # the socket closed with the connection; pika will say so
+
+    def mute(self) -> None:
+        if self.ep is not None and not self.muted:
+            self.muted = True
+            self._arm(0)
+
+    def unmute(self) -> None:
+        if self.ep is not None and self.muted:
+            self.muted = False
+            self._arm(select.EPOLLIN | (select.EPOLLOUT if self.output else 0))
+
+    def want_output(self, pending: bool) -> None:
+        """Also wake when the socket can take more (pika holds output)."""
+        if pending != self.output:
+            self.output = pending
+            if self.ep is not None and not self.muted:
+                self._arm(select.EPOLLIN | (select.EPOLLOUT if pending else 0))
+
+    def wait(self, timeout: float) -> tuple[bool, bool]:
+        """Wait up to ``timeout`` s; returns (pika has I/O ready, the wake-up socket rang)."""
+        if self.ep is not None:
+            ready = [fd for fd, _ in self.ep.poll(timeout)]
+        else:
+            readable = [*self.socks, self.interrupt, self.wake_fd]
+            writable = self.socks if self.output else []
+            r, w, _ = select.select(readable, writable, [], min(timeout, 0.01) if timeout else 0)
+            ready = [*r, *w]
+        woken = self.wake_fd in ready
+        return len(ready) > int(woken), woken
+
+    def close(self) -> None:
+        if self.ep is not None:
+            self.ep.close()
 
 
 def _has_events(conn: pika.BlockingConnection) -> bool:
@@ -171,19 +226,27 @@ def _io_until(conn: pika.BlockingConnection, *waiters: Callable[[], bool]) -> No
     conn._flush_output(*waiters)  # type: ignore[attr-defined]
 
 
-def _idle_interval(conn: pika.BlockingConnection) -> float:
-    """Seconds until pika's next live timer (heartbeats), at most :data:`_MAX_IDLE`.
+def _idle_interval(conn: pika.BlockingConnection, *, owned: bool) -> float:
+    """Seconds until pika's next timer (heartbeats), at most :data:`_MAX_IDLE`.
 
-    pika leaves cancelled timers in its heap until they come due; waking for those would
-    take the connection from callers for nothing, so they are skipped here.
+    pika leaves cancelled timers in its heap until they come due (hutch cancels one per
+    pumped wait); waking for those would take the connection from callers for nothing.
+    So, when ``owned`` (holding the connection), cancelled timers at the top of the heap
+    are dropped first, as pika's own clean-up would.
     """
     ioloop = conn._impl.ioloop  # type: ignore[attr-defined]
     if ioloop._callbacks:
         return 0.0
-    live: list[float] = [t.deadline for t in ioloop._timer._timeout_heap if t.callback is not None]
-    if not live:
+    timer = ioloop._timer
+    heap = timer._timeout_heap
+    if owned:
+        while heap and heap[0].callback is None:
+            heapq.heappop(heap)
+            timer._num_cancellations -= 1
+    if not heap:
         return _MAX_IDLE
-    return min(max(0.0, min(live) - time.monotonic()), _MAX_IDLE)
+    due: float = heap[0].deadline
+    return min(max(0.0, due - time.monotonic()), _MAX_IDLE)
 
 
 _CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError)
@@ -226,7 +289,7 @@ class IoLoop:
         self._want = 0
         self._broken: BaseException | None = None
         self._parked = False
-        self._poll_fd: int | None = None
+        self._watch: _Watch | None = None
         # wakes the idle I/O thread without pika (created by start())
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -285,6 +348,11 @@ class IoLoop:
                 return
             self._wake_pending = True
         self._wake.set()
+        thread = self._thread
+        if thread is not None and self._owner == thread.ident:
+            # the I/O thread is at work: it looks at the queue again before it idles
+            # (_serve, _idle), so waking it would only cost a system call
+            return
         conn = self._pika
         if conn is not None:
             try:
@@ -354,7 +422,7 @@ class IoLoop:
     def _acquire(self, timeout: float | None, *, want: bool) -> bool:
         own = self._own
         if own.acquire(blocking=False):
-            self._owner = threading.get_ident()
+            self._took()
             return True
         if want:
             with self._lock:
@@ -372,10 +440,20 @@ class IoLoop:
                 with self._lock:
                     self._want -= 1
         if ok:
-            self._owner = threading.get_ident()
+            self._took()
         return ok
 
+    def _took(self) -> None:
+        # just acquired _own
+        self._owner = threading.get_ident()
+        watch = self._watch
+        if watch is not None and threading.current_thread() is not self._thread:
+            watch.mute()
+
     def _release(self) -> None:
+        watch = self._watch
+        if watch is not None and threading.current_thread() is not self._thread:
+            watch.unmute()
         self._owner = None
         self._own.release()
         if self._parked:
@@ -433,7 +511,7 @@ class IoLoop:
         if timeout <= 0:
             if not self._own.acquire(blocking=False):
                 return False
-            self._owner = threading.get_ident()
+            self._took()
         elif not self._acquire(timeout, want=True):
             return False
         try:
@@ -469,7 +547,7 @@ class IoLoop:
             self._pumping or wait <= 0 or not self._own.acquire(timeout=wait)
         ):
             return
-        self._owner = threading.get_ident()
+        self._took()
         try:
             conn = self._pika
             if conn is None or not self._direct_ok():
@@ -762,14 +840,11 @@ class IoLoop:
     def _set_pika(self, conn: pika.BlockingConnection | None) -> None:
         # holding _own
         self._pika = conn
-        if self._poll_fd is not None:
-            os.close(self._poll_fd)
-            self._poll_fd = None
-        if conn is not None:
-            try:
-                self._poll_fd = _poller_fd(conn)
-            except (AttributeError, OSError):
-                self._poll_fd = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if conn is not None and self._wake_r is not None:
+            self._watch = _Watch(conn, self._wake_r.fileno())
 
     def _run(self) -> None:
         try:
@@ -814,7 +889,7 @@ class IoLoop:
             # woken for I/O that a caller driving the connection has done meanwhile: leave
             # the connection to callers (taking it now would only hold up their next step)
             try:
-                return _idle_interval(conn)
+                return _idle_interval(conn, owned=False)
             except (IndexError, AttributeError):  # pika's timers changed under our feet
                 return 0.05
         with self._owning():
@@ -827,16 +902,18 @@ class IoLoop:
             self._drain()
             if self._closing:
                 return 0.0
-            if io_due or _has_events(conn) or self._poll_fd is None or self._fd_ready():
+            if io_due or _has_events(conn) or self._fd_ready():
                 conn.process_data_events(0)
                 self._drain()
             if self._tasks or self._broken is not None or _has_events(conn):
                 return 0.0
-            return _idle_interval(conn)
+            if self._watch is not None:
+                self._watch.want_output(_output_pending(conn))
+            return _idle_interval(conn, owned=True)
 
     def _fd_ready(self) -> bool:
-        fd = self._poll_fd
-        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+        watch = self._watch
+        return watch is None or watch.wait(0)[0]
 
     def _idle(self, wait: float) -> bool:
         """Wait without holding the connection until pika has I/O to do or ``wait`` passed.
@@ -844,53 +921,36 @@ class IoLoop:
         Returns:
             True if pika must run whatever the descriptor says now (timers are due).
         """
-        if wait <= 0:
+        if wait <= 0 or self._tasks:
             return True
-        conn = self._pika
-        fd = self._poll_fd
+        watch = self._watch
         wake = self._wake_r
-        assert wake is not None
-        wake_fd = wake.fileno()
-        readable: list[int]
-        writable: list[int]
-        if fd is not None:
-            readable, writable = [fd, wake_fd], []
-        elif conn is not None:
-            # a poller without a descriptor to wait on: watch pika's own, re-checking often
-            try:
-                readable, writable = _poller_fds(conn)
-            except (AttributeError, OSError):
-                readable, writable = [], []
-            readable.append(wake_fd)
-            wait = min(wait, 0.01)
-        else:
+        if watch is None or wake is None:
             return True
         try:
-            ready = select.select(readable, writable, [], wait)
+            io, woken = watch.wait(wait)
         except (OSError, ValueError):
             return True  # a descriptor went away with the connection: let pika tell why
-        if not (ready[0] or ready[1]):
-            return True  # pika's timers are due
-        if fd is not None and fd in ready[0] and self._own.locked():
-            # a caller drives the connection and reads what came in: rather than queue up
-            # for the connection (and hold it up for the caller's next operation), wait
-            # until the caller lets it go
-            self._parked = True
-            try:
-                if self._own.locked():
-                    select.select([wake_fd], [], [], wait)
-            finally:
-                self._parked = False
-        woken = wake_fd in ready[0]
         if woken:
             try:
                 while wake.recv(4096):
                     pass
             except OSError:
                 pass
-        # I/O was ready, but a caller driving the connection may have done it meanwhile:
-        # _serve checks again once it holds the connection
-        return fd is None and bool(ready[0] or ready[1])
+        if not io and not woken:
+            return True  # pika's timers are due
+        if io and self._own.locked():
+            # a caller drives the connection and reads what came in (I/O slipped in before
+            # it muted the socket): rather than queue up for the connection, and hold up
+            # the caller's next step, wait until the caller lets it go
+            self._parked = True
+            try:
+                if self._own.locked():
+                    select.select([wake], [], [], wait)
+            finally:
+                self._parked = False
+        # _serve checks again whether I/O is still to be done once it holds the connection
+        return False
 
     def _recover(self, exc: BaseException) -> None:
         error = map_pika_error(exc)

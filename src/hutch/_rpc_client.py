@@ -440,6 +440,8 @@ class RpcClient(Resource):
             headers={PROCEDURE_HEADER: procedure} if procedure is not None else None,
         )
         self._pending[cid] = call
+        # a blocking call sends its request itself; call_async leaves it to the I/O
+        # thread, which sends the requests of a busy moment together (more calls/s)
         sent = ch.publish(
             OutgoingMessage("", self.queue, body, props, mandatory=True), direct=direct
         )
