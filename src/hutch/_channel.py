@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import logging
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -46,6 +47,8 @@ _UTC = _dt.timezone.utc
 # how long a reply waits for the connection held briefly by another thread before it is
 # queued for the I/O thread instead
 _BRIEF = 0.002
+# publish_many hands what it framed so far to the socket every this many messages
+_SEND_EVERY = 200
 
 
 def _async_channel(ch: BlockingChannel) -> pika.channel.Channel:
@@ -190,13 +193,48 @@ class Delivery:
         self.channel.nack(self, requeue=requeue)
 
 
+class Batch:
+    """Settles the messages of one ``publish_many`` together (internal).
+
+    One future for the whole batch instead of one per message: a batch of thousands
+    settles with one wake-up, and no per-message future to create and resolve.
+    """
+
+    __slots__ = ("_left", "_lock", "errors", "future")
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._lock = threading.Lock()
+        #: index -> why that message was not confirmed
+        self.errors: dict[int, BaseException] = {}
+        #: resolves once every message is settled
+        self.future: Future[None] = Future()
+        if size == 0:
+            self.future.set_result(None)
+
+    def settle(self, index: int, error: BaseException | None) -> None:
+        with self._lock:
+            if error is not None:
+                self.errors[index] = error
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self.future.set_result(None)
+
+
 class OutgoingMessage:
-    """A message to publish (internal)."""
+    """A message to publish (internal).
+
+    It settles either its own :attr:`future` or, as part of a :class:`Batch`, the batch.
+    """
 
     __slots__ = (
+        "_batch",
+        "_future",
+        "_index",
+        "_settled",
         "body",
         "exchange",
-        "future",
         "mandatory",
         "message_id",
         "properties",
@@ -210,6 +248,9 @@ class OutgoingMessage:
         body: bytes,
         properties: pika.BasicProperties,
         mandatory: bool = False,
+        *,
+        batch: Batch | None = None,
+        index: int = 0,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -217,7 +258,42 @@ class OutgoingMessage:
         self.properties = properties
         self.mandatory = mandatory
         self.message_id: str | None = properties.message_id
-        self.future: Future[None] = Future()
+        self._batch = batch
+        self._index = index
+        self._settled = False
+        self._future: Future[None] | None = None if batch is not None else Future()
+
+    @property
+    def future(self) -> Future[None]:
+        """Resolves when the broker confirmed the message (not for batch members)."""
+        if self._future is None:
+            raise TypeError("a message of a batch has no future of its own; see Batch")
+        return self._future
+
+    def done(self) -> bool:
+        """True once confirmed or failed."""
+        return self._settled if self._future is None else self._future.done()
+
+    def succeed(self) -> None:
+        """Settle as confirmed (no effect if already settled)."""
+        self._settle(None)
+
+    def fail(self, error: BaseException) -> None:
+        """Settle as failed (no effect if already settled)."""
+        self._settle(error)
+
+    def _settle(self, error: BaseException | None) -> None:
+        future = self._future
+        if future is not None:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+            return
+        if not self._settled and self._batch is not None:
+            self._settled = True
+            self._batch.settle(self._index, error)
 
 
 class _Pending:
@@ -410,30 +486,61 @@ class Channel:
         queued for the I/O thread.
         """
         if self._closed:
-            message.future.set_exception(self._io.failure or ClosedError("the channel is closed"))
+            message.fail(self._io.failure or ClosedError("the channel is closed"))
             return message.future
         if direct and self._io.run_direct(lambda: self._publish_now(message), wait):
             return message.future
         self._io.submit(lambda: self._publish_now(message))
         return message.future
 
-    def publish_many(
-        self, messages: list[OutgoingMessage], *, direct: bool = False
-    ) -> list[Future[None]]:
-        """Publish several messages at once (one hand-over to the I/O thread at most)."""
+    def publish_and_wait(
+        self,
+        message: OutgoingMessage,
+        limit: float,
+        *,
+        until: Future[Any] | None = None,
+        wait: float = 1.0,
+    ) -> Future[None]:
+        """Publish a message, then do this connection's I/O on this thread for a while.
+
+        That is, for up to ``limit`` seconds until ``until`` (default: the message's
+        confirm) is done. It may still be pending afterwards (a slow answer, or the
+        connection could not be taken within ``wait`` seconds and the message was queued
+        for the I/O thread).
+
+        Returns:
+            The message's future (see :meth:`publish`).
+        """
+        if self._closed:
+            message.fail(self._io.failure or ClosedError("the channel is closed"))
+            return message.future
+        if not self._io.run_and_pump(
+            lambda: self._publish_now(message), until or message.future, limit, wait
+        ):
+            self._io.submit(lambda: self._publish_now(message))
+        return message.future
+
+    def publish_many(self, messages: list[OutgoingMessage], *, direct: bool = False) -> None:
+        """Publish several messages at once (one hand-over to the I/O thread at most).
+
+        Each settles its own future or its batch (see :class:`OutgoingMessage`).
+        """
         if self._closed:
             error = self._io.failure or ClosedError("the channel is closed")
             for m in messages:
-                m.future.set_exception(error)
-            return [m.future for m in messages]
+                m.fail(error)
+            return
 
         def run() -> None:
-            for m in messages:
+            for i, m in enumerate(messages, 1):
                 self._publish_now(m)
+                if i % _SEND_EVERY == 0:
+                    # let the broker start on the batch while the rest is still being
+                    # framed, and take in the confirms that came back meanwhile
+                    self._io.send_pending()
 
         if not (direct and self._io.run_direct(run)):
             self._io.submit(run)
-        return [m.future for m in messages]
 
     def publish_then_ack(
         self, message: OutgoingMessage, delivery: Delivery, *, direct: bool = True
@@ -453,7 +560,7 @@ class Channel:
                 self._flush_acks()
 
         if self._closed:
-            message.future.set_exception(self._io.failure or ClosedError("the channel is closed"))
+            message.fail(self._io.failure or ClosedError("the channel is closed"))
             self.ack(delivery)
         elif not direct or not self._io.run_direct(run, 0 if self._io.pumping else _BRIEF):
             # a pumping thread (waiting for something else) sends it as soon as it is queued
@@ -622,11 +729,11 @@ class Channel:
         )
 
     def _publish_now(self, m: OutgoingMessage) -> None:
-        if m.future.done():
+        if m.done():
             return
         if self._closed and (self._ch is None or not self._ch.is_open):
             # publishes queued before close() still go out: the close task runs after them
-            m.future.set_exception(ClosedError("the channel is closed"))
+            m.fail(ClosedError("the channel is closed"))
             return
         try:
             ch = self._ensure_open()
@@ -637,18 +744,16 @@ class Channel:
             if self.confirms:
                 self._retry_queue.append(m)
             else:
-                m.future.set_exception(
-                    ConnectionLost("connection lost before the message was sent")
-                )
+                m.fail(ConnectionLost("connection lost before the message was sent"))
             return
         except (pex.ChannelClosed, pex.ChannelWrongStateError) as exc:
-            m.future.set_exception(map_pika_error(exc))
+            m.fail(map_pika_error(exc))
             return
         if self.confirms:
             self._seq += 1
             self._unconfirmed[self._seq] = _Pending(m)
         else:
-            m.future.set_result(None)
+            m.succeed()
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -666,10 +771,10 @@ class Channel:
             done = [one] if one is not None else []
         for pending in done:
             m = pending.message
-            if m.future.done():
+            if m.done():
                 continue
             if nack:
-                m.future.set_exception(
+                m.fail(
                     Nacked(
                         f"broker nacked the message to exchange {m.exchange!r} "
                         f"with routing key {m.routing_key!r}",
@@ -680,7 +785,7 @@ class Channel:
                 )
             elif pending.returned is not None:
                 code, text = pending.returned
-                m.future.set_exception(
+                m.fail(
                     Unroutable(
                         exchange=m.exchange,
                         routing_key=m.routing_key,
@@ -690,7 +795,7 @@ class Channel:
                     )
                 )
             else:
-                m.future.set_result(None)
+                m.succeed()
 
     def _on_return(self, _ch: Any, method: Any, props: pika.BasicProperties, _body: bytes) -> None:
         for pending in self._unconfirmed.values():
@@ -814,8 +919,7 @@ class Channel:
     def _fail_unconfirmed(self, error: BaseException) -> None:
         pending, self._unconfirmed = self._unconfirmed, OrderedDict()
         for p in pending.values():
-            if not p.message.future.done():
-                p.message.future.set_exception(error)
+            p.message.fail(error)
 
     def _close_now(self) -> None:
         if self._acks_pending:
@@ -871,7 +975,6 @@ class Channel:
         self._fail_unconfirmed(reason)
         retry, self._retry_queue = self._retry_queue, []
         for m in retry:
-            if not m.future.done():
-                m.future.set_exception(reason)
+            m.fail(reason)
         self._ch = None
         self._closed = True

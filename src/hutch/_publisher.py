@@ -13,7 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from hutch._channel import Channel, OutgoingMessage, basic_properties, to_pika_properties
+from hutch._channel import Batch, Channel, OutgoingMessage, basic_properties, to_pika_properties
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
     ClosedError,
@@ -261,6 +261,8 @@ class Publisher(Resource, Generic[T]):
         headers: Mapping[str, FieldValue] | None,
         mandatory: bool | None,
         properties: Mapping[str, Any],
+        batch: Batch | None = None,
+        index: int = 0,
     ) -> OutgoingMessage:
         if properties:
             _check_properties(properties)
@@ -311,6 +313,8 @@ class Publisher(Resource, Generic[T]):
             data,
             pika_props,
             self.mandatory if mandatory is None else mandatory,
+            batch=batch,
+            index=index,
         )
 
     def publish(
@@ -350,7 +354,7 @@ class Publisher(Resource, Generic[T]):
             TypeError: Unknown property names or a body of the wrong type.
         """
         message = self._build(body, routing_key, headers, mandatory, properties)
-        self._send([message], timeout)
+        self._send(message, timeout)
         return message.message_id or ""
 
     def publish_async(
@@ -408,51 +412,49 @@ class Publisher(Resource, Generic[T]):
         """
         if "message_id" in properties:
             raise TypeError("publish_many generates one message_id per message; do not pass one")
-        messages = [self._build(b, routing_key, headers, None, properties) for b in bodies]
+        items = bodies if isinstance(bodies, (list, tuple)) else list(bodies)
+        batch = Batch(len(items))
+        messages = [
+            self._build(b, routing_key, headers, None, properties, batch, i)
+            for i, b in enumerate(items)
+        ]
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
-        futures = ch.publish_many(messages, direct=True)
-        result = BatchResult(message_ids=[m.message_id or "" for m in messages])
         wait = self.timeout if timeout is None else timeout
-        # Confirms arrive (nearly always) in publish order: waiting for the last one first
-        # means one wake-up for the whole batch instead of one per message.
-        order = [len(futures) - 1, *range(len(futures) - 1)] if futures else []
-        if futures:
-            self._conn.io.pump(futures[-1], min(wait, _PUMP_LIMIT))
-        for i in order:
-            fut = futures[i]
-            try:
-                self._conn.io.wait_settled(fut, wait)
-            except ConnectionBlocked:
-                raise  # a TimeoutError too: must not be taken for the confirm timeout
-            except FutureTimeout:
-                raise OperationTimeout(
-                    f"batch of {len(messages)} messages not confirmed within {wait} s"
-                ) from None
-            except PublishError as exc:
-                result.failed.append((i, exc))
-            except Exception as exc:
-                result.failed.append(
-                    (
-                        i,
-                        PublishError(
-                            str(exc), exchange=self.exchange_name, message_id=messages[i].message_id
-                        ),
-                    )
+        ch.publish_many(messages, direct=True)
+        # read the confirms on this thread (for as long as the batch may take)
+        self._conn.io.pump(batch.future, wait)
+        try:
+            self._conn.io.wait_settled(batch.future, wait)
+        except ConnectionBlocked:
+            raise  # a TimeoutError too: must not be taken for the confirm timeout
+        except FutureTimeout:
+            raise OperationTimeout(
+                f"batch of {len(messages)} messages not confirmed within {wait} s"
+            ) from None
+        result = BatchResult(message_ids=[m.message_id or "" for m in messages])
+        for i, exc in sorted(batch.errors.items()):
+            error = (
+                exc
+                if isinstance(exc, PublishError)
+                else PublishError(
+                    str(exc), exchange=self.exchange_name, message_id=messages[i].message_id
                 )
-        result.failed.sort(key=lambda item: item[0])
+            )
+            result.failed.append((i, error))
         return result
 
-    def _send(self, messages: list[OutgoingMessage], timeout: float | None) -> None:
+    def _send(self, message: OutgoingMessage, timeout: float | None) -> None:
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
-        direct = self.confirm
-        fut = (
-            ch.publish(messages[0], direct=direct)
-            if len(messages) == 1
-            else ch.publish_many(messages, direct=direct)[-1]
-        )
         wait = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        if not self.confirm:
+            fut = ch.publish(message)
+        else:
+            # this thread sends the message and reads its confirm itself when it can: no
+            # hand-over to the I/O thread and back
+            fut = ch.publish_and_wait(message, min(wait, _PUMP_LIMIT))
         if not self.confirm:
             # no confirms: return at once, but bound what is queued for the I/O thread
             self._writes.append(fut)
@@ -462,10 +464,7 @@ class Publisher(Resource, Generic[T]):
                 raise fut.exception()  # type: ignore[misc]
             return
         try:
-            # this thread reads the confirm itself when it can: no hand-over to the I/O
-            # thread and back (time spent here counts against the timeout too)
-            started = time.monotonic()
-            self._conn.io.pump(fut, min(wait, _PUMP_LIMIT))
+            # time spent reading the confirm above counts against the timeout too
             self._conn.io.wait_settled(fut, max(0.0, wait - (time.monotonic() - started)))
         except ConnectionBlocked:
             raise  # a TimeoutError too: must not be taken for the confirm timeout

@@ -440,11 +440,16 @@ class RpcClient(Resource):
             headers={PROCEDURE_HEADER: procedure} if procedure is not None else None,
         )
         self._pending[cid] = call
-        # a blocking call sends its request itself; call_async leaves it to the I/O
-        # thread, which sends the requests of a busy moment together (more calls/s)
-        sent = ch.publish(
-            OutgoingMessage("", self.queue, body, props, mandatory=True), direct=direct
-        )
+        message = OutgoingMessage("", self.queue, body, props, mandatory=True)
+        if direct:
+            # a blocking call sends its request and reads its reply on this thread (no
+            # hand-over to the I/O thread and back), for up to _PUMP_LIMIT seconds
+            call.blocking = threading.get_ident()
+            sent = ch.publish_and_wait(message, min(_PUMP_LIMIT, timeout), until=call.future)
+        else:
+            # call_async leaves it to the I/O thread, which sends the requests of a busy
+            # moment together (more calls per second)
+            sent = ch.publish(message)
         sent.add_done_callback(lambda f: self._on_sent(cid, f))
         return call
 

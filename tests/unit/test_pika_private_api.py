@@ -15,6 +15,7 @@ from typing import Any
 
 import pika
 from pika.adapters import select_connection
+from pika.adapters.base_connection import BaseConnection
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 
@@ -47,7 +48,16 @@ def test_blocking_connection_internals_used_to_drive_it_from_any_thread() -> Non
     flush = getattr(BlockingConnection, "_flush_output")  # noqa: B009
     params = list(inspect.signature(flush).parameters)
     assert params[1:] == ["waiters"], params
-    assert callable(getattr(select_connection.SelectConnection, "_get_write_buffer_size"))  # noqa: B009
+    # hutch._connection._coalesce and _output_pending: the transport's frame buffers
+    from pika.adapters.utils import io_services_utils as io
+
+    base = inspect.getsource(io._AsyncTransportBase.__init__)
+    assert "self._tx_buffers: collections.deque[bytes] = collections.deque()" in base
+    produce = getattr(io._AsyncTransportBase, "_produce")  # noqa: B009
+    assert "while self._tx_buffers:" in inspect.getsource(produce)
+    assert callable(io._AsyncTransportBase.get_write_buffer_size)
+    init_state = getattr(BaseConnection, "_init_connection_state")  # noqa: B009
+    assert "self._transport = None" in inspect.getsource(init_state)
     process = inspect.getsource(BlockingConnection.process_data_events)
     assert "self._dispatch_connection_events()" in process
     assert "self._dispatch_channel_events()" in process
