@@ -38,7 +38,7 @@ from hutch._exceptions import (
     WorkerError,
 )
 from hutch._message import Message, Properties
-from hutch._publisher import BatchResult, Publisher
+from hutch._publisher import BatchResult, ConfirmBatch, Publisher
 from hutch._retry import Reject, Retry, RetryPolicy
 from hutch._rpc import RpcClient, RpcServer
 from hutch._serialization import Codec
@@ -64,6 +64,7 @@ __all__ = [
     "ChannelClosed",
     "ClosedError",
     "Codec",
+    "ConfirmBatch",
     "ConnectError",
     "Connection",
     "ConnectionBlocked",

@@ -48,7 +48,7 @@ _UTC = _dt.timezone.utc
 # queued for the I/O thread instead
 _BRIEF = 0.002
 # publish_many hands what it framed so far to the socket every this many messages
-_SEND_EVERY = 200
+SEND_EVERY = 200
 
 
 def _async_channel(ch: BlockingChannel) -> pika.channel.Channel:
@@ -200,24 +200,57 @@ class Batch:
     settles with one wake-up, and no per-message future to create and resolve.
     """
 
-    __slots__ = ("_left", "_lock", "errors", "future")
+    __slots__ = ("_cond", "_left", "_low", "_sealed", "errors", "future")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = 0, *, sealed: bool = True) -> None:
         self._left = size
-        self._lock = threading.Lock()
+        self._sealed = False
+        self._low: int | None = None
+        self._cond = threading.Condition(threading.Lock())
         #: index -> why that message was not confirmed
         self.errors: dict[int, BaseException] = {}
-        #: resolves once every message is settled
+        #: resolves once the batch is sealed and every message in it settled
         self.future: Future[None] = Future()
-        if size == 0:
+        if sealed:
+            self.seal()
+
+    @property
+    def unsettled(self) -> int:
+        """Messages added but not settled yet."""
+        return self._left
+
+    def add(self, count: int = 1) -> None:
+        """Count ``count`` more messages in (before publishing them)."""
+        with self._cond:
+            if self._sealed:
+                raise RuntimeError("the batch is sealed")
+            self._left += count
+
+    def seal(self) -> None:
+        """No more messages: the future resolves once those added are settled."""
+        with self._cond:
+            self._sealed = True
+            done = self._left == 0
+        if done and not self.future.done():
             self.future.set_result(None)
 
+    def wait_below(self, count: int, timeout: float) -> bool:
+        """Wait until fewer than ``count`` messages are unsettled (any thread)."""
+        with self._cond:
+            self._low = count
+            try:
+                return self._cond.wait_for(lambda: self._left < count, timeout)
+            finally:
+                self._low = None
+
     def settle(self, index: int, error: BaseException | None) -> None:
-        with self._lock:
+        with self._cond:
             if error is not None:
                 self.errors[index] = error
             self._left -= 1
-            last = self._left == 0
+            last = self._left == 0 and self._sealed
+            if self._low is not None and self._left < self._low:
+                self._cond.notify_all()
         if last:
             self.future.set_result(None)
 
@@ -534,7 +567,7 @@ class Channel:
         def run() -> None:
             for i, m in enumerate(messages, 1):
                 self._publish_now(m)
-                if i % _SEND_EVERY == 0:
+                if i % SEND_EVERY == 0:
                     # let the broker start on the batch while the rest is still being
                     # framed, and take in the confirms that came back meanwhile
                     self._io.send_pending()

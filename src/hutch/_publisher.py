@@ -13,7 +13,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from hutch._channel import Batch, Channel, OutgoingMessage, basic_properties, to_pika_properties
+from hutch._channel import (
+    SEND_EVERY,
+    Batch,
+    Channel,
+    OutgoingMessage,
+    basic_properties,
+    to_pika_properties,
+)
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
     ClosedError,
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
 
     from hutch._topology import FieldValue
 
-__all__ = ["BatchResult", "Publisher"]
+__all__ = ["BatchResult", "ConfirmBatch", "Publisher"]
 
 T = TypeVar("T")
 
@@ -414,14 +421,65 @@ class Publisher(Resource, Generic[T]):
             raise TypeError("publish_many generates one message_id per message; do not pass one")
         items = bodies if isinstance(bodies, (list, tuple)) else list(bodies)
         batch = Batch(len(items))
+        # every body is encoded (and may be refused) before the first message goes out
         messages = [
             self._build(b, routing_key, headers, None, properties, batch, i)
             for i, b in enumerate(items)
         ]
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
-        wait = self.timeout if timeout is None else timeout
         ch.publish_many(messages, direct=True)
+        return self._settle_batch(batch, [m.message_id or "" for m in messages], timeout)
+
+    def batch(
+        self,
+        *,
+        routing_key: str | None = None,
+        headers: Mapping[str, FieldValue] | None = None,
+        timeout: float | None = None,
+        max_in_flight: int = 10_000,
+        **properties: Any,
+    ) -> ConfirmBatch[T]:
+        """A confirm-batch context: publish a stream, confirms pipelined, settle on exit.
+
+        Messages go out as they are added (a few hundred at a time) while the broker's
+        confirms for earlier ones come back; leaving the ``with`` block waits until every
+        message is confirmed or failed, and puts the outcome in ``batch.result``. Unlike
+        :meth:`publish_many`, the messages need not be known (or fit in memory) up front:
+        at most ``max_in_flight`` wait for their confirm at any time.
+
+        Args:
+            routing_key: Default routing key of the batch's messages.
+            headers: Default headers.
+            timeout: Seconds to wait for the confirms (and for room in the window).
+            max_in_flight: Most messages published but not yet confirmed.
+            **properties: Default AMQP properties (not ``message_id``).
+
+        Returns:
+            The batch, to use as a context manager.
+
+        Raises:
+            ValueError: ``max_in_flight`` is not positive.
+            TypeError: A ``message_id`` property was given.
+
+        Example:
+            >>> with pub.batch() as batch:  # doctest: +SKIP
+            ...     for order in orders:
+            ...         batch.publish(order)
+            >>> batch.result.raise_for_failures()  # doctest: +SKIP
+        """
+        if "message_id" in properties:
+            raise TypeError("a batch generates one message_id per message; do not pass one")
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError("max_in_flight must be an int")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if properties:
+            _check_properties(properties)
+        return ConfirmBatch(self, routing_key, headers, timeout, max_in_flight, properties)
+
+    def _settle_batch(self, batch: Batch, ids: list[str], timeout: float | None) -> BatchResult:
+        wait = self.timeout if timeout is None else timeout
         # read the confirms on this thread (for as long as the batch may take)
         self._conn.io.pump(batch.future, wait)
         try:
@@ -430,16 +488,14 @@ class Publisher(Resource, Generic[T]):
             raise  # a TimeoutError too: must not be taken for the confirm timeout
         except FutureTimeout:
             raise OperationTimeout(
-                f"batch of {len(messages)} messages not confirmed within {wait} s"
+                f"batch of {len(ids)} messages not confirmed within {wait} s"
             ) from None
-        result = BatchResult(message_ids=[m.message_id or "" for m in messages])
+        result = BatchResult(message_ids=ids)
         for i, exc in sorted(batch.errors.items()):
             error = (
                 exc
                 if isinstance(exc, PublishError)
-                else PublishError(
-                    str(exc), exchange=self.exchange_name, message_id=messages[i].message_id
-                )
+                else PublishError(str(exc), exchange=self.exchange_name, message_id=ids[i])
             )
             result.failed.append((i, error))
         return result
@@ -483,3 +539,98 @@ class Publisher(Resource, Generic[T]):
         wait = self.timeout if timeout is None else timeout
         while self._writes:
             self._writes.popleft().result(wait)
+
+
+class ConfirmBatch(Generic[T]):
+    """A confirm-batch context from :meth:`Publisher.batch` (see there).
+
+    Use it from one thread. After the ``with`` block, :attr:`result` holds the outcome.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher[T],
+        routing_key: str | None,
+        headers: Mapping[str, FieldValue] | None,
+        timeout: float | None,
+        max_in_flight: int,
+        properties: dict[str, Any],
+    ) -> None:
+        self._pub = publisher
+        self._routing_key = routing_key
+        self._headers = headers
+        self._timeout = publisher.timeout if timeout is None else timeout
+        self._max = max_in_flight
+        self._properties = properties
+        self._batch = Batch(sealed=False)
+        self._buffer: list[OutgoingMessage] = []
+        self._ids: list[str] = []
+        self._channel: Channel | None = None
+        #: The outcome, once the ``with`` block is left.
+        self.result: BatchResult | None = None
+
+    def __enter__(self) -> Self:
+        self._channel = self._pub._ensure_channel()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._send(window=False)
+        self._batch.seal()
+        self.result = self._pub._settle_batch(self._batch, self._ids, self._timeout)
+
+    def publish(
+        self,
+        body: T,
+        *,
+        routing_key: str | None = None,
+        headers: Mapping[str, FieldValue] | None = None,
+    ) -> str:
+        """Add a message to the batch (it goes out soon; its confirm is awaited on exit).
+
+        Args:
+            body: The body.
+            routing_key: Overrides the batch's routing key.
+            headers: Overrides the batch's headers.
+
+        Returns:
+            The message id.
+
+        Raises:
+            ClosedError: Used outside its ``with`` block.
+            OperationTimeout: No room in the window within the timeout.
+        """
+        if self._channel is None or self.result is not None:
+            raise ClosedError("publish into a batch inside its with block")
+        m = self._pub._build(
+            body,
+            self._routing_key if routing_key is None else routing_key,
+            self._headers if headers is None else headers,
+            None,
+            self._properties,
+            self._batch,
+            len(self._ids),
+        )
+        self._batch.add()
+        self._ids.append(m.message_id or "")
+        self._buffer.append(m)
+        if len(self._buffer) >= SEND_EVERY:
+            self._send(window=True)
+        return m.message_id or ""
+
+    def _send(self, *, window: bool) -> None:
+        ch = self._channel
+        if ch is None:
+            return
+        if self._buffer:
+            messages, self._buffer = self._buffer, []
+            self._pub._conn.io.wait_unblocked(self._pub._conn.settings.publish_blocked_timeout)
+            ch.publish_many(messages, direct=True)
+        if window and self._batch.unsettled >= self._max:
+            # the window is full: read confirms (on this thread if it can) until there is room
+            io = self._pub._conn.io
+            io.pump_until(lambda: self._batch.unsettled < self._max, self._timeout)
+            if not self._batch.wait_below(self._max, self._timeout):
+                raise OperationTimeout(
+                    f"{self._batch.unsettled} messages of the batch not confirmed within "
+                    f"{self._timeout} s"
+                )

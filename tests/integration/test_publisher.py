@@ -20,6 +20,7 @@ from hutch import (
     Subscriber,
     Unroutable,
 )
+from hutch._channel import OutgoingMessage
 
 
 class Order(BaseModel):
@@ -134,6 +135,78 @@ def test_publish_many_reports_per_message(conn: Connection, unique_name: str) ->
         assert all(isinstance(e, Unroutable) for _, e in bad.failed)
         with pytest.raises(Unroutable):
             bad.raise_for_failures()
+    conn.channel().delete_queue(q.name)
+
+
+def test_confirm_batch_context_streams_and_settles_every_message(
+    conn: Connection, unique_name: str
+) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=Order, declare=[q]) as pub:
+        with pub.batch(max_in_flight=50) as batch:  # a window far smaller than the batch
+            ids = [batch.publish(Order(id=i, item="x")) for i in range(2000)]
+        assert batch.result is not None
+        assert batch.result.ok and batch.result.confirmed == 2000
+        assert batch.result.message_ids == ids and len(set(ids)) == 2000
+        with pytest.raises(ClosedError, match="with block"):
+            batch.publish(Order(id=0, item="late"))
+    assert conn.channel().message_count(q.name) == 2000
+    first = conn.channel().get(q.name)
+    assert first is not None and first.properties.message_id == ids[0]
+    conn.channel().delete_queue(q.name)
+
+
+def test_confirm_batch_reports_unroutable_messages_by_index(
+    conn: Connection, unique_name: str
+) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, mandatory=True, model=int, declare=[q]) as pub:
+        with pub.batch() as batch:
+            for i in range(500):
+                batch.publish(i, routing_key=q.name if i % 100 else f"{unique_name}-nobody")
+        assert batch.result is not None and not batch.result.ok
+        assert [i for i, _ in batch.result.failed] == [0, 100, 200, 300, 400]
+        assert all(isinstance(e, Unroutable) for _, e in batch.result.failed)
+        assert batch.result.confirmed == 495
+    assert conn.channel().message_count(q.name) == 495
+    conn.channel().delete_queue(q.name)
+
+
+def test_confirm_batch_arguments_fail_at_once(conn: Connection, unique_name: str) -> None:
+    with Publisher(conn, routing_key=unique_name, model=int) as pub:
+        with pytest.raises(ValueError, match="max_in_flight"):
+            pub.batch(max_in_flight=0)
+        with pytest.raises(TypeError, match="message_id"):
+            pub.batch(message_id="x")
+        with pytest.raises(TypeError, match="unknown message properties"):
+            pub.batch(colour="red")
+        with pytest.raises(ClosedError):
+            pub.batch().publish(1)  # not entered
+
+
+def test_confirmed_publish_reads_its_confirm_on_the_calling_thread(
+    conn: Connection, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No hand-over to the I/O thread and back (docs/threading.md); publish_async is
+    # confirmed by whichever thread drives the connection, usually the I/O thread.
+    settlers: list[threading.Thread] = []
+    original = OutgoingMessage.succeed
+
+    def spy(self: OutgoingMessage) -> None:
+        settlers.append(threading.current_thread())
+        original(self)
+
+    monkeypatch.setattr(OutgoingMessage, "succeed", spy)
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=int, declare=[q]) as pub:
+        for i in range(20):
+            pub.publish(i)
+        me = threading.current_thread()
+        # the I/O thread may hold the connection at the odd moment: then it reads that one
+        assert sum(t is me for t in settlers) >= 15, [t.name for t in settlers]
+        settlers.clear()
+        pub.publish_async(20).result(10)
+        assert settlers and settlers[0] is not me
     conn.channel().delete_queue(q.name)
 
 

@@ -223,6 +223,30 @@ def test_200_concurrent_calls_from_8_threads_each_matched(
     assert client.dropped_replies == 0
 
 
+def test_blocking_calls_read_their_replies_on_the_calling_thread(
+    conn: Connection, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No hand-over to the I/O thread and back (docs/threading.md): the caller sends its
+    # request and reads its reply itself; call_async leaves both to the I/O thread.
+    readers: list[threading.Thread] = []
+    original = RpcClient._on_reply
+
+    def spy(self: RpcClient, delivery: Any) -> None:
+        readers.append(threading.current_thread())
+        original(self, delivery)
+
+    monkeypatch.setattr(RpcClient, "_on_reply", spy)
+    with RpcClient(conn, queue=served.queue, timeout=10) as c:
+        for i in range(20):
+            assert c.call("echo", i) == [i]
+        blocking, readers[:] = list(readers), []
+        assert [c.call_async("echo", i).result(10) for i in range(5)] == [[i] for i in range(5)]
+    me = threading.current_thread()
+    # the I/O thread may hold the connection at the odd moment: then it reads that reply
+    assert sum(t is me for t in blocking) >= 15, [t.name for t in blocking]
+    assert all(t is not me for t in readers)
+
+
 def test_exclusive_reply_queue_on_an_owned_connection(amqp_url: str, served: Served) -> None:
     with RpcClient(amqp_url, queue=served.queue, reply_queue="exclusive") as c:
         futures = [c.call_async("add", i, 1) for i in range(50)]
