@@ -307,6 +307,7 @@ class IoLoop:
         self._broken: BaseException | None = None
         self._parked = False
         self._watch: _Watch | None = None
+        self._io_ident: int | None = None  # the I/O thread's
         # wakes the idle I/O thread without pika (created by start())
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -341,6 +342,7 @@ class IoLoop:
                 target=self._run, name=f"hutch-io-{self.name}", daemon=True
             )
             self._thread.start()
+            self._io_ident = self._thread.ident
         try:
             self._opened.result(timeout)
         except FutureTimeout:
@@ -366,7 +368,7 @@ class IoLoop:
             self._wake_pending = True
         self._wake.set()
         thread = self._thread
-        if thread is not None and self._owner == thread.ident:
+        if thread is not None and self._owner == self._io_ident:
             # the I/O thread is at work: it looks at the queue again before it idles
             # (_serve, _idle), so waking it would only cost a system call
             return
@@ -462,14 +464,14 @@ class IoLoop:
 
     def _took(self) -> None:
         # just acquired _own
-        self._owner = threading.get_ident()
+        me = self._owner = threading.get_ident()
         watch = self._watch
-        if watch is not None and threading.current_thread() is not self._thread:
+        if watch is not None and me != self._io_ident:
             watch.mute()
 
     def _release(self) -> None:
         watch = self._watch
-        if watch is not None and threading.current_thread() is not self._thread:
+        if watch is not None and self._owner != self._io_ident:
             watch.unmute()
         self._owner = None
         self._own.release()
@@ -497,7 +499,8 @@ class IoLoop:
                 self._drain()
             if _has_events(conn):
                 _dispatch(conn)
-            _io_until(conn)
+            if _output_pending(conn):
+                _io_until(conn)
             if not self._tasks and not _has_events(conn):
                 return
 
@@ -913,6 +916,7 @@ class IoLoop:
             self._watch = _Watch(conn, self._wake_r.fileno())
 
     def _run(self) -> None:
+        self._io_ident = threading.get_ident()
         try:
             try:
                 with self._owning():

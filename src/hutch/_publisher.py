@@ -519,6 +519,9 @@ class Publisher(Resource, Generic[T]):
             if fut.done() and fut.exception() is not None:
                 raise fut.exception()  # type: ignore[misc]
             return
+        if fut.done():
+            fut.result()  # raises what the broker said (nack, unroutable...)
+            return
         try:
             # time spent reading the confirm above counts against the timeout too
             self._conn.io.wait_settled(fut, max(0.0, wait - (time.monotonic() - started)))
