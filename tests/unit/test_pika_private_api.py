@@ -56,6 +56,10 @@ def test_blocking_connection_internals_used_to_drive_it_from_any_thread() -> Non
     produce = getattr(io._AsyncTransportBase, "_produce")  # noqa: B009
     assert "while self._tx_buffers:" in inspect.getsource(produce)
     assert callable(io._AsyncTransportBase.get_write_buffer_size)
+    # hutch._connection._send_now: what pika's poller calls when the socket is writable
+    writable = inspect.getsource(getattr(io._AsyncPlaintextTransport, "_on_socket_writable"))  # noqa: B009
+    assert "self._produce()" in writable and "_TRY_IO_AGAIN_SOCK_ERROR_CODES" in writable
+    assert "self._nbio.remove_writer(" in writable
     init_state = getattr(BaseConnection, "_init_connection_state")  # noqa: B009
     assert "self._transport = None" in inspect.getsource(init_state)
     process = inspect.getsource(BlockingConnection.process_data_events)
