@@ -30,6 +30,7 @@ from hutch._exceptions import (
     ConnectionLost,
     HutchError,
     Nacked,
+    PublishError,
     Unroutable,
 )
 from hutch._message import Properties
@@ -781,6 +782,18 @@ class Channel:
             return
         except (pex.ChannelClosed, pex.ChannelWrongStateError) as exc:
             m.fail(map_pika_error(exc))
+            return
+        except (pex.AMQPError, TypeError, ValueError, OverflowError) as exc:
+            # pika could not encode it (a header value AMQP has no type for, say): nothing
+            # was sent, and the channel is fine
+            m.fail(
+                PublishError(
+                    f"the message cannot be encoded as AMQP: {type(exc).__name__}: {exc}",
+                    exchange=m.exchange,
+                    routing_key=m.routing_key,
+                    message_id=m.message_id,
+                )
+            )
             return
         if self.confirms:
             self._seq += 1

@@ -232,10 +232,17 @@ def _coalesce(conn: pika.BlockingConnection) -> None:
     """
     transport = conn._impl._transport  # type: ignore[attr-defined]
     buffers = getattr(transport, "_tx_buffers", None)
-    if buffers is not None and len(buffers) > 1:
-        data = b"".join(buffers)
-        buffers.clear()
-        buffers.append(data)
+    if buffers is None or len(buffers) < 2:
+        return
+    # at most ~256 KiB at a time: pika re-slices a partly sent buffer, which would make a
+    # huge one cost quadratic copying on a slow socket
+    joined: list[bytes] = []
+    size = 0
+    while buffers and size < 262_144:
+        chunk = buffers.popleft()
+        joined.append(chunk)
+        size += len(chunk)
+    buffers.appendleft(b"".join(joined))
 
 
 def _send_now(conn: pika.BlockingConnection) -> None:
@@ -445,12 +452,15 @@ class IoLoop:
     # _want, which makes a pumping caller give it up.
 
     def _direct_ok(self) -> bool:
+        conn = self._pika
         return (
-            self._pika is not None
+            conn is not None
             and self._broken is None
             and self._down_since is None
             and not self._closing
             and self._opened.done()
+            and self._unblocked.is_set()
+            and not conn.is_closed
         )
 
     def _acquire(self, timeout: float | None, *, want: bool) -> bool:
@@ -498,28 +508,42 @@ class IoLoop:
         conn = self._pika
         assert conn is not None
         try:
-            self._drain()
+            self._drain_queued()
             result = fn()
-            self._leave(conn)
         except _CONNECTION_ERRORS as exc:
             self._mark_broken(exc)
             raise
+        except BaseException:
+            self._leave_quietly(conn)
+            raise
+        # fn is done (a consume started, a message fetched): whatever happens next must
+        # not make the caller run it again
+        self._leave_quietly(conn)
         return result
+
+    def _leave_quietly(self, conn: pika.BlockingConnection) -> None:
+        try:
+            self._leave(conn)
+        except _CONNECTION_ERRORS as exc:
+            self._mark_broken(exc)
 
     def _leave(self, conn: pika.BlockingConnection) -> None:
         # before a caller lets go of the connection: whatever its I/O read in and whatever
-        # was queued meanwhile must not wait for the I/O thread, which did not see it
-        while True:
-            if self._tasks:
-                self._drain()
+        # was queued meanwhile must not wait for the I/O thread, which did not see it. A
+        # few rounds at most: other threads may keep queueing, and this caller has its
+        # own work to return to; the I/O thread takes over the rest.
+        for _ in range(3):
+            self._drain_queued()
             if _has_events(conn):
                 _dispatch(conn)
             if _output_pending(conn):
                 _send_now(conn)
-                if _output_pending(conn):
-                    _io_until(conn)
             if not self._tasks and not _has_events(conn):
-                return
+                break
+        else:
+            self._wake_io()
+        if _output_pending(conn):
+            self._wake_io()  # the socket is full: the I/O thread writes the rest
 
     @property
     def pumping(self) -> bool:
@@ -583,8 +607,7 @@ class IoLoop:
             if conn is None or not self._direct_ok():
                 return False
             try:
-                if self._tasks:
-                    self._drain()
+                self._drain_queued()
                 fn()
                 _send_now(conn)
             except _CONNECTION_ERRORS as exc:
@@ -658,7 +681,7 @@ class IoLoop:
                 if self._want or self._closing:
                     break
                 if self._tasks:
-                    self._drain()
+                    self._drain_queued()
                     continue
                 if _has_events(conn):
                     _dispatch(conn)
@@ -673,7 +696,7 @@ class IoLoop:
                 finally:
                     ioloop.remove_timeout(timer)
             self._leave(conn)
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, ValueError) as exc:  # ValueError: pika's closed timers
             self._mark_broken(exc)
 
     def send_pending(self) -> None:
@@ -686,7 +709,9 @@ class IoLoop:
         if conn is None or not self.in_io_thread:
             return
         try:
-            _io_until(conn)
+            _send_now(conn)
+            if _output_pending(conn):
+                _io_until(conn)  # the socket is full: wait for the broker to catch up
         except _CONNECTION_ERRORS as exc:
             self._mark_broken(exc)
 
@@ -809,6 +834,24 @@ class IoLoop:
             raise ConnectionLost("not connected")
         return self._pika
 
+    def _drain_queued(self) -> None:
+        """Run the tasks queued right now, not those queued meanwhile.
+
+        Those are left to the I/O thread, woken for them: their submitters may have relied
+        on a wake-up already pending (_wake_pending) and not poked.
+        """
+        if not self._tasks:
+            return
+        with self._lock:
+            tasks = list(self._tasks)
+            self._tasks.clear()
+        self._run_tasks(tasks)
+        with self._lock:
+            if not self._tasks:
+                self._wake_pending = False
+                return
+        self._wake_io()
+
     # ------------------------------------------------------------- I/O thread only
     def _drain(self) -> None:
         while True:
@@ -818,15 +861,18 @@ class IoLoop:
                     return
                 tasks = list(self._tasks)
                 self._tasks.clear()
-            for i, task in enumerate(tasks):
-                try:
-                    task()
-                except (pex.AMQPConnectionError, pex.ConnectionWrongStateError):
-                    with self._lock:  # the rest runs after recovery (or fails at shutdown)
-                        self._tasks.extendleft(reversed(tasks[i + 1 :]))
-                    raise
-                except Exception:
-                    log.exception("hutch: unexpected error in an I/O task")
+            self._run_tasks(tasks)
+
+    def _run_tasks(self, tasks: list[Callable[[], None]]) -> None:
+        for i, task in enumerate(tasks):
+            try:
+                task()
+            except (pex.AMQPConnectionError, pex.ConnectionWrongStateError):
+                with self._lock:  # the rest runs after recovery (or fails at shutdown)
+                    self._tasks.extendleft(reversed(tasks[i + 1 :]))
+                raise
+            except Exception:
+                log.exception("hutch: unexpected error in an I/O task")
 
     def _connect_once(self) -> pika.BlockingConnection:
         s = self.settings
@@ -911,6 +957,10 @@ class IoLoop:
         self._unblocked.set()
 
     def _notify(self, event: str, error: BaseException | None) -> None:
+        if self._owner != threading.get_ident():
+            with self._owning():
+                self._notify(event, error)
+            return
         for listener in list(self._listeners):
             try:
                 listener(event, error)
@@ -982,24 +1032,32 @@ class IoLoop:
             except (IndexError, AttributeError):  # pika's timers changed under our feet
                 return 0.05
         with self._owning():
-            conn = self._pika
-            if self._broken is not None:
-                broken, self._broken = self._broken, None
-                raise broken
-            if conn is None:
-                raise pex.ConnectionWrongStateError("not connected")
+            try:
+                return self._serve_owned(io_due)
+            except _CONNECTION_ERRORS as exc:
+                # callers must not take the dead connection before _recover does
+                if self._broken is None:
+                    self._broken = exc
+                raise
+
+    def _serve_owned(self, io_due: bool) -> float:
+        conn = self._pika
+        if self._broken is not None:
+            raise self._broken
+        if conn is None:
+            raise pex.ConnectionWrongStateError("not connected")
+        self._drain()
+        if self._closing:
+            return 0.0
+        if io_due or _has_events(conn) or self._fd_ready() or _output_pending(conn):
+            _coalesce(conn)
+            conn.process_data_events(0)
             self._drain()
-            if self._closing:
-                return 0.0
-            if io_due or _has_events(conn) or self._fd_ready() or _output_pending(conn):
-                _coalesce(conn)
-                conn.process_data_events(0)
-                self._drain()
-            if self._tasks or self._broken is not None or _has_events(conn):
-                return 0.0
-            if self._watch is not None:
-                self._watch.want_output(_output_pending(conn))
-            return _idle_interval(conn, owned=True)
+        if self._tasks or self._broken is not None or _has_events(conn):
+            return 0.0
+        if self._watch is not None:
+            self._watch.want_output(_output_pending(conn))
+        return _idle_interval(conn, owned=True)
 
     def _fd_ready(self) -> bool:
         watch = self._watch

@@ -281,6 +281,10 @@ class Publisher(Resource, Generic[T]):
         rk = self.routing_key if routing_key is None else routing_key
         if not isinstance(rk, str):
             raise TypeError("routing_key must be a str")
+        if len(rk) > 85 and len(rk.encode()) > 255:  # (255 bytes: at most 85 3-byte chars)
+            raise ValueError(
+                f"routing_key is {len(rk.encode())} bytes long; AMQP allows at most 255"
+            )
         if len(data) > limit:
             raise MessageTooLarge(
                 size=len(data), limit=limit, exchange=self.exchange_name, routing_key=rk
@@ -480,10 +484,11 @@ class Publisher(Resource, Generic[T]):
 
     def _settle_batch(self, batch: Batch, ids: list[str], timeout: float | None) -> BatchResult:
         wait = self.timeout if timeout is None else timeout
+        started = time.monotonic()
         # read the confirms on this thread (for as long as the batch may take)
         self._conn.io.pump(batch.future, wait)
         try:
-            self._conn.io.wait_settled(batch.future, wait)
+            self._conn.io.wait_settled(batch.future, max(0.0, wait - (time.monotonic() - started)))
         except ConnectionBlocked:
             raise  # a TimeoutError too: must not be taken for the confirm timeout
         except FutureTimeout:
@@ -631,8 +636,10 @@ class ConfirmBatch(Generic[T]):
         if window and self._batch.unsettled >= self._max:
             # the window is full: read confirms (on this thread if it can) until there is room
             io = self._pub._conn.io
+            started = time.monotonic()
             io.pump_until(lambda: self._batch.unsettled < self._max, self._timeout)
-            if not self._batch.wait_below(self._max, self._timeout):
+            left = max(0.0, self._timeout - (time.monotonic() - started))
+            if not self._batch.wait_below(self._max, left):
                 raise OperationTimeout(
                     f"{self._batch.unsettled} messages of the batch not confirmed within "
                     f"{self._timeout} s"

@@ -16,6 +16,7 @@ from hutch import (
     MessageTooLarge,
     NotFound,
     Publisher,
+    PublishError,
     Queue,
     Subscriber,
     Unroutable,
@@ -207,6 +208,20 @@ def test_confirmed_publish_reads_its_confirm_on_the_calling_thread(
         settlers.clear()
         pub.publish_async(20).result(10)
         assert settlers and settlers[0] is not me
+    conn.channel().delete_queue(q.name)
+
+
+def test_unencodable_messages_fail_cleanly_and_the_publisher_goes_on(
+    conn: Connection, unique_name: str
+) -> None:
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=int, declare=[q]) as pub:
+        with pytest.raises(ValueError, match="at most 255"):
+            pub.publish(1, routing_key="k" * 256)
+        with pytest.raises(PublishError, match="cannot be encoded"):
+            pub.publish(2, headers={"when": object()})  # type: ignore[dict-item]
+        pub.publish(3)
+    assert conn.channel().message_count(q.name) == 1
     conn.channel().delete_queue(q.name)
 
 
