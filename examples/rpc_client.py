@@ -18,7 +18,7 @@ import os
 import uuid
 
 import hutch
-from calculator import Calculator
+from calculator import Calculator, Point
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 
@@ -38,8 +38,13 @@ def main() -> None:
         print(f"centroid() -> {calc.centroid()!r}")
 
         # several calls in flight at once; future.result() is the seed's get_result()
+        # (the server's four workers run them side by side: which one is numbered first varies)
         futures = [client.call_async("add_point", x, x) for x in range(5, 8)]
-        print(f"3 calls in flight -> {[f.result() for f in futures]}")
+        points = [Point.model_validate(f.result()) for f in futures]
+        print(
+            f"3 calls in flight -> {[(p.x, p.y) for p in points]}, "
+            f"numbered {sorted(p.n for p in points)}"
+        )
 
         # untyped, by attribute: the result is plain JSON data
         print(f"proxy.divide(1, 4) -> {client.proxy.divide(1, 4)!r}")

@@ -38,8 +38,7 @@ def test_rpc_examples(amqp_url: str, conn: Connection, unique_name: str) -> None
             "add_point(1, 2) -> Point(x=1, y=2, n=1)",
             "add_point(3, 4) -> Point(x=3, y=4, n=2)",
             "centroid() -> Point(x=2, y=3, n=0)",
-            "3 calls in flight -> [{'x': 5, 'y': 5, 'n': 3}, {'x': 6, 'y': 6, 'n': 4}, "
-            "{'x': 7, 'y': 7, 'n': 5}]",
+            "3 calls in flight -> [(5, 5), (6, 6), (7, 7)], numbered [3, 4, 5]",
             "proxy.divide(1, 4) -> 0.25",
             "divide(1, 0) -> RemoteError ZeroDivisionError: float division by zero",
             "call_raw('30') -> b'832040'",
