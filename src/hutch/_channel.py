@@ -1,4 +1,4 @@
-"""The channel layer: one pika channel, driven from any thread through the I/O thread.
+"""The channel layer: one pika channel, used from any thread (see hutch._connection).
 
 A :class:`Channel` remembers what it declared, its QoS, its consumers and its unconfirmed
 publishes, so that after a reconnect it can re-create all of it on a new pika channel.
@@ -364,10 +364,11 @@ _tags = itertools.count(1)
 class Channel:
     """One AMQP channel, usable from any thread (internal).
 
-    Synchronous operations (declare, qos, consume) run on the I/O thread and block the
-    caller until the broker answered. ``publish`` and ``ack`` only queue work for the I/O
-    thread; ``publish`` returns a future that resolves when the broker confirmed the
-    message (or when it was written, on a channel without confirms).
+    Synchronous operations (declare, qos, consume) run while holding the connection (on the
+    calling thread, or on the I/O thread while it recovers) and block the caller until the
+    broker answered. ``ack`` only queues work for the I/O thread; ``publish`` sends on the
+    calling thread (``direct``) or queues, and returns a future that resolves when the
+    broker confirmed the message (or when it was written, on a channel without confirms).
     """
 
     def __init__(self, io: IoLoop, *, confirms: bool = False) -> None:
@@ -383,11 +384,11 @@ class Channel:
         self._seq = 0
         self._closed = False
         self._retry_queue: list[OutgoingMessage] = []
-        #: Called on the I/O thread as ``on_return(reply_code, reply_text, properties)`` for
+        #: Called (driving the connection) as ``on_return(reply_code, reply_text, properties)`` for
         #: a returned message that no confirm waits for (mandatory publishes on a channel
         #: without confirms, e.g. RPC requests). Must not block.
         self.on_return: Callable[[int, str, Properties], None] | None = None
-        # ack coalescing (I/O thread only): manual-ack delivery tags in delivery order, acks
+        # ack coalescing (connection holder only): manual-ack delivery tags in delivery order, acks
         # requested but not yet sent, and tags already settled on the wire one by one
         self._unacked: deque[int] = deque()
         self._acks_pending: set[int] = set()
@@ -478,7 +479,7 @@ class Channel:
         on_cancel: Callable[[str], None] | None = None,
         timeout: float | None = 30.0,
     ) -> str:
-        """Start a consumer; ``on_message`` runs on the I/O thread and must not block.
+        """Start a consumer; ``on_message`` runs inside pika's dispatch and must not block.
 
         Returns:
             The consumer tag.
@@ -663,7 +664,7 @@ class Channel:
 
         return self._call(run, timeout)  # type: ignore[no-any-return]
 
-    # ------------------------------------------------------------- I/O thread only
+    # -------------------------------------------- only while holding the connection
     def _ensure_open(self) -> BlockingChannel:
         ch = self._ch
         if ch is not None and ch.is_open:

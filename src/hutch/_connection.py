@@ -1,13 +1,16 @@
-"""The connection and its I/O thread: the one place that owns pika's connection objects.
+"""The connection and its I/O thread: the one place that drives pika's connection objects.
 
 Threading model
 ---------------
 pika's ``BlockingConnection`` is not thread-safe and only answers heartbeats while it is
-being called into. hutch therefore gives every :class:`Connection` one I/O thread that owns
-the pika connection and all its channels, and spends its idle time inside
-``process_data_events`` so heartbeats keep flowing no matter what user code does. Every
-other thread reaches pika only by handing a closure to :meth:`IoLoop.submit`; the I/O
-thread runs queued closures in order. Handlers never run on the I/O thread.
+being called into. hutch guards every :class:`Connection` with a lock that whoever calls
+into pika must hold (see :attr:`IoLoop.in_io_thread`), and gives it one I/O thread that
+does the connection's I/O whenever nobody else does, so heartbeats keep flowing no matter
+what user code does. The idle I/O thread waits for the socket *without* the lock, so a
+thread that needs the broker now (a confirmed publish, a blocking RPC call) takes the
+connection and does its own I/O (:meth:`IoLoop.run_and_pump`) instead of handing work over
+and waiting to be woken. Work nobody waits for is handed to :meth:`IoLoop.submit`, and
+runs in submission order. Handlers never run inside pika's callbacks.
 
 When the connection is lost the I/O thread reconnects with backoff (see
 :class:`~hutch.RecoveryPolicy`), and every channel re-declares its topology, restores its
