@@ -426,6 +426,10 @@ class Channel:
             except HutchError:
                 pass
 
+    def _closed_error(self) -> HutchError:
+        # what a publish on a closed channel fails with
+        return self._io.failure or ClosedError("the channel is closed")
+
     def _call(self, fn: Callable[[], Any], timeout: float | None) -> Any:
         if self._closed:
             raise ClosedError("the channel is closed")
@@ -521,7 +525,7 @@ class Channel:
         queued for the I/O thread.
         """
         if self._closed:
-            message.fail(self._io.failure or ClosedError("the channel is closed"))
+            message.fail(self._closed_error())
             return message.future
         if direct and self._io.run_direct(lambda: self._publish_now(message), wait):
             return message.future
@@ -547,7 +551,7 @@ class Channel:
             The message's future (see :meth:`publish`).
         """
         if self._closed:
-            message.fail(self._io.failure or ClosedError("the channel is closed"))
+            message.fail(self._closed_error())
             return message.future
         if not self._io.run_and_pump(
             lambda: self._publish_now(message), until or message.future, limit, wait
@@ -561,7 +565,7 @@ class Channel:
         Each settles its own future or its batch (see :class:`OutgoingMessage`).
         """
         if self._closed:
-            error = self._io.failure or ClosedError("the channel is closed")
+            error = self._closed_error()
             for m in messages:
                 m.fail(error)
             return
@@ -595,7 +599,7 @@ class Channel:
                 self._flush_acks()
 
         if self._closed:
-            message.fail(self._io.failure or ClosedError("the channel is closed"))
+            message.fail(self._closed_error())
             self.ack(delivery)
         elif not direct or not self._io.run_direct(run, 0 if self._io.pumping else _BRIEF):
             # a pumping thread (waiting for something else) sends it as soon as it is queued

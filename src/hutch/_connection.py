@@ -570,17 +570,9 @@ class IoLoop:
         if self.in_io_thread:
             fn()
             return True
-        if not self._direct_ok():
-            return False
-        if timeout <= 0:
-            if not self._own.acquire(blocking=False):
-                return False
-            self._took()
-        elif not self._acquire(timeout, want=True):
+        if self._take(timeout) is None:
             return False
         try:
-            if not self._direct_ok():
-                return False
             try:
                 self._direct(fn)
             except _CONNECTION_ERRORS:
@@ -603,12 +595,10 @@ class IoLoop:
         if self.in_io_thread:
             fn()
             return True
-        if not self._direct_ok() or not self._acquire(timeout, want=True):
+        conn = self._take(timeout)
+        if conn is None:
             return False
         try:
-            conn = self._pika
-            if conn is None or not self._direct_ok():
-                return False
             try:
                 self._drain_queued()
                 fn()
@@ -616,14 +606,29 @@ class IoLoop:
             except _CONNECTION_ERRORS as exc:
                 self._mark_broken(exc)
                 return True
-            self._pumping += 1
-            try:
-                self._pump(conn, fut.done, time.monotonic() + limit)
-            finally:
-                self._pumping -= 1
+            self._pump(conn, fut.done, time.monotonic() + limit)
             return True
         finally:
             self._release()
+
+    def _take(self, timeout: float) -> pika.BlockingConnection | None:
+        """Take the connection for a direct operation, or None (then not taken).
+
+        ``timeout`` 0 takes it only if it is free this instant.
+        """
+        if not self._direct_ok():
+            return None
+        if timeout <= 0:
+            if not self._own.acquire(blocking=False):
+                return None
+            self._took()
+        elif not self._acquire(timeout, want=True):
+            return None
+        conn = self._pika
+        if conn is None or not self._direct_ok():
+            self._release()
+            return None
+        return conn
 
     def pump(self, fut: Future[Any], limit: float) -> None:
         """Do the connection's I/O on the calling thread until ``fut`` is done (best effort).
@@ -650,17 +655,22 @@ class IoLoop:
         self._took()
         try:
             conn = self._pika
-            if conn is None or not self._direct_ok():
-                return
-            self._pumping += 1
-            try:
+            if conn is not None and self._direct_ok():
                 self._pump(conn, done, time.monotonic() + limit)
-            finally:
-                self._pumping -= 1
         finally:
             self._release()
 
     def _pump(
+        self, conn: pika.BlockingConnection, done: Callable[[], bool], deadline: float
+    ) -> None:
+        # holding _own; counted in _pumping so that threads wanting the connection poke us
+        self._pumping += 1
+        try:
+            self._pump_counted(conn, done, deadline)
+        finally:
+            self._pumping -= 1
+
+    def _pump_counted(
         self, conn: pika.BlockingConnection, done: Callable[[], bool], deadline: float
     ) -> None:
         ioloop = conn._impl.ioloop  # type: ignore[attr-defined]

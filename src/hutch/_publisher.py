@@ -487,14 +487,9 @@ class Publisher(Resource, Generic[T]):
         started = time.monotonic()
         # read the confirms on this thread (for as long as the batch may take)
         self._conn.io.pump(batch.future, wait)
-        try:
-            self._conn.io.wait_settled(batch.future, max(0.0, wait - (time.monotonic() - started)))
-        except ConnectionBlocked:
-            raise  # a TimeoutError too: must not be taken for the confirm timeout
-        except FutureTimeout:
-            raise OperationTimeout(
-                f"batch of {len(ids)} messages not confirmed within {wait} s"
-            ) from None
+        self._wait_confirmed(
+            batch.future, wait, started, f"batch of {len(ids)} messages not confirmed"
+        )
         result = BatchResult(message_ids=ids)
         for i, exc in sorted(batch.errors.items()):
             error = (
@@ -527,16 +522,30 @@ class Publisher(Resource, Generic[T]):
         if fut.done():
             fut.result()  # raises what the broker said (nack, unroutable...)
             return
+        self._wait_confirmed(
+            fut,
+            wait,
+            started,
+            "no confirm from the broker",
+            f" for a message to exchange {self.exchange_name!r}",
+        )
+
+    def _wait_confirmed(
+        self, fut: Future[None], wait: float, started: float, what: str, after: str = ""
+    ) -> None:
+        """Wait for ``fut`` for what is left of ``wait`` seconds since ``started``.
+
+        Raises:
+            OperationTimeout: Not settled in time: "{what} within {wait} s{after}".
+            ConnectionBlocked: The broker blocked publishing for too long.
+        """
         try:
-            # time spent reading the confirm above counts against the timeout too
+            # time spent reading confirms on this thread counts against the timeout too
             self._conn.io.wait_settled(fut, max(0.0, wait - (time.monotonic() - started)))
         except ConnectionBlocked:
             raise  # a TimeoutError too: must not be taken for the confirm timeout
         except FutureTimeout:
-            raise OperationTimeout(
-                f"no confirm from the broker within {wait} s for a message to exchange "
-                f"{self.exchange_name!r}"
-            ) from None
+            raise OperationTimeout(f"{what} within {wait} s{after}") from None
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every message published without confirms was handed to the socket.
