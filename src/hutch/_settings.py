@@ -24,7 +24,11 @@ _Seconds = Annotated[float, Field(ge=0)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # hide_input_in_errors: a misspelt option (``pasword=...``) or a bad value must not put
+    # what was given, possibly a secret, into the error text
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
 
 class Address(_Frozen):
@@ -251,11 +255,27 @@ _QUERY_TLS = {
 }
 
 
+_NEEDS_ENCODING = (
+    "the AMQP URL has an '@' after its host part: a password or user name containing "
+    "'/', '?', '#' or '@' must be percent-encoded, e.g. with urllib.parse.quote(password, "
+    "safe=''); so must an '@' in the vhost or in a query value (%40)"
+)
+
+
 def _parse_url(url: str) -> dict[str, Any]:
+    # No error raised here quotes any part of the URL but the scheme and option names: a
+    # password that was not percent-encoded would otherwise be read as host, port, vhost
+    # or query, and echoed in the error.
     try:
         parts = urlsplit(url)
-    except ValueError as exc:
-        raise ValueError(f"malformed AMQP URL: {exc}") from None
+    except ValueError:
+        raise ValueError(
+            "malformed AMQP URL (not quoted here: it may hold a password); percent-encode "
+            "special characters in the user name and password with urllib.parse.quote(..., "
+            "safe='')"
+        ) from None
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        raise ValueError(_NEEDS_ENCODING)
     if parts.scheme not in ("amqp", "amqps"):
         raise ValueError(
             f"unsupported URL scheme {parts.scheme!r}: use amqp://user:pass@host:5672/vhost "
@@ -315,7 +335,14 @@ def _split_host_port(item: str, default_port: int) -> tuple[str, int]:
         host, port_text = item, ""
     if not port_text:
         return host, default_port
-    return host, _number("port", port_text, int)
+    if not (port_text.isascii() and port_text.isdigit()):
+        # not quoted: without a user name the "port" may be a password (amqp://user:pass)
+        raise ValueError(
+            "the port in the AMQP URL is not a number: write amqp://user:password@host:port/"
+            "vhost, with the user name and password percent-encoded (urllib.parse.quote(..., "
+            "safe=''))"
+        )
+    return host, int(port_text)
 
 
 def _number(key: str, text: str, kind: type[int] | type[float]) -> Any:
