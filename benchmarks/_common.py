@@ -18,7 +18,7 @@ def broker_url(cli_url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from hutch._broker import acquire_broker
+    from hutch.testing import acquire_broker
 
     with acquire_broker() as broker:
         yield broker.url

@@ -497,8 +497,7 @@ def broker(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from hutch._broker import BrokerError
-    from hutch.testing import throwaway_broker
+    from hutch.testing import BrokerError, throwaway_broker
 
     started = time.monotonic()
     with console.status("starting a throwaway RabbitMQ broker..."):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from hutch import Connection
-from hutch._broker import Broker, BrokerError, LocalBroker
+from hutch.testing import Broker, BrokerError, LocalBroker
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from hutch import Connection, HutchError, Nacked, Publisher, Queue, Subscriber
-from hutch._broker import BrokerError, LocalCluster
+from hutch.testing import BrokerError, LocalCluster
 from tests.integration.test_faults import ConsumeLoop, drain_until_all_received
 from tests.reliability import Ledger, wait_until
 

@@ -20,7 +20,7 @@ from hutch import (
     Subscriber,
     connect,
 )
-from hutch._broker import Broker
+from hutch.testing import Broker
 
 
 def _free_port() -> int:

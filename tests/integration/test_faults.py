@@ -33,7 +33,7 @@ from hutch import (
     RecoveryPolicy,
     Subscriber,
 )
-from hutch._broker import LocalBroker
+from hutch.testing import LocalBroker
 from tests.proxy import TcpProxy
 from tests.reliability import Ledger, wait_until
 

@@ -25,7 +25,7 @@ from hutch import (
     RpcServer,
     WorkerPool,
 )
-from hutch._broker import LocalBroker
+from hutch.testing import LocalBroker
 from tests.integration.test_faults import PublishLoop, drain_until_all_received
 from tests.reliability import Ledger, wait_until
 

@@ -30,7 +30,7 @@ from hutch import (
     RpcTimeout,
     ValidationError,
 )
-from hutch._broker import Broker
+from hutch.testing import Broker
 
 
 class Point(BaseModel):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from hutch import ClosedError, Connection, Message, Publisher, Queue, Subscriber
-from hutch._broker import Broker
+from hutch.testing import Broker
 
 
 class Order(BaseModel):

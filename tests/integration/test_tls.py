@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hutch import AuthenticationError, ConnectError, Connection, Publisher, Queue, TlsOptions
-from hutch._broker import BrokerError, LocalBroker, TlsFiles
+from hutch.testing import BrokerError, LocalBroker, TlsFiles
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hutch import _broker
-from hutch._broker import (
+from hutch.testing import (
     Broker,
     BrokerControlError,
     BrokerError,
@@ -22,6 +21,8 @@ from hutch._broker import (
     LocalBroker,
     LocalCluster,
     TlsFiles,
+    _container,
+    _util,
     acquire_broker,
 )
 
@@ -134,8 +135,8 @@ def test_start_error_carries_log_tail() -> None:
 
 
 def test_redact_hides_password_only() -> None:
-    assert _broker._redact("amqp://u:pw@h:1/%2F") == "amqp://u:***@h:1/%2F"
-    assert _broker._redact("amqp://h:1/%2F") == "amqp://h:1/%2F"
+    assert _util.redact("amqp://u:pw@h:1/%2F") == "amqp://u:***@h:1/%2F"
+    assert _util.redact("amqp://h:1/%2F") == "amqp://h:1/%2F"
 
 
 def test_external_broker_refuses_control_without_leaking_password() -> None:
@@ -213,12 +214,12 @@ def test_tls_files_is_frozen() -> None:
 
 
 def test_picked_ports_are_free_distinct_and_not_ephemeral() -> None:
-    low, high = _broker._ephemeral_range()
-    ports = [_broker._pick_port() for _ in range(20)]
+    low, high = _util.ephemeral_range()
+    ports = [_util.pick_port() for _ in range(20)]
     assert len(set(ports)) == 20
     for port in ports:
         assert not low <= port <= high
-        assert port not in _broker._RESERVED_PORTS
+        assert port not in _util.RESERVED_PORTS
 
 
 @pytest.fixture
@@ -290,7 +291,7 @@ def test_unix_socket_ping(tmp_path: Path) -> None:
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        assert _broker._unix_socket_ping(path, 3.0) is True
-        assert _broker._unix_socket_ping(path, 3.0) is False
+        assert _container._unix_socket_ping(path, 3.0) is True
+        assert _container._unix_socket_ping(path, 3.0) is False
         thread.join(5)
-    assert _broker._unix_socket_ping(os.path.join(str(tmp_path), "absent.sock"), 3.0) is False
+    assert _container._unix_socket_ping(os.path.join(str(tmp_path), "absent.sock"), 3.0) is False
