@@ -84,30 +84,67 @@ class Codec(Generic[T]):
         return {"bytes": BINARY, "str": f"{TEXT}; charset=utf-8"}.get(self._kind, JSON)
 
     def encode(self, value: T) -> tuple[bytes, str]:
-        """Encode a body.
+        """Encode a body, refusing one that is not a ``T``.
+
+        What "is a ``T``" means, so that every consumer decoding with the same model
+        accepts what was sent:
+
+        * an instance of exactly the model's class (``type(value) is model``) is encoded
+          as it is: the fast path, no validation;
+        * anything else must serialize to JSON that validates as ``T`` in pydantic's
+          *strict* mode; what is sent is the validated value's JSON. So a ``dict`` with
+          the right fields is accepted for a model (and sent with the model's defaults
+          filled in), an ``IntEnum`` member or ``5`` for ``float`` is accepted, but
+          ``"12abc"`` or ``"12"`` for ``int``, ``True`` for ``int``, a ``str`` for a
+          model or a dict with a wrong field is refused;
+        * ``bytes`` and ``str`` models take exactly ``bytes``-like values and ``str``.
 
         Args:
-            value: The body; validated against the model first.
+            value: The body.
 
         Returns:
             The bytes and their content type.
 
         Raises:
-            TypeError: The value is not of the codec's type and cannot be converted.
+            ValidationError: The value is not a ``T`` and does not validate as one
+                (names the field); nothing is sent.
         """
         if self._kind == "bytes":
             if not isinstance(value, (bytes, bytearray, memoryview)):
-                raise TypeError(f"body must be bytes, got {type(value).__name__}")
+                raise ValidationError(
+                    f"body must be bytes for this publisher, got {type(value).__name__}"
+                )
             return bytes(value), BINARY
         if self._kind == "str":
             if not isinstance(value, str):
-                raise TypeError(f"body must be str, got {type(value).__name__}")
-            return value.encode(), f"{TEXT}; charset=utf-8"
+                raise ValidationError(
+                    f"body must be str for this publisher, got {type(value).__name__}"
+                )
+            try:
+                return value.encode(), f"{TEXT}; charset=utf-8"
+            except UnicodeEncodeError as exc:
+                raise ValidationError(
+                    f"body cannot be encoded as UTF-8: {exc.reason} at position {exc.start}"
+                ) from None
         adapter = cast("TypeAdapter[T]", self._adapter)
+        if type(value) is self.model:
+            try:
+                return adapter.dump_json(value), JSON
+            except pydantic_core.PydanticSerializationError as exc:
+                raise ValidationError(f"cannot encode body as {self._name()}: {exc}") from None
         try:
-            return adapter.dump_json(value), JSON
+            raw = pydantic_core.to_json(value)
         except pydantic_core.PydanticSerializationError as exc:
-            raise TypeError(f"cannot encode body as {self._name()}: {exc}") from None
+            raise ValidationError(
+                f"body of type {type(value).__name__} is not a {self._name()} and cannot be "
+                f"converted to one ({exc})"
+            ) from None
+        try:
+            validated = adapter.validate_json(raw, strict=True)
+        except pydantic.ValidationError as exc:
+            what = f"body of type {type(value).__name__}"
+            raise _validation_error(exc, what, self._name()) from None
+        return adapter.dump_json(validated), JSON
 
     def _name(self) -> str:
         return getattr(self.model, "__name__", repr(self.model))
@@ -149,14 +186,21 @@ class Codec(Generic[T]):
             first = errors[0] if errors else None
             if first is not None and first["type"] in ("json_invalid", "json_type"):
                 raise DecodeError(f"body is not valid JSON: {first['msg']}") from None
-            if first is None:
-                raise ValidationError(f"body does not validate as {self._name()}") from None
-            path = _field_path(tuple(first["loc"]))
-            more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-            raise ValidationError(
-                f"body does not validate as {self._name()}: field {path!r}: {first['msg']}{more}",
-                field=path,
-            ) from None
+            raise _validation_error(exc, "body", self._name()) from None
+
+
+def _validation_error(exc: pydantic.ValidationError, what: str, name: str) -> ValidationError:
+    """A hutch ValidationError naming the first failing field (input values left out)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return ValidationError(f"{what} does not validate as {name}")
+    first = errors[0]
+    path = _field_path(tuple(first["loc"]))
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return ValidationError(
+        f"{what} does not validate as {name}: field {path!r}: {first['msg']}{more}",
+        field=path,
+    )
 
 
 @lru_cache(maxsize=256)
@@ -197,7 +241,10 @@ def encode_any(value: object) -> tuple[bytes, str]:
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump_json().encode(), JSON
     codec: Codec[object] = codec_for(type(value))
-    return codec.encode(value)
+    try:
+        return codec.encode(value)
+    except ValidationError as exc:
+        raise TypeError(f"cannot encode the body as JSON: {exc}") from None
 
 
 def decode_any(data: bytes, content_type: str | None) -> object:
