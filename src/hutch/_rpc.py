@@ -8,10 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-
+from hutch._loading import load_instance
 from hutch._rpc_client import Proxy, RpcClient
 from hutch._rpc_server import RpcServer
 
@@ -32,6 +29,7 @@ def load_server(spec: str) -> RpcServer:
         The server (not started).
 
     Raises:
+        TypeError: ``spec`` is not a string.
         ValueError: The spec is malformed, the module or attribute does not exist, or the
             attribute is not an RpcServer; the message says which and what to write.
 
@@ -39,38 +37,11 @@ def load_server(spec: str) -> RpcServer:
         >>> server = load_server("myapp.rpc:server")  # doctest: +SKIP
         >>> server.run()  # doctest: +SKIP
     """
-    if not isinstance(spec, str):
-        raise ValueError(f"expected 'package.module:attribute', got {spec!r}")
-    module_name, sep, attr = spec.partition(":")
-    module_name, attr = module_name.strip(), attr.strip()
-    if not sep or not module_name or not attr or ":" in attr:
-        raise ValueError(
-            f"expected 'package.module:attribute' (e.g. 'myapp.rpc:server'), got {spec!r}"
-        )
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise ValueError(
-                f"cannot import module {module_name!r} from {spec!r}: no module named "
-                f"{missing!r} (run from the directory that contains it, or install it)"
-            ) from None
-        raise
-    obj: object = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(
-                f"module {module_name!r} has no attribute {attr!r} (from {spec!r})"
-            ) from None
-    if not isinstance(obj, RpcServer):
-        raise ValueError(
-            f"{spec!r} is a {type(obj).__name__}, not an RpcServer: point it at the "
-            "hutch.RpcServer object your module creates"
-        )
-    return obj
+    return load_instance(
+        spec,
+        RpcServer,
+        what="server",
+        expected="an RpcServer",
+        example="myapp.rpc:server",
+        from_cwd=True,
+    )

@@ -2,14 +2,20 @@
 
 These are plain immutable values: building them does no I/O. A channel declares them
 (exchanges first, then queues, then bindings) and declares them again after a reconnect.
+
+Each has ``to_dict()`` and ``from_dict()``: the plain-data form that ``hutch declare`` reads
+from TOML or YAML. ``from_dict`` checks the keys and the type of each value, then calls the
+constructor, so a dict obeys exactly the rules the constructor does; a bad dict raises
+:class:`TopologyDataError` naming the key.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal, TypeVar, Union
 
 __all__ = [
     "Binding",
@@ -18,8 +24,11 @@ __all__ = [
     "Overflow",
     "Queue",
     "QueueType",
+    "TopologyDataError",
     "bind",
 ]
+
+_T = TypeVar("_T")
 
 #: Header and argument values RabbitMQ accepts in tables.
 FieldValue = Union[
@@ -49,6 +58,132 @@ class Overflow(str, enum.Enum):
     DROP_HEAD = "drop-head"
     REJECT_PUBLISH = "reject-publish"
     REJECT_PUBLISH_DLX = "reject-publish-dlx"
+
+
+class TopologyDataError(ValueError):
+    """A dict given to ``from_dict`` does not describe a valid exchange, queue or binding.
+
+    Args:
+        entity: ``"exchange"``, ``"queue"`` or ``"binding"``.
+        key: The offending key (dotted for a nested one, e.g. ``"exchange.type"``), or
+            None when the entry as a whole breaks a rule (e.g. a quorum queue that is not
+            durable).
+        problem: What is wrong, and what would be right.
+
+    Attributes:
+        entity: As given.
+        key: As given.
+        problem: As given.
+
+    Example:
+        >>> Queue.from_dict({"name": "q", "max_lenght": 3})
+        Traceback (most recent call last):
+        ...
+        hutch._topology.TopologyDataError: queue.max_lenght: Extra inputs are not permitted; ...
+    """
+
+    def __init__(self, entity: str, key: str | None, problem: str) -> None:
+        self.entity = entity
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{entity}.{key}: {problem}" if key else f"{entity}: {problem}")
+
+
+class _Bad(Exception):
+    """A value of the wrong type (internal: becomes a :class:`TopologyDataError`)."""
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"Input should be a valid string, got {_short(value)}")
+    return value
+
+
+def _check_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"Input should be a valid boolean (true or false), got {_short(value)}")
+    return value
+
+
+def _check_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"Input should be a valid integer, got {_short(value)}")
+    return value
+
+
+def _check_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"Input should be a valid number, got {_short(value)}")
+    return value
+
+
+def _check_table(value: object) -> dict[str, FieldValue]:
+    if not isinstance(value, Mapping):
+        raise _Bad(f"Input should be a table of names and values, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _Bad(f"names in a table should be strings, got {_short(key)}")
+    return dict(value)
+
+
+def _one_of(*values: str) -> Callable[[object], str]:
+    shown = ", ".join(repr(v) for v in values[:-1]) + f" or {values[-1]!r}"
+
+    def check(value: object) -> str:
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if not isinstance(value, str) or value not in values:
+            raise _Bad(f"Input should be {shown}, got {_short(value)}")
+        return value
+
+    return check
+
+
+def _optional(check: Callable[[object], object]) -> Callable[[object], object]:
+    def optional(value: object) -> object:
+        return None if value is None else check(value)
+
+    return optional
+
+
+def _kwargs(
+    entity: str,
+    data: object,
+    checks: Mapping[str, Callable[[object], object]],
+    required: Sequence[str],
+) -> dict[str, object]:
+    """Check ``data``'s keys and value types against ``checks``; return constructor kwargs."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a {entity} is described by a mapping, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str) or key not in checks:
+            raise TopologyDataError(
+                entity,
+                str(key),
+                f"Extra inputs are not permitted; the allowed keys are {', '.join(checks)}",
+            )
+    for key in required:
+        if key not in data:
+            raise TopologyDataError(entity, key, "Field required")
+    kwargs: dict[str, object] = {}
+    for key, value in data.items():
+        try:
+            kwargs[key] = checks[key](value)
+        except _Bad as exc:
+            raise TopologyDataError(entity, key, str(exc)) from None
+    return kwargs
+
+
+def _construct(entity: str, build: Callable[[], _T]) -> _T:
+    try:
+        return build()
+    except (ValueError, TypeError) as exc:
+        raise TopologyDataError(entity, None, str(exc)) from None
 
 
 def _check_name(kind: str, name: object) -> None:
@@ -108,6 +243,50 @@ class Exchange:
         """True for the default exchange and the built-in ``amq.*`` ones (never declared)."""
         return self.name == "" or self.name in _BUILTIN_EXCHANGES
 
+    def to_dict(self) -> dict[str, FieldValue]:
+        """The plain-data form of this exchange, as ``hutch declare`` reads it.
+
+        Returns:
+            ``name``, ``type`` (a string), ``durable``, ``auto_delete``, ``internal`` and
+            ``arguments``; :meth:`from_dict` turns it back into an equal exchange.
+
+        Example:
+            >>> Exchange("logs", type="fanout").to_dict()["type"]
+            'fanout'
+        """
+        return {
+            "name": self.name,
+            "type": ExchangeType(self.type).value,
+            "durable": self.durable,
+            "auto_delete": self.auto_delete,
+            "internal": self.internal,
+            "arguments": dict(self.arguments),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Exchange:
+        """Build an exchange from its plain-data form (see :meth:`to_dict`).
+
+        Only ``name`` is required; the other keys default as in the constructor.
+
+        Args:
+            data: The keys and values, e.g. a ``[[exchanges]]`` entry of a TOML file.
+
+        Returns:
+            The exchange.
+
+        Raises:
+            TypeError: ``data`` is not a mapping.
+            TopologyDataError: An unknown or missing key, a value of the wrong type, or a
+                value the constructor rejects (a ``ValueError``).
+
+        Example:
+            >>> Exchange.from_dict({"name": "orders", "type": "topic"}).type
+            <ExchangeType.TOPIC: 'topic'>
+        """
+        kwargs = _kwargs("exchange", data, _EXCHANGE_KEYS, ("name",))
+        return _construct("exchange", lambda: cls(**kwargs))  # type: ignore[arg-type]
+
 
 _BUILTIN_EXCHANGES = {
     "amq.direct",
@@ -116,6 +295,15 @@ _BUILTIN_EXCHANGES = {
     "amq.headers",
     "amq.match",
     "amq.rabbitmq.trace",
+}
+
+_EXCHANGE_KEYS: dict[str, Callable[[object], object]] = {
+    "name": _check_str,
+    "type": _one_of(*(t.value for t in ExchangeType)),
+    "durable": _check_bool,
+    "auto_delete": _check_bool,
+    "internal": _check_bool,
+    "arguments": _check_table,
 }
 
 
@@ -217,10 +405,18 @@ class Queue:
             ("max_length_bytes", max_length_bytes),
             ("max_priority", max_priority),
         ):
-            if number is not None and (isinstance(number, bool) or number < 0):
+            if number is None:
+                continue
+            whole = label not in ("message_ttl", "expires")
+            if isinstance(number, bool) or not isinstance(number, int if whole else (int, float)):
+                kind = "a whole number" if whole else "a number of seconds"
+                raise TypeError(f"{label} must be {kind}, got {type(number).__name__}")
+            if not math.isfinite(number) or number < 0:
                 raise ValueError(f"{label} must be a non-negative number, got {number!r}")
         if expires is not None and expires <= 0:
             raise ValueError("expires must be positive (seconds)")
+        if max_priority is not None and max_priority > 255:
+            raise ValueError(f"max_priority must be 255 at most, got {max_priority}")
         for key, value in {
             "name": name,
             "durable": durable,
@@ -273,12 +469,93 @@ class Queue:
         """A short description for error messages, e.g. ``"queue 'tasks'"``."""
         return f"queue {self.name!r}" if self.name else "server-named queue"
 
+    def to_dict(self) -> dict[str, FieldValue]:
+        """The plain-data form of this queue, as ``hutch declare`` reads it.
+
+        Returns:
+            ``name``, ``durable``, ``exclusive``, ``auto_delete``, the options that are set
+            (times in seconds, enums as strings) and ``arguments`` (the extra ones);
+            :meth:`from_dict` turns it back into a queue with the same settings (queues
+            compare by identity, so not an *equal* one).
+
+        Example:
+            >>> Queue("tasks", max_length=10).to_dict()["max_length"]
+            10
+        """
+        data: dict[str, FieldValue] = {
+            "name": self.name,
+            "durable": self.durable,
+            "exclusive": self.exclusive,
+            "auto_delete": self.auto_delete,
+        }
+        for key in _QUEUE_OPTIONS:
+            value = getattr(self, key)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            if value is not None:
+                data[key] = value
+        data["arguments"] = dict(self.extra_arguments)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Queue:
+        """Build a queue from its plain-data form (see :meth:`to_dict`).
+
+        ``name`` is required (``""`` asks for a server-named queue); the other keys take
+        the constructor's arguments and defaults.
+
+        Args:
+            data: The keys and values, e.g. a ``[[queues]]`` entry of a TOML file.
+
+        Returns:
+            The queue.
+
+        Raises:
+            TypeError: ``data`` is not a mapping.
+            TopologyDataError: An unknown or missing key, a value of the wrong type, or a
+                value the constructor rejects (a ``ValueError``).
+
+        Example:
+            >>> Queue.from_dict({"name": "audit", "message_ttl": 60}).arguments
+            {'x-message-ttl': 60000}
+        """
+        kwargs = _kwargs("queue", data, _QUEUE_KEYS, ("name",))
+        return _construct("queue", lambda: cls(**kwargs))  # type: ignore[arg-type]
+
     def __repr__(self) -> str:
         flags = [f for f in ("durable", "exclusive", "auto_delete") if getattr(self, f)]
         return (
             f"Queue({self.name!r}, {', '.join(flags) or 'transient'}, arguments={self.arguments})"
         )
 
+
+_QUEUE_OPTIONS = (
+    "dead_letter_exchange",
+    "dead_letter_routing_key",
+    "message_ttl",
+    "expires",
+    "max_length",
+    "max_length_bytes",
+    "overflow",
+    "queue_type",
+    "max_priority",
+)
+_QUEUE_KEYS: dict[str, Callable[[object], object]] = {
+    "name": _check_str,
+    "durable": _optional(_check_bool),
+    "exclusive": _optional(_check_bool),
+    "auto_delete": _optional(_check_bool),
+    "dead_letter_exchange": _optional(_check_str),
+    "dead_letter_routing_key": _optional(_check_str),
+    "message_ttl": _optional(_check_number),
+    "expires": _optional(_check_number),
+    "max_length": _optional(_check_int),
+    "max_length_bytes": _optional(_check_int),
+    "overflow": _optional(_one_of(*(o.value for o in Overflow))),
+    "queue_type": _optional(_one_of(*(t.value for t in QueueType))),
+    "max_priority": _optional(_check_int),
+    "arguments": _check_table,
+}
 
 MatchMode = Literal["all", "any", "all-with-x", "any-with-x"]
 
@@ -341,6 +618,83 @@ class Binding:
 
     def __hash__(self) -> int:
         return hash((self.exchange_name, id(self.queue), self.routing_key))
+
+    def to_dict(self) -> dict[str, FieldValue]:
+        """The plain-data form of this binding, as ``hutch declare`` reads it.
+
+        Returns:
+            ``exchange`` and ``queue`` (a name, or the nested form of an
+            :class:`Exchange` / :class:`Queue` object), ``routing_key``, ``headers`` (when
+            set), ``match`` and ``arguments``; :meth:`from_dict` turns it back.
+
+        Example:
+            >>> Binding("amq.topic", "audit", routing_key="order.#").to_dict()["queue"]
+            'audit'
+        """
+        data: dict[str, FieldValue] = {
+            "exchange": self.exchange.to_dict()
+            if isinstance(self.exchange, Exchange)
+            else self.exchange,
+            "queue": self.queue.to_dict() if isinstance(self.queue, Queue) else self.queue,
+            "routing_key": self.routing_key,
+        }
+        if self.headers is not None:
+            data["headers"] = dict(self.headers)
+        data["match"] = self.match
+        data["arguments"] = dict(self.arguments)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Binding:
+        """Build a binding from its plain-data form (see :meth:`to_dict`).
+
+        ``exchange`` and ``queue`` are required: names, or nested exchange and queue
+        mappings.
+
+        Args:
+            data: The keys and values, e.g. a ``[[bindings]]`` entry of a TOML file with a
+                single routing key.
+
+        Returns:
+            The binding.
+
+        Raises:
+            TypeError: ``data`` is not a mapping.
+            TopologyDataError: An unknown or missing key, a value of the wrong type, or a
+                value the constructor rejects (a ``ValueError``).
+
+        Example:
+            >>> Binding.from_dict({"exchange": "orders", "queue": "audit"}).exchange_name
+            'orders'
+        """
+        kwargs = _kwargs("binding", data, _BINDING_KEYS, ("exchange", "queue"))
+        for key, entity in (("exchange", Exchange), ("queue", Queue)):
+            value = kwargs[key]
+            if isinstance(value, Mapping):
+                try:
+                    kwargs[key] = entity.from_dict(value)
+                except TopologyDataError as exc:
+                    nested = f"{key}.{exc.key}" if exc.key else key
+                    raise TopologyDataError("binding", nested, exc.problem) from None
+        return _construct("binding", lambda: cls(**kwargs))  # type: ignore[arg-type]
+
+
+def _name_or_table(value: object) -> object:
+    if isinstance(value, Mapping):
+        return value
+    if not isinstance(value, str):
+        raise _Bad(f"Input should be a name or a table, got {_short(value)}")
+    return value
+
+
+_BINDING_KEYS: dict[str, Callable[[object], object]] = {
+    "exchange": _name_or_table,
+    "queue": _name_or_table,
+    "routing_key": _check_str,
+    "headers": _optional(_check_table),
+    "match": _one_of("all", "any", "all-with-x", "any-with-x"),
+    "arguments": _check_table,
+}
 
 
 def bind(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
-import importlib
 import json
 import logging
 import math
@@ -59,6 +58,7 @@ from hutch._exceptions import (
     MessageError,
     WorkerError,
 )
+from hutch._loading import load_callable
 from hutch._message import Message, Properties
 from hutch._publisher import BatchResult, Publisher
 from hutch._resource import Resource
@@ -115,33 +115,7 @@ def load_handler(spec: str) -> Callable[..., object]:
         >>> load_handler("os.path:join")("a", "b")
         'a/b'
     """
-    if not isinstance(spec, str):
-        raise TypeError(
-            f"a handler spec is a 'package.module:function' string, got {type(spec).__name__}"
-        )
-    module_name, sep, attr_path = spec.strip().partition(":")
-    if not sep or not module_name or not attr_path or any(not p for p in attr_path.split(".")):
-        raise ValueError(
-            f"handler spec {spec!r} must look like 'package.module:function' "
-            "(the module's import path, a colon, the function's name)"
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(
-            f"cannot import module {module_name!r} of handler {spec!r}: {exc} "
-            "(is the package installed, or the working directory on sys.path?)"
-        ) from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(
-                f"module {module_name!r} has no attribute {attr_path!r} (handler {spec!r})"
-            ) from None
-    if not callable(obj):
-        raise ValueError(f"handler {spec!r} is a {type(obj).__name__}, not a callable")
-    return obj  # type: ignore[no-any-return]
+    return load_callable(spec, what="handler")
 
 
 # --------------------------------------------------------------------------- statistics

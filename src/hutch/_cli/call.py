@@ -1,0 +1,84 @@
+"""``hutch call``: call a remote procedure with JSON arguments and print its result."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hutch._cli.common import (
+    EXIT_OK,
+    AddCommand,
+    CommandFailed,
+    UsageError,
+    connect,
+    one_line,
+    parse_json,
+    positive_float,
+)
+from hutch._cli.output import dumps
+from hutch._exceptions import RemoteError, RpcTimeout
+
+__all__ = ["register", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make the call and print its result as JSON; the exit status."""
+    positional = [parse_json(a, f"argument {i} ({a!r})") for i, a in enumerate(args.args, 1)]
+    kwargs: dict[str, Any] = {}
+    if args.kwargs is not None:
+        parsed = parse_json(args.kwargs, "--kwargs")
+        if not isinstance(parsed, dict):
+            raise UsageError("--kwargs must be a JSON object, e.g. '{\"x\": 1}'")
+        kwargs = parsed
+    from hutch._rpc import RpcClient
+
+    with (
+        connect(args, "call") as conn,
+        RpcClient(conn, queue=args.queue, timeout=args.timeout) as client,
+    ):
+        try:
+            result = client.call(args.procedure, *positional, **kwargs)
+        except RpcTimeout as exc:
+            raise CommandFailed(
+                f"{one_line(exc)} (waited {args.timeout:g} s; a slow procedure needs a "
+                "longer --timeout)"
+            ) from exc
+        except RemoteError as exc:
+            raise CommandFailed(
+                f"call to {args.procedure} failed: {exc.type_name}: {exc.remote_message}"
+            ) from exc
+    print(dumps(result), flush=True)
+    return EXIT_OK
+
+
+def register(command: AddCommand) -> None:
+    """Add ``hutch call`` and its options to the parser."""
+    r = command(
+        "call",
+        "call a remote procedure and print its JSON result",
+        "Call a procedure served by 'hutch serve' (or any hutch RpcServer) with JSON "
+        "arguments and print the result as JSON. Each ARG is parsed as JSON: quote strings "
+        "as '\"text\"'.",
+        """
+        hutch call add_point 1 2
+        hutch call add_point --kwargs '{"x": 1, "y": 2}'
+        hutch call greet '"Ada"' --timeout 5
+        """,
+    )
+    r.add_argument("procedure", metavar="PROCEDURE", help="procedure name")
+    r.add_argument("args", metavar="ARG", nargs="*", help="a JSON positional argument")
+    r.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    r.add_argument(
+        "--queue",
+        default="rpc_queue",
+        metavar="NAME",
+        help="the server's request queue (default rpc_queue)",
+    )
+    r.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the reply (default 30)",
+    )
+    r.set_defaults(run=run)
