@@ -45,7 +45,8 @@ def acquire_broker() -> Broker:
     Order: ``HUTCH_TEST_AMQP_URL`` (an :class:`ExternalBroker`, checked to accept
     TCP connections); a Docker engine (:class:`ContainerBroker`); a local
     ``rabbitmq-server`` node (:class:`LocalBroker`), installed with ``apt-get``
-    when missing and possible; also when the container fails to start (logged
+    when missing only if ``HUTCH_TEST_INSTALL_BROKER=1`` (as root on Debian); also
+    when the container fails to start (logged
     as a warning). ``HUTCH_TEST_BROKER=docker`` or ``local`` allows only that
     kind. The caller owns the broker and must :meth:`~Broker.close` it.
 

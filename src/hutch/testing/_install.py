@@ -58,7 +58,7 @@ def install_refusal(
         ``None`` when the install may run, else why not (one sentence, saying what to do).
     """
     if environ.get(INSTALL_ENV, "").strip() != "1":
-        return f"set {INSTALL_ENV}=1 to let hutch install it with apt-get (as root on Debian)"
+        return f"set {INSTALL_ENV}=1 to let hutch install it with apt-get, as root on Debian"
     if BIN_DIR_ENV in environ:
         return f"{BIN_DIR_ENV} is set, so hutch does not install a system package"
     if not (is_debian and has_apt_get):

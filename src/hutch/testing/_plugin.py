@@ -105,7 +105,10 @@ def broker_header(
             f"hutch broker: local node, after installing rabbitmq-server with apt-get "
             f"({INSTALL_ENV}=1)"
         )
-    return f"hutch broker: none available ({install_refusal})"
+    return (
+        f"hutch broker: none available (no {URL_ENV}, no Docker engine, no rabbitmq-server; "
+        f"{install_refusal})"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -151,21 +154,20 @@ def external_login_problem(url: str, timeout: float = 10.0) -> str | None:
     parts = urlsplit(url)
     user = parts.username or "guest"
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
-    problem: str | None = None
     try:
         Connection(url, connection_name="hutch.testing login check").open(timeout=timeout).close()
-    except AuthenticationError as exc:
-        problem = f"{URL_ENV}: authentication failed for user {user!r} at {where}: {exc}"
-    except ConnectError as exc:
-        problem = f"{URL_ENV}: cannot connect to {where}: {exc}"
-    except ValueError as exc:
-        problem = f"{URL_ENV} is not a usable AMQP URL: {exc}"
-    if problem is None:
-        return None
-    problem = _one_line(problem)
-    if parts.password:
-        problem = problem.replace(parts.password, "***")
-    return problem
+    except (ConnectError, ValueError) as exc:
+        detail = _one_line(str(exc))
+        if parts.password:
+            detail = detail.replace(parts.password, "***")
+        if not isinstance(exc, ConnectError):
+            return f"{URL_ENV} is not a usable AMQP URL: {detail}"
+        if not isinstance(exc, AuthenticationError):
+            return f"{URL_ENV}: {detail}"
+        if "credentials" in detail:
+            return f"{URL_ENV}: authentication failed for user {user!r} at {where}: {detail}"
+        return f"{URL_ENV}: access refused for user {user!r} at {where}: {detail}"
+    return None
 
 
 def _stop_session(message: str) -> NoReturn:
