@@ -6,9 +6,11 @@ mistake gets the same error everywhere: a :class:`TypeError` for a wrong type, a
 
 Numbers:
     * ``bool`` is never taken for an ``int`` or a ``float`` (``prefetch=True`` is a mistake).
-    * Timeouts are finite, greater than zero and at most :data:`MAX_TIMEOUT` (ten million
-      seconds, about 115 days); ``None`` only where the method documents "no limit". NaN
-      and infinity are refused (pika's timers and Python's locks cannot hold them).
+    * Timeouts are finite, greater than zero and at most :data:`MAX_TIMEOUT` (2**32 - 1
+      milliseconds, about 49.7 days: the longest per-message TTL RabbitMQ accepts, which an
+      RPC request's ``expiration`` is); ``None`` only where the method documents "no
+      limit". NaN and infinity are refused (pika's timers and Python's locks cannot hold
+      them).
 
 AMQP values (what pika 1.x can put on the wire, checked *before* anything is sent):
     * ``shortstr`` properties (``correlation_id``, ``message_id``, ``reply_to``,
@@ -46,8 +48,9 @@ __all__ = [
     "check_timeout",
 ]
 
-#: Longest timeout accepted, in seconds (about 115 days).
-MAX_TIMEOUT = 10_000_000.0
+#: Longest timeout accepted, in seconds: 2**32 - 1 ms (about 49.7 days), RabbitMQ's limit
+#: for a message's ``expiration``.
+MAX_TIMEOUT = 4_294_967.295
 #: Deepest nesting of tables and arrays a header table may have.
 MAX_TABLE_DEPTH = 64
 _INT64 = (-(2**63), 2**63 - 1)
@@ -185,7 +188,7 @@ def check_timeout(name: str, value: object, *, allow_none: bool = False) -> floa
         hint = " or None for no limit" if allow_none else ""
         raise ValueError(
             f"{name} must be a finite number of seconds greater than 0 and at most "
-            f"{MAX_TIMEOUT:.0f}{hint}, got {value!r}"
+            f"{MAX_TIMEOUT} (about 49.7 days){hint}, got {value!r}"
         )
     return seconds
 
@@ -434,11 +437,15 @@ def check_basic_properties(properties: Mapping[str, Any]) -> None:
         if name in SHORTSTR_PROPERTIES:
             check_shortstr(name, value)
             if name == "expiration" and not (
-                isinstance(value, str) and value.isascii() and value.isdigit()
+                isinstance(value, str)
+                and value.isascii()
+                and value.isdigit()
+                and int(value) <= _UINT32_MAX
             ):
                 raise ValueError(
                     "expiration is a TTL in milliseconds as a string of digits, e.g. "
-                    f"'60000', or a timedelta; got {value!r}"
+                    f"'60000', or a timedelta, at most {_UINT32_MAX} ms (about 49.7 days, "
+                    f"RabbitMQ's limit); got {value[:20]!r}"
                 )
         elif name == "headers":
             check_field_table("headers", value)

@@ -21,6 +21,14 @@ from hutch._channel import (
     basic_properties,
     to_pika_properties,
 )
+from hutch._checks import (
+    check_basic_properties,
+    check_bool,
+    check_field_table,
+    check_int,
+    check_shortstr,
+    check_timeout,
+)
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
     ClosedError,
@@ -88,6 +96,18 @@ def _check_properties(properties: Mapping[str, Any]) -> None:
             f"unknown message properties {sorted(unknown)}; the AMQP basic properties are "
             + ", ".join(sorted(PROPERTY_NAMES))
         )
+
+
+def _expiration_as_str(properties: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``expiration`` given as a timedelta becomes AMQP's string of milliseconds."""
+    expiration = properties.get("expiration")
+    if isinstance(expiration, _dt.timedelta):
+        try:
+            millis = str(max(0, round(expiration.total_seconds() * 1000)))
+        except OverflowError:  # (cannot happen for a timedelta; kept for clarity)
+            raise ValueError("expiration is too long") from None
+        return {**properties, "expiration": millis}
+    return properties
 
 
 class Publisher(Resource, Generic[T]):
@@ -180,12 +200,17 @@ class Publisher(Resource, Generic[T]):
     ) -> None:
         if not isinstance(exchange, (Exchange, str)):
             raise TypeError("exchange must be an Exchange or an exchange name")
-        if not isinstance(routing_key, str):
-            raise TypeError("routing_key must be a str")
+        check_shortstr("routing_key", routing_key)
+        check_bool("confirm", confirm)
+        check_bool("persistent", persistent)
+        check_bool("mandatory", mandatory)
         if mandatory and not confirm:
             raise ValueError("mandatory=True needs confirm=True to report unroutable messages")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        timeout = check_timeout("timeout", timeout)
+        if app_id is not None:
+            check_shortstr("app_id", app_id)
+        if isinstance(declare, (str, bytes)) or not isinstance(declare, Iterable):
+            raise TypeError("declare must be a list of Exchange, Queue and Binding objects")
         self._conn, self._owns_conn = resolve_connection(connection)
         self.exchange = exchange
         self.exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
@@ -271,20 +296,21 @@ class Publisher(Resource, Generic[T]):
         batch: Batch | None = None,
         index: int = 0,
     ) -> OutgoingMessage:
+        # everything is checked before the message is built, so nothing unencodable ever
+        # reaches pika (and nothing of a batch leaves before all of it passed)
         if properties:
             _check_properties(properties)
+        if headers is not None:
+            check_field_table("headers", headers)
+        if mandatory is not None:
+            check_bool("mandatory", mandatory)
+        rk = self.routing_key if routing_key is None else routing_key
+        check_shortstr("routing_key", rk)
         if self._codec is not None:
             data, content_type = self._codec.encode(body)
         else:
             data, content_type = encode_any(body)
         limit = self._conn.settings.max_message_size
-        rk = self.routing_key if routing_key is None else routing_key
-        if not isinstance(rk, str):
-            raise TypeError("routing_key must be a str")
-        if len(rk) > 85 and len(rk.encode()) > 255:  # (255 bytes: at most 85 3-byte chars)
-            raise ValueError(
-                f"routing_key is {len(rk.encode())} bytes long; AMQP allows at most 255"
-            )
         if len(data) > limit:
             raise MessageTooLarge(
                 size=len(data), limit=limit, exchange=self.exchange_name, routing_key=rk
@@ -310,12 +336,8 @@ class Publisher(Resource, Generic[T]):
                 props["app_id"] = self.app_id
             if headers is not None:
                 props["headers"] = dict(headers)
-            expiration = properties.get("expiration")
-            if isinstance(expiration, _dt.timedelta):
-                properties = {
-                    **properties,
-                    "expiration": str(max(0, round(expiration.total_seconds() * 1000))),
-                }
+            properties = _expiration_as_str(properties)
+            check_basic_properties(properties)
             props.update(properties)
             pika_props = to_pika_properties(Properties(**props))
         return OutgoingMessage(
@@ -364,6 +386,7 @@ class Publisher(Resource, Generic[T]):
             ConnectionLost: The connection was lost and its recovery policy gave up.
             TypeError: Unknown property names or a body of the wrong type.
         """
+        check_timeout("timeout", timeout, allow_none=True)
         message = self._build(body, routing_key, headers, mandatory, properties)
         self._send(message, timeout)
         return message.message_id or ""
@@ -423,6 +446,9 @@ class Publisher(Resource, Generic[T]):
         """
         if "message_id" in properties:
             raise TypeError("publish_many generates one message_id per message; do not pass one")
+        check_timeout("timeout", timeout, allow_none=True)
+        if isinstance(bodies, (str, bytes)) or not isinstance(bodies, Iterable):
+            raise TypeError("bodies must be a list (or other iterable) of message bodies")
         items = bodies if isinstance(bodies, (list, tuple)) else list(bodies)
         batch = Batch(len(items))
         # every body is encoded (and may be refused) before the first message goes out
@@ -474,12 +500,15 @@ class Publisher(Resource, Generic[T]):
         """
         if "message_id" in properties:
             raise TypeError("a batch generates one message_id per message; do not pass one")
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
-            raise TypeError("max_in_flight must be an int")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        check_int("max_in_flight", max_in_flight, 1)
+        check_timeout("timeout", timeout, allow_none=True)
+        if routing_key is not None:
+            check_shortstr("routing_key", routing_key)
+        if headers is not None:
+            check_field_table("headers", headers)
         if properties:
             _check_properties(properties)
+            check_basic_properties(_expiration_as_str(properties))
         return ConfirmBatch(self, routing_key, headers, timeout, max_in_flight, properties)
 
     def _settle_batch(self, batch: Batch, ids: list[str], timeout: float | None) -> BatchResult:
@@ -553,7 +582,7 @@ class Publisher(Resource, Generic[T]):
         Args:
             timeout: Seconds to wait for each outstanding write.
         """
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else check_timeout("timeout", timeout)
         while self._writes:
             self._writes.popleft().result(wait)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import pydantic
 
 from hutch._channel import Channel, Delivery, OutgoingMessage, basic_properties
+from hutch._checks import check_shortstr, check_str, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
     ClosedError,
@@ -127,9 +128,12 @@ class RpcClient(Resource):
         timeout: float = 10.0,
         reply_queue: Literal["direct", "exclusive"] = "direct",
     ) -> None:
-        if not isinstance(queue, str) or not queue:
+        if not isinstance(queue, str):
+            raise TypeError(f"queue must be a str, got {type(queue).__name__}")
+        if not queue:
             raise ValueError("queue must name the server's request queue, e.g. 'rpc_queue'")
-        _check_timeout(timeout)
+        check_shortstr("queue", queue)
+        timeout = check_timeout("timeout", timeout)
         if reply_queue not in ("direct", "exclusive"):
             raise ValueError("reply_queue must be 'direct' (direct reply-to) or 'exclusive'")
         self._conn, self._owns_conn = resolve_connection(connection)
@@ -331,8 +335,8 @@ class RpcClient(Resource):
             >>> calc.add_point(1, 2)  # doctest: +SKIP
             Point(x=1, y=2)
         """
-        if timeout is not None:
-            _check_timeout(timeout)
+        check_timeout("timeout", timeout, allow_none=True)
+        check_str("prefix", prefix)
         if not isinstance(interface, type):
             raise TypeError(
                 f"stub() needs an interface class (a typing.Protocol or a class), got {interface!r}"
@@ -412,10 +416,7 @@ class RpcClient(Resource):
         direct: bool = False,
     ) -> _Call:
         """Publish a request. ``direct``: a blocking call, sent by the calling thread."""
-        if timeout is None:
-            timeout = self.timeout
-        else:
-            _check_timeout(timeout)
+        timeout = self.timeout if timeout is None else check_timeout("timeout", timeout)
         ch = self._ensure_channel()
         io = self._conn.io
         io.check_usable()
@@ -567,11 +568,6 @@ class RpcClient(Resource):
             call = self._pending.pop(cid, None)
             if call is not None and not call.future.done():
                 call.future.set_exception(error)
-
-
-def _check_timeout(timeout: object) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
 class _Stub:

@@ -33,7 +33,7 @@ import pydantic_core
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
-from hutch._exceptions import RemoteError
+from hutch._exceptions import RemoteError, ValidationError
 from hutch._serialization import BINARY, JSON, TEXT, _media_type
 
 __all__ = [
@@ -389,22 +389,47 @@ class Signature:
         Returns:
             The body and its content type.
 
+        A value that is not exactly the declared class must serialize to JSON that
+        validates as the return annotation in pydantic's strict mode (as a publisher's
+        body must); what is sent is the validated value's JSON.
+
         Raises:
-            CallError: ``TypeError`` when the value cannot be encoded.
+            CallError: ``TypeError`` when the value cannot be encoded, ``ValidationError``
+                when it does not validate as the return annotation.
         """
         if self.raw:
             if isinstance(value, (bytes, bytearray, memoryview)):
                 return bytes(value), BINARY
             if isinstance(value, str):
-                return value.encode(), TEXT_UTF8
+                try:
+                    return value.encode(), TEXT_UTF8
+                except UnicodeEncodeError as exc:
+                    raise CallError(
+                        "TypeError", f"the result of {self.name!r} is not UTF-8: {exc.reason}"
+                    ) from None
+        ret = self.return_annotation
+        adapter = self._result_adapter
         try:
-            return self._result_adapter.dump_json(value, warnings=False), JSON
+            if ret is Any or type(value) is ret:
+                # nothing to check (Any), or exactly the declared class: the fast path
+                return adapter.dump_json(value, warnings=False), JSON
+            raw = pydantic_core.to_json(value)
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise CallError(
                 "TypeError",
                 f"cannot encode the result of {self.name!r} ({type(value).__name__}) "
                 f"as JSON: {exc}",
             ) from None
+        # typed means typed on the way out: a result that is not what the procedure
+        # declares is refused here, not sent for the caller to trip over
+        try:
+            validated = adapter.validate_json(raw, strict=True)
+        except pydantic.ValidationError as exc:
+            raise CallError(
+                "ValidationError",
+                _describe(exc, self.name, prefix=f"result ({type(value).__name__})"),
+            ) from None
+        return adapter.dump_json(validated, warnings=False), JSON
 
     # ------------------------------------------------------------------ client side
     def check_call(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> None:
@@ -414,13 +439,34 @@ class Signature:
             args: Positional arguments.
             kwargs: Keyword arguments.
 
+        The arguments must serialize to JSON that validates as the parameters'
+        annotations in pydantic's strict mode (the rule :class:`~hutch.Publisher` applies
+        to bodies), so a call the server would refuse is never sent.
+
         Raises:
             TypeError: Missing or unexpected arguments, as for a local call.
+            ValidationError: An argument does not validate as its annotation (names the
+                parameter and the field).
         """
         try:
-            self.python_signature.bind(*args, **kwargs)
+            bound = self.python_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
+        if self._args_adapter is None:
+            return
+        try:
+            raw = pydantic_core.to_json(bound.arguments)
+        except pydantic_core.PydanticSerializationError as exc:
+            raise ValidationError(
+                f"{self.name}(): the arguments cannot be sent as JSON ({exc}); pass JSON "
+                "values, pydantic models or dataclasses"
+            ) from None
+        try:
+            self._args_adapter.validate_json(raw, strict=True)
+        except pydantic.ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            path = _error_path(tuple(errors[0]["loc"])) if errors else None
+            raise ValidationError(_describe(exc, self.name), field=path or None) from None
 
     def decode_result(self, body: bytes, content_type: str | None) -> object:
         """Validate a reply body into the return annotation.

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from hutch._channel import Channel, Delivery, OutgoingMessage, basic_properties
+from hutch._checks import check_bool, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError
 from hutch._resource import Resource
@@ -118,24 +119,23 @@ class RpcServer(Resource):
         if isinstance(queue, str):
             if not queue:
                 raise ValueError("queue must name the request queue, e.g. 'rpc_queue'")
+            check_shortstr("queue", queue)
             queue = Queue(queue, durable=False, auto_delete=False)
         elif not isinstance(queue, Queue):
             raise TypeError("queue must be a queue name or a hutch.Queue")
         elif queue.server_named:
             raise ValueError("an RPC server needs a named queue that clients can address")
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ValueError("concurrency must be a positive integer (number of worker threads)")
+        check_int("concurrency", concurrency, 1, 10_000)  # (worker threads)
         if prefetch is None:
             prefetch = min(2 * concurrency, 65535)
-        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 < prefetch <= 65535:
-            raise ValueError("prefetch must be an integer between 1 and 65535")
+        check_int("prefetch", prefetch, 1, 65535)
         if prefetch < concurrency:
             raise ValueError(
                 f"prefetch={prefetch} would leave workers idle: make it at least "
                 f"concurrency={concurrency}"
             )
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        timeout = check_timeout("timeout", timeout)
+        check_bool("include_traceback", include_traceback)
         if default is not None and not isinstance(default, str):
             raise TypeError("default must be a procedure name")
         self._conn, self._owns_conn = resolve_connection(connection)
@@ -408,6 +408,7 @@ class RpcServer(Resource):
         Args:
             timeout: Seconds to wait for in-flight handlers (default: the server's timeout).
         """
+        check_timeout("timeout", timeout, allow_none=True)
         with self._lock:
             if self._closed:
                 return

@@ -11,6 +11,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
 from hutch._channel import Channel, Delivery
+from hutch._checks import check_field_table, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters
 from hutch._exceptions import ClosedError, ConsumerCancelled, MessageError, NotFound
@@ -197,11 +198,17 @@ class Subscriber(Resource, Generic[T]):
         for ex in exchanges:
             if not isinstance(ex, (Exchange, str)):
                 raise TypeError("exchange must be an Exchange, a name, or a list of them")
+        if isinstance(routing_keys, bytes) or not isinstance(routing_keys, (str, Iterable)):
+            raise TypeError("routing_keys must be a str or a list of str")
         keys = [routing_keys] if isinstance(routing_keys, str) else list(routing_keys)
         if not keys:
             raise ValueError("routing_keys must name at least one key")
-        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 < prefetch <= 65535:
-            raise ValueError("prefetch must be an integer between 1 and 65535")
+        for key in keys:
+            check_shortstr("routing_keys", key)
+        check_int("prefetch", prefetch, 1, 65535)
+        timeout = check_timeout("timeout", timeout)
+        if headers is not None:
+            check_field_table("headers", headers)
         if match not in ("all", "any"):
             raise ValueError("match must be 'all' or 'any'")
         if headers is not None:
@@ -215,6 +222,8 @@ class Subscriber(Resource, Generic[T]):
             queue = Queue("")
         if not isinstance(queue, (Queue, str)):
             raise TypeError("queue must be a Queue or a queue name")
+        if isinstance(queue, str):
+            check_shortstr("queue", queue)
         self._conn, self._owns_conn = resolve_connection(connection)
         self.queue = queue
         self._codec: Codec[T] | None = codec_for(model) if model is not None else None
@@ -428,7 +437,13 @@ class Subscriber(Resource, Generic[T]):
             ConsumerCancelled: The broker cancelled the consumer (queue deleted) and
                 ``on_cancel`` is ``"raise"``.
             ConnectionLost: The connection failed for good.
+            TypeError: ``handler`` is not callable, or a wrong argument type.
+            ValueError: A negative ``limit`` or a timeout that is not a finite number of
+                seconds greater than 0.
         """
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        _check_run_args(limit, timeout)
         self.open()
         self._stopping.clear()
         call_with_message = wants_message(handler)
@@ -469,7 +484,16 @@ class Subscriber(Resource, Generic[T]):
         Raises:
             ConsumerCancelled: The broker cancelled the consumer and ``on_cancel`` is
                 ``"raise"``.
+            TypeError: A wrong argument type (raised at once, not at the first message).
+            ValueError: A negative ``limit`` or a timeout that is not a finite number of
+                seconds greater than 0.
         """
+        _check_run_args(limit, timeout)
+        return self._messages(timeout, limit)
+
+    def _messages(
+        self, timeout: float | None, limit: int | None
+    ) -> Generator[Message[T], None, None]:
         self.open()
         self._stopping.clear()
         count = 0
@@ -501,3 +525,9 @@ class Subscriber(Resource, Generic[T]):
         for message in self.messages(timeout=timeout, limit=1):
             return message
         return None
+
+
+def _check_run_args(limit: object, timeout: object) -> None:
+    if limit is not None:
+        check_int("limit", limit, 0)
+    check_timeout("timeout", timeout, allow_none=True)

@@ -49,6 +49,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 
 from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
+from hutch._checks import check_bool, check_int, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import ERROR, ERROR_TYPE, REQUEUE_DELAY, DeadLetters, requeue_later
 from hutch._exceptions import (
@@ -544,14 +545,6 @@ def _work_queue(queue: object) -> Queue:
     raise TypeError(f"queue must be a queue name or a hutch.Queue, got {type(queue).__name__}")
 
 
-def _check_int(label: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{label} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{label} must be between {low} and {high}, got {value}")
-    return value
-
-
 def _check_picklable_by_name(what: str, obj: object) -> None:
     try:
         ForkingPickler.dumps(obj)
@@ -680,23 +673,21 @@ class WorkerPool(Generic[T]):
                 "handler must be a callable or a 'module:function' string, "
                 f"got {type(handler).__name__}"
             )
-        self.concurrency = _check_int("concurrency", concurrency, 1, 10_000)
-        self.prefetch = _check_int("prefetch", prefetch, 1, 65535)
+        self.concurrency = check_int("concurrency", concurrency, 1, 10_000)
+        self.prefetch = check_int("prefetch", prefetch, 1, 65535)
         self.channels = (
             self.concurrency
             if channels is None
-            else _check_int(
+            else check_int(
                 "channels (consumers are spread over them)", channels, 1, self.concurrency
             )
         )
-        if not isinstance(processes, bool):
-            raise TypeError("processes must be True or False")
+        check_bool("processes", processes)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(
                 "retry must be a hutch.RetryPolicy or None (dead-letter every failure at once)"
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        timeout = check_timeout("timeout", timeout)
         if dead_letter_queue is None:
             dead_letter_queue = f"{self.queue.name}.dead"
         if isinstance(dead_letter_queue, str):
@@ -871,7 +862,10 @@ class WorkerPool(Generic[T]):
             ConsumerCancelled: The broker cancelled a consumer (the queue was deleted).
             WorkerError: A worker process could not be replaced.
             ClosedError: The pool was stopped before.
+            ValueError: A timeout that is not a finite number of seconds greater than 0.
         """
+        check_timeout("timeout", timeout, allow_none=True)
+        check_timeout("stop_timeout", stop_timeout)
         self.start()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -911,7 +905,11 @@ class WorkerPool(Generic[T]):
 
         Args:
             timeout: Seconds to wait for handlers in hand.
+
+        Raises:
+            ValueError: A timeout that is not a finite number of seconds greater than 0.
         """
+        check_timeout("timeout", timeout)
         if any(w.thread is threading.current_thread() for w in self._workers):
             self._stopping.set()  # no worker starts another message from now on
             self._stop_requested.set()

@@ -228,10 +228,10 @@ def test_interface_methods_include_bases_and_static_methods() -> None:
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        ({"concurrency": 0}, "concurrency must be a positive integer"),
+        ({"concurrency": 0}, "concurrency must be between 1 and 10000"),
         ({"concurrency": 4, "prefetch": 2}, "make it at least concurrency=4"),
-        ({"prefetch": 0}, "prefetch must be an integer between 1 and 65535"),
-        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"prefetch": 0}, "prefetch must be between 1 and 65535"),
+        ({"timeout": 0}, "timeout must be a finite number of seconds greater than 0"),
         ({"queue": ""}, "queue must name the request queue"),
         ({"queue": Queue("")}, "needs a named queue"),
     ],
@@ -294,7 +294,7 @@ def test_server_close_without_start_is_idempotent() -> None:
 
 # ------------------------------------------------------------------ client arguments
 def test_client_rejects_bad_options() -> None:
-    with pytest.raises(ValueError, match="timeout must be a positive number"):
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds greater"):
         RpcClient(URL, timeout=-1)
     with pytest.raises(ValueError, match="reply_queue must be"):
         RpcClient(URL, reply_queue="shared")  # type: ignore[arg-type]
