@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hutch._checks import MAX_TIMEOUT, check_float, check_int
+
 __all__ = ["ATTEMPTS_HEADER", "Reject", "Retry", "RetryPolicy", "attempts_made"]
 
 #: Header counting how many times a message has been handled and failed.
@@ -51,9 +53,10 @@ class Retry(Exception):
                     f"Retry(delay=...) takes seconds as a number, got {type(delay).__name__}; "
                     "pass an explanation as Retry(reason=...)"
                 )
-            if not math.isfinite(delay) or delay < 0:
+            if not math.isfinite(delay) or not 0 <= delay <= MAX_TIMEOUT:
                 raise ValueError(
-                    f"Retry delay must be a finite number of seconds >= 0, got {delay!r}"
+                    f"Retry delay must be a finite number of seconds >= 0 and at most "
+                    f"{MAX_TIMEOUT} (RabbitMQ's longest message TTL), got {delay!r}"
                 )
         super().__init__(reason or "retry requested by the handler")
         self.delay: float | None = None if delay is None else float(delay)
@@ -120,19 +123,12 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise TypeError("max_attempts must be an int (attempts in all, the first included)")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1 (1 means: never retry)")
-        for label, value in (
-            ("backoff", self.backoff),
-            ("multiplier", self.multiplier),
-            ("max_delay", self.max_delay),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{label} must be a number, got {type(value).__name__}")
-            if not math.isfinite(value):
-                raise ValueError(f"{label} must be finite, got {value!r}")
+        # (attempts in all, the first included; 1 means: never retry)
+        check_int("max_attempts", self.max_attempts, 1)
+        # a delay is a message TTL on the delay queue: RabbitMQ takes at most 2**32-1 ms
+        check_float("backoff", self.backoff, high=MAX_TIMEOUT)
+        check_float("multiplier", self.multiplier)
+        check_float("max_delay", self.max_delay, high=MAX_TIMEOUT)
         if self.backoff < 0.001:
             raise ValueError(
                 "backoff must be at least 0.001 s: a retry goes through a delay queue, "
