@@ -6,12 +6,16 @@ expected output, compared line by line. A block that defines ``test_*`` function
 module: its tests run here, in this session, with the real fixtures.
 
 Exchange and queue names written as ``hutch.Exchange("name"...)`` / ``hutch.Queue("name"...)``
-or passed as ``queue="name"`` get a prefix unique to the run, so the snippets never meet
-another run's messages, and are deleted afterwards (with a work queue's ``<name>.dead``).
+or passed as ``queue="name"`` get a prefix unique to the snippet's run, so the snippets never
+meet another run's messages, and are deleted afterwards with what hutch declared for them (a
+work queue's ``<name>.dead`` and its retry delay queues ``<name>.retry.<ms>``). On a broker
+hutch.testing started, the last test lists the broker's queues and exchanges to check that the
+snippets left nothing behind.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import re
@@ -19,13 +23,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import hutch
+from hutch.testing import Broker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,6 +50,8 @@ PAGES = [
     "docs/reliability.md",
 ]
 
+#: Every snippet's names start with ``docs-<RUN>-``, so one listing finds what a run left.
+RUN = uuid.uuid4().hex[:6]
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 NAMED = re.compile(r'(?:hutch\.(?:Exchange|Queue)\(\s*|queue=)"([^"]+)"')
 
@@ -89,14 +96,42 @@ def isolate(code: str, prefix: str) -> tuple[str, list[str]]:
     return code, [prefix + n for n in names]
 
 
-def cleanup(url: str, names: list[str]) -> None:
+def retry_delays_ms(code: str) -> set[int]:
+    """The ``<queue>.retry.<ms>`` suffixes a snippet's work queues can use.
+
+    Those of the default policy and of every ``RetryPolicy(...)`` the code builds.
+    """
+    policies = [hutch.RetryPolicy()]
+    for node in ast.walk(ast.parse(code)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name == "RetryPolicy":
+            expression = compile(ast.Expression(node), "<snippet>", "eval")
+            policies.append(eval(expression, {"hutch": hutch, "RetryPolicy": hutch.RetryPolicy}))
+    return {max(1, round(delay * 1000)) for policy in policies for delay in policy.delays()}
+
+
+def cleanup(url: str, names: list[str], delays_ms: set[int]) -> None:
     with hutch.connect(url) as conn:
         ch = conn.channel()
         for name in names:
             ch.delete_queue(name)
             ch.delete_queue(f"{name}.dead")
+            for ms in sorted(delays_ms):
+                ch.delete_queue(f"{name}.retry.{ms}")
             ch.delete_exchange(name)
         ch.close()
+
+
+def leftovers(broker: Broker) -> list[str]:
+    """The queues and exchanges of this run's snippets that are still on the broker."""
+    found = []
+    for kind in ("queues", "exchanges"):
+        out = broker.rabbitmqctl(f"list_{kind}", "-q", "--no-table-headers", "name")
+        found += [f"{kind[:-1]} {n}" for n in out.split() if n.startswith(f"docs-{RUN}-")]
+    return found
 
 
 def test_the_pages_have_snippets() -> None:
@@ -106,7 +141,7 @@ def test_the_pages_have_snippets() -> None:
 
 
 def run_script(url: str, snippet: Snippet) -> subprocess.CompletedProcess[str]:
-    code, names = isolate(snippet.code, f"docs-{uuid.uuid4().hex[:8]}.")
+    code, names = isolate(snippet.code, f"docs-{RUN}-{uuid.uuid4().hex[:8]}.")
     env = {**os.environ, "HUTCH_URL": url, "HUTCH_TEST_AMQP_URL": url}
     try:
         return subprocess.run(
@@ -118,7 +153,7 @@ def run_script(url: str, snippet: Snippet) -> subprocess.CompletedProcess[str]:
             cwd=ROOT,
         )
     finally:
-        cleanup(url, names)
+        cleanup(url, names, retry_delays_ms(snippet.code))
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +210,20 @@ def test_the_exception_tree_lists_every_error() -> None:
     }
     assert errors - listed == set(), "docs/exceptions.md misses these in its tree"
     assert listed - errors == set(), "docs/exceptions.md lists errors hutch does not export"
+
+
+def test_the_snippets_leave_nothing_behind(
+    script_runs: dict[str, Future[subprocess.CompletedProcess[str]]], hutch_broker: Broker
+) -> None:
+    # each run deletes what its snippet declared when it ends, passed or failed
+    wait(script_runs.values(), timeout=120)
+    if not hutch_broker.supports_control:
+        pytest.skip("listing the queues needs a broker hutch.testing started")
+    left = leftovers(hutch_broker)
+    with hutch.connect(hutch_broker.url) as conn:  # leave the broker clean even on failure
+        ch = conn.channel()
+        for entry in left:
+            kind, name = entry.split(" ", 1)
+            (ch.delete_queue if kind == "queue" else ch.delete_exchange)(name)
+        ch.close()
+    assert left == [], "the doc snippets left these on the broker"
