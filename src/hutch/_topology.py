@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar, Union
@@ -86,7 +87,19 @@ class TopologyDataError(ValueError):
         self.entity = entity
         self.key = key
         self.problem = problem
-        super().__init__(f"{entity}.{key}: {problem}" if key else f"{entity}: {problem}")
+        super().__init__(f"{entity}{self.path}: {problem}")
+
+    @property
+    def path(self) -> str:
+        """The key as a suffix for the entry's name: ``".max_length"``, ``"['a b']"``, or ``""``."""
+        if self.key is None:
+            return ""
+        if _PLAIN_PATH.fullmatch(self.key):
+            return "." + self.key
+        return f"[{self.key!r}]"
+
+
+_PLAIN_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 
 
 class _Bad(Exception):
@@ -413,6 +426,8 @@ class Queue:
                 raise TypeError(f"{label} must be {kind}, got {type(number).__name__}")
             if not math.isfinite(number) or number < 0:
                 raise ValueError(f"{label} must be a non-negative number, got {number!r}")
+            if number * (1 if whole else 1000) >= 2**63:
+                raise ValueError(f"{label} is too large for the broker, got {number!r}")
         if expires is not None and expires <= 0:
             raise ValueError("expires must be positive (seconds)")
         if max_priority is not None and max_priority > 255:

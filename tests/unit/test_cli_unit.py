@@ -14,6 +14,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import hutch
@@ -32,6 +34,7 @@ from hutch._cli import (
     parse_properties,
     to_jsonable,
 )
+from hutch._cli.declare import parse_topology
 from hutch._message import Message, Properties
 
 pytestmark = pytest.mark.timeout(30)
@@ -310,6 +313,101 @@ def test_bad_topology_files_name_the_entry(tmp_path: Path, text: str, message: s
     with pytest.raises(UsageError, match=re.escape(message)) as info:
         load_topology(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[queues]]\nname = "q"\nexclusive = true\n', "queues[0]: a declared queue must be named"),
+        ('[[queues]]\nname = ""\n', "queues[0]: a declared queue must be named"),
+        ('[[exchanges]]\nname = ""\n', "exchanges[0].name: the default exchange"),
+        ('[[queue]]\nname = "q"\n', "queue: Extra inputs are not permitted"),
+        ('queues = {name = "q"}\n', "queues: Input should be a valid list"),
+        ("queues = [1]\n", "queues[0]: Input should be a table"),
+        ('[[queues]]\nname = "q"\nmax_length = 1.5\n', "queues[0].max_length: Input should be"),
+        (
+            '[[bindings]]\nexchange = "e"\nqueue = "q"\nrouting_key = ["a", 1]\n',
+            "bindings[0].routing_key[1]: Input should be a valid string",
+        ),
+        (
+            '[[bindings]]\nexchange = "e"\nqueue = "q"\nroutin_key = "a"\n',
+            "bindings[0].routin_key: Extra inputs are not permitted; the allowed keys are "
+            "exchange, queue, routing_key, headers, match, arguments",
+        ),
+    ],
+)
+def test_topology_rules_come_from_the_topology_classes(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "topology.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_topology(path)
+
+
+def test_topology_entries_are_the_to_dict_form(tmp_path: Path) -> None:
+    # what to_dict() writes, hutch declare reads back (JSON is valid YAML)
+    pytest.importorskip("yaml", reason="PyYAML is optional and not installed")
+    exchange = hutch.Exchange("orders", "topic", arguments={"alternate-exchange": "lost"})
+    queue = hutch.Queue("audit", message_ttl=60, max_priority=5, queue_type="classic")
+    binding = hutch.Binding("orders", "audit", routing_key="order.*")
+    data = {
+        "exchanges": [exchange.to_dict()],
+        "queues": [queue.to_dict()],
+        "bindings": [binding.to_dict()],
+    }
+    path = tmp_path / "topology.yaml"
+    path.write_text(json.dumps(data))
+    read_exchange, read_queue, read_binding = load_topology(path).items()
+    assert read_exchange == exchange and read_binding == binding
+    assert isinstance(read_queue, hutch.Queue) and read_queue.to_dict() == queue.to_dict()
+
+
+HOSTILE_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(["topic", "headers", "quorum", "drop-head", "any", "amq.x", ""]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+ENTRY_KEYS = sorted(
+    {*hutch.Exchange("e").to_dict(), *hutch.Queue("q").to_dict(), "max_length", "expires"}
+    | {"message_ttl", "max_priority", "queue_type", "overflow", "exchange", "queue", "headers"}
+    | {"routing_key", "match", "x"}
+)
+ENTRIES = st.fixed_dictionaries(
+    {"name": st.text(min_size=1, max_size=8)},
+    optional={key: HOSTILE_VALUES for key in ENTRY_KEYS if key != "name"},
+)
+SECTIONS = st.dictionaries(
+    st.sampled_from(["exchanges", "queues", "bindings"]),
+    st.lists(ENTRIES | HOSTILE_VALUES, max_size=3) | HOSTILE_VALUES,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(SECTIONS | HOSTILE_VALUES)
+@example({"queues": [{"name": "q", "message_ttl": 1e300}]})
+def test_any_parsed_file_gives_a_topology_or_one_usage_error(data: object) -> None:
+    try:
+        topology = parse_topology(data)
+    except UsageError as exc:
+        message = str(exc)
+    else:
+        message = ""
+        for item in topology.items():
+            assert isinstance(item, (hutch.Exchange, hutch.Queue, hutch.Binding))
+            assert _cli._describe(item)  # settings that print (and encode) as the broker needs
+            if isinstance(item, hutch.Queue):  # numbers the AMQP encoder can send (signed 64-bit)
+                typed = {k: v for k, v in item.arguments.items() if k not in item.extra_arguments}
+                assert all(
+                    isinstance(v, str) or (isinstance(v, int) and 0 <= v < 2**63)
+                    for v in typed.values()
+                ), typed
+    assert "\n" not in message
 
 
 def test_topology_format_from_suffix(tmp_path: Path) -> None:

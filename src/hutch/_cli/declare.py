@@ -85,8 +85,7 @@ def _entry(where: str, build: Callable[[Mapping[str, object]], _Item], data: obj
     try:
         return build(data)
     except TopologyDataError as exc:
-        key = f".{exc.key}" if exc.key else ""
-        raise UsageError(f"{where}{key}: {exc.problem}") from None
+        raise UsageError(f"{where}{exc.path}: {exc.problem}") from None
 
 
 def _binding_entries(where: str, data: object) -> list[object]:
