@@ -19,7 +19,6 @@ QoS and consumers and republishes what was not yet confirmed.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import select
@@ -124,8 +123,9 @@ def _describe_406(text: str, entity: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------
 # pika internals. hutch reaches below BlockingConnection's public API in exactly these
-# helpers (and in _channel._async_channel); tests/unit/test_pika_private_api.py fails
-# loudly if a pika upgrade changes any of them.
+# helpers (and in _channel._async_channel), listed in docs/architecture.md; the behaviour
+# tests in tests/{unit,integration}/test_pika_private_api.py fail if a pika release
+# changes any of them. Nothing here writes pika's timers or counters.
 
 _MAX_IDLE = 1.0  # longest idle wait of the I/O thread between checks, seconds
 
@@ -268,27 +268,48 @@ def _io_until(conn: pika.BlockingConnection, *waiters: Callable[[], bool]) -> No
     conn._flush_output(*waiters)  # type: ignore[attr-defined]
 
 
-def _idle_interval(conn: pika.BlockingConnection, *, owned: bool) -> float:
-    """Seconds until pika's next timer (heartbeats), at most :data:`_MAX_IDLE`.
+def _idle_interval(conn: pika.BlockingConnection) -> float:
+    """Seconds until pika's next callback or timer (heartbeats), at most :data:`_MAX_IDLE`.
 
-    pika leaves cancelled timers in its heap until they come due (hutch cancels one per
-    pumped wait); waking for those would take the connection from callers for nothing.
-    So, when ``owned`` (holding the connection), cancelled timers at the top of the heap
-    are dropped first, as pika's own clean-up would.
+    Read only: it asks pika's IOLoop what its own poller would wait for. Without holding
+    the connection pika may change its timers meanwhile; callers catch what that raises.
+    hutch cancels no timers on the hot paths (see :class:`_Alarm`), so the timer on top is
+    nearly always a live one worth waking for.
     """
-    ioloop = conn._impl.ioloop  # type: ignore[attr-defined]
-    if ioloop._callbacks:
-        return 0.0
-    timer = ioloop._timer
-    heap = timer._timeout_heap
-    if owned:
-        while heap and heap[0].callback is None:
-            heapq.heappop(heap)
-            timer._num_cancellations -= 1
-    if not heap:
-        return _MAX_IDLE
-    due: float = heap[0].deadline
-    return min(max(0.0, due - time.monotonic()), _MAX_IDLE)
+    interval = conn._impl.ioloop._get_remaining_interval()  # type: ignore[attr-defined]
+    return _MAX_IDLE if interval is None else min(max(0.0, float(interval)), _MAX_IDLE)
+
+
+class _Alarm:
+    """The pika timer that ends a pumped wait by its deadline; fires, is never cancelled.
+
+    pika cancels a timer by marking it and leaves it in its heap until it comes due; an
+    idle I/O thread would wake for each mark (one per pumped wait, thousands a second)
+    unless hutch removed them from pika's heap itself. So a pumped wait's timer is not
+    cancelled: the next wait reuses it while it fires no later than that wait's deadline
+    (pumped waits are short and back to back), and one no longer needed just fires.
+    """
+
+    __slots__ = ("deadline", "fired", "ioloop")
+
+    def __init__(self, ioloop: object, deadline: float) -> None:
+        self.ioloop = ioloop
+        self.deadline = deadline
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+
+    @classmethod
+    def by(cls, conn: pika.BlockingConnection, deadline: float, last: _Alarm | None) -> _Alarm:
+        """``last`` if it is pending on ``conn`` and fires by ``deadline``, else a new one."""
+        ioloop = conn._impl.ioloop  # type: ignore[attr-defined]
+        pending = last is not None and last.ioloop is ioloop and not last.fired
+        if pending and last is not None and last.deadline <= deadline:
+            return last
+        alarm = cls(ioloop, deadline)
+        ioloop.call_later(max(0.0, deadline - time.monotonic()), alarm.fire)
+        return alarm
 
 
 _CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError)
@@ -329,6 +350,7 @@ class IoLoop:
         self._owner: int | None = None
         self._pumping = 0
         self._want = 0
+        self._alarm: _Alarm | None = None  # ends pumped waits; only the owner touches it
         self._broken: BaseException | None = None
         self._parked = False
         self._watch: _Watch | None = None
@@ -673,16 +695,12 @@ class IoLoop:
     def _pump_counted(
         self, conn: pika.BlockingConnection, done: Callable[[], bool], deadline: float
     ) -> None:
-        ioloop = conn._impl.ioloop  # type: ignore[attr-defined]
-        expired = [False]
-
-        def expire() -> None:
-            expired[0] = True
+        alarm = self._alarm
 
         def stop() -> bool:
             return (
                 done()
-                or expired[0]
+                or (alarm is not None and alarm.fired)
                 or self._want > 0
                 or bool(self._tasks)
                 or _has_events(conn)
@@ -702,12 +720,8 @@ class IoLoop:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                expired[0] = False
-                timer = ioloop.call_later(remaining, expire)
-                try:
-                    _io_until(conn, stop)
-                finally:
-                    ioloop.remove_timeout(timer)
+                alarm = self._alarm = _Alarm.by(conn, deadline, alarm)
+                _io_until(conn, stop)
             self._leave(conn)
         except (*_CONNECTION_ERRORS, ValueError) as exc:  # ValueError: pika's closed timers
             self._mark_broken(exc)
@@ -1041,8 +1055,8 @@ class IoLoop:
             # woken for I/O that a caller driving the connection has done meanwhile: leave
             # the connection to callers (taking it now would only hold up their next step)
             try:
-                return _idle_interval(conn, owned=False)
-            except (IndexError, AttributeError):  # pika's timers changed under our feet
+                return _idle_interval(conn)
+            except (IndexError, AttributeError, TypeError):  # pika's timers changed meanwhile
                 return 0.05
         with self._owning():
             try:
@@ -1070,7 +1084,7 @@ class IoLoop:
             return 0.0
         if self._watch is not None:
             self._watch.want_output(_output_pending(conn))
-        return _idle_interval(conn, owned=True)
+        return _idle_interval(conn)
 
     def _fd_ready(self) -> bool:
         watch = self._watch
