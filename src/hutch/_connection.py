@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 import pika.exceptions as pex
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
 
 from hutch._exceptions import (
@@ -313,6 +314,9 @@ class _Alarm:
 
 
 _CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError)
+#: Longest wait of a failed open() for its I/O thread to end (its attempt ends by the
+#: open's deadline, so this is only slack for pika to unwind).
+_OPEN_GRACE = 2.0
 
 
 class IoLoop:
@@ -355,6 +359,9 @@ class IoLoop:
         self._parked = False
         self._watch: _Watch | None = None
         self._io_ident: int | None = None  # the I/O thread's
+        # the first connection must be open by then (open(timeout)); None: no limit
+        self._open_deadline: float | None = None
+        self._open_timeout: float | None = None
         # wakes the idle I/O thread without pika (created by start())
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -391,6 +398,9 @@ class IoLoop:
             self._thread.start()
             self._io_ident = self._thread.ident
         try:
+            if timeout is not None:
+                self._open_timeout = timeout
+                self._open_deadline = time.monotonic() + timeout
             self._opened.result(timeout)
         except FutureTimeout:
             raise OperationTimeout(f"connecting took longer than {timeout} s") from None
@@ -402,7 +412,44 @@ class IoLoop:
         if self._closing:
             raise ClosedError("the connection is closed")
         if self._thread is None:
+            # give up on this connection for good: the attempt in progress ends by the
+            # same deadline, and one that got through is closed by the closing loop
+            self._closing = True
+            self._wake_io()
+            self._join_failed_open()
             raise ClosedError(
+        except HutchError:
+            self._join_failed_open()
+            raise
+
+    def _join_failed_open(self) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_OPEN_GRACE)
+            if thread.is_alive():
+                log.debug("hutch: %r still ends a connection attempt in the background", self.name)
+
+    def blocking_refused(self, what: str, instead: str) -> str | None:
+        """Why ``what``, which waits for the broker, must not run here; None if it may.
+
+        On the thread that drives the connection (the I/O thread, or a caller reading
+        it), in a future's done-callback or a consumer callback say, a blocking call
+        would wait for an answer that only this very thread could read: refused at once.
+
+        Args:
+            what: The blocking call, e.g. ``"a confirmed publish"``.
+            instead: What to do instead.
+
+        Returns:
+            The error message to raise, or None when the calling thread may block.
+        """
+        if not self.in_io_thread:
+            return None
+        return (
+            f"{what} cannot wait on the connection's I/O thread (a future's done-callback or "
+            "a consumer callback runs there): nothing would read the broker's answer while "
+            f"it waits; {instead}"
+        )
                 "the connection is not open: call open() or use it as a context manager"
             )
 
@@ -835,7 +882,7 @@ class IoLoop:
                 self._channels.remove(channel)
 
     def add_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
-        """Call ``listener(event, error)`` on ``"lost"``, ``"restored"`` and ``"failed"``."""
+        """Call ``listener(event, error)`` on "lost", "restored", "failed" and "closed"."""
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
@@ -901,14 +948,17 @@ class IoLoop:
             except Exception:
                 log.exception("hutch: unexpected error in an I/O task")
 
-    def _connect_once(self) -> pika.BlockingConnection:
+    def _connect_once(self, deadline: float | None = None) -> pika.BlockingConnection:
         s = self.settings
         errors: list[str] = []
         n = len(s.addresses)
         for i in range(n):
             idx = (self._address_index + i) % n
             address = s.addresses[idx]
-            params = self._parameters(address)
+            limit = None if deadline is None else deadline - time.monotonic()
+            if limit is not None and limit <= 0:
+                break
+            params = self._parameters(address, limit)
             try:
                 conn = pika.BlockingConnection(params)
             except (
@@ -922,7 +972,8 @@ class IoLoop:
                     raise map_pika_error(exc) from exc
                 errors.append(f"{address}: {exc.reply_code} {exc.reply_text}")
                 continue
-            except (pex.AMQPError, OSError) as exc:
+            except (pex.AMQPError, OSError, AMQPConnectorException) as exc:
+                # AMQPConnectorStackTimeout (the handshake ran out of time) is no AMQPError
                 detail = _root_cause(exc)
                 if "CERTIFICATE_VERIFY_FAILED" in detail:
                     detail += (
@@ -953,10 +1004,16 @@ class IoLoop:
             host=",".join(str(a) for a in s.addresses),
         )
 
-    def _parameters(self, address: Address) -> pika.ConnectionParameters:
+    def _parameters(self, address: Address, limit: float | None) -> pika.ConnectionParameters:
+        """The parameters for ``address``; ``limit``: seconds the attempt may take at most."""
         s = self.settings
         ssl_options = None
         if s.tls is not None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise OperationTimeout(
+                f"connecting took longer than {self._open_timeout} s"
+                + (": " + "; ".join(errors) if errors else "")
+            )
             ssl_options = pika.SSLOptions(
                 s.tls.ssl_context(), server_hostname=s.tls.server_hostname or address.host
             )
@@ -964,11 +1021,15 @@ class IoLoop:
             host=address.host,
             port=address.port,
             virtual_host=s.vhost,
+        socket_timeout, stack_timeout = s.connect_timeout, s.connect_timeout * 2
+        if limit is not None:
+            socket_timeout = max(0.001, min(socket_timeout, limit))
+            stack_timeout = max(0.001, min(stack_timeout, limit))
             credentials=pika.PlainCredentials(s.username, s.password.get_secret_value()),
             heartbeat=s.heartbeat,
             blocked_connection_timeout=s.blocked_connection_timeout,
-            socket_timeout=s.connect_timeout,
-            stack_timeout=s.connect_timeout * 2,
+            socket_timeout=socket_timeout,
+            stack_timeout=stack_timeout,
             connection_attempts=1,
             ssl_options=ssl_options,
             client_properties={"connection_name": self.name, "product": "hutch"},
@@ -1016,7 +1077,7 @@ class IoLoop:
         try:
             try:
                 with self._owning():
-                    self._set_pika(self._connect_once())
+                    self._set_pika(self._connect_once(self._open_deadline))
             except HutchError as exc:
                 self._failure = exc
                 self._opened.set_exception(exc)
@@ -1261,6 +1322,10 @@ def _root_cause(exc: BaseException) -> str:
     while True:
         # pika wraps socket errors: AMQPConnectionError(AMQPConnectorSocketConnectError(
         # exception=ConnectionRefusedError(...)))
+        if self._failure is None:
+            # closed by close(), from any thread or a handler (a failure was told as
+            # "failed"): whoever serves on it stops instead of waiting for ever
+            self._notify("closed", reason)
         nxt = seen.__cause__ or getattr(seen, "exception", None)
         if nxt is None and seen.args and isinstance(seen.args[0], BaseException):
             nxt = seen.args[0]
@@ -1362,9 +1427,12 @@ class Connection(Resource):
         self._io.close(timeout)
 
     def add_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
-        """Be told when the connection is ``"lost"``, ``"restored"`` or has ``"failed"``.
+        """Be told when the connection is "lost", "restored", has "failed" or is "closed".
 
-        The listener runs on the I/O thread and must return quickly.
+        ``"closed"`` (with a :class:`~hutch.ClosedError`) comes when :meth:`close` ended
+        the connection, from any thread; a connection that failed for good is told
+        ``"failed"`` instead. Either is the last event. The listener runs on the I/O thread
+        and must return quickly; remove it with :meth:`remove_listener`.
 
         Args:
             listener: Called as ``listener(event, error)``.
@@ -1380,6 +1448,14 @@ class Connection(Resource):
         Returns:
             The channel.
         """
+    def remove_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
+        """Stop telling ``listener`` about events (no error if it was not added).
+
+        Args:
+            listener: A listener given to :meth:`add_listener`.
+        """
+        self._io.remove_listener(listener)
+
         from hutch._channel import Channel
 
         ch = Channel(self._io, confirms=confirms)

@@ -384,6 +384,9 @@ class Publisher(Resource, Generic[T]):
             OperationTimeout: No confirm within ``timeout`` seconds of connected time
                 (time spent recovering a lost connection does not count).
             ConnectionLost: The connection was lost and its recovery policy gave up.
+            PublishError: Called with confirms on the connection's I/O thread (in a
+                future's done-callback, say), where waiting for the confirm would hang;
+                nothing is sent. Use :meth:`publish_async` there.
             TypeError: Unknown property names or a body of the wrong type.
         """
         check_timeout("timeout", timeout, allow_none=True)
@@ -456,6 +459,7 @@ class Publisher(Resource, Generic[T]):
             self._build(b, routing_key, headers, None, properties, batch, i)
             for i, b in enumerate(items)
         ]
+        self._check_may_wait(self.routing_key if routing_key is None else routing_key)
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
         ch.publish_many(messages, direct=True)
@@ -529,7 +533,20 @@ class Publisher(Resource, Generic[T]):
             result.failed.append((i, error))
         return result
 
+    def _check_may_wait(self, routing_key: str) -> None:
+        """Refuse at once a confirmed publish on the connection's I/O thread (it would hang)."""
+        if not self.confirm:
+            return
+        reason = self._conn.io.blocking_refused(
+            "a confirmed publish",
+            "use publish_async() there and do not wait on its future, or hand the work to "
+            "another thread",
+        )
+        if reason is not None:
+            raise PublishError(reason, exchange=self.exchange_name, routing_key=routing_key)
+
     def _send(self, message: OutgoingMessage, timeout: float | None) -> None:
+        self._check_may_wait(message.routing_key)
         ch = self._ensure_channel()
         self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
         wait = self.timeout if timeout is None else timeout

@@ -386,6 +386,8 @@ class RpcServer(Resource):
         Raises:
             ConsumerCancelled: The broker cancelled the consumer (the queue was deleted).
             ConnectionLost: The connection failed for good.
+            ClosedError: The connection was closed under the server (from another thread,
+                a handler, a ``with`` block's exit).
         """
         self.start()
         while not self._done.wait(0.2):
@@ -447,6 +449,10 @@ class RpcServer(Resource):
                 failure = self._conn.io.failure
                 if failure is not None:
                     self._error = failure
+                    break
+                if not self._conn.is_open:
+                    # closed under the server: by another thread, a handler, a with exit
+                    self._error = ClosedError("the RPC server's connection was closed")
                     break
             self._shutdown()
         finally:

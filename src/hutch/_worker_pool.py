@@ -861,7 +861,8 @@ class WorkerPool(Generic[T]):
             ConnectionLost: The connection was lost for good.
             ConsumerCancelled: The broker cancelled a consumer (the queue was deleted).
             WorkerError: A worker process could not be replaced.
-            ClosedError: The pool was stopped before.
+            ClosedError: The pool was stopped before, or its connection was closed under
+                it (from another thread, a handler, a ``with`` block's exit).
             ValueError: A timeout that is not a finite number of seconds greater than 0.
         """
         check_timeout("timeout", timeout, allow_none=True)
@@ -886,6 +887,10 @@ class WorkerPool(Generic[T]):
             raise self._failure
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+                if not self._conn.is_open and not self._stop_requested.is_set():
+                    # closed before the pool's listener was in place: same as "closed"
+                    failure = self._conn.io.failure
+                    self._fail(failure or ClosedError("the pool's connection was closed"))
         self._signals_seen += 1
         name = signal.Signals(signum).name
         if self._signals_seen == 1:
@@ -958,6 +963,9 @@ class WorkerPool(Generic[T]):
                     log.debug("hutch: cancelling consumer %s failed: %s", w.consumer_tag, exc)
         # every delivery for a cancelled consumer is in its inbox now: the sentinel comes last
         for w in self._workers:
+        # a stopped pool leaves nothing registered on a shared connection
+        self._conn.remove_listener(self._on_connection_event)
+
             w.inbox.put(_STOP)
         for w in self._workers:
             if w.thread is not None:
@@ -1006,8 +1014,10 @@ class WorkerPool(Generic[T]):
             threading.Thread(target=self.stop, name=f"hutch-stop-{self.name}", daemon=True).start()
 
     def _on_connection_event(self, event: str, error: BaseException | None) -> None:  # I/O thread
-        if event == "failed" and self._state == "running":
-            self._fail(error if isinstance(error, HutchError) else HutchError(str(error)))
+        if event in ("failed", "closed") and self._state == "running":
+            # "closed": the shared connection was closed under the pool (by another thread,
+            # a handler, a with block's exit): run() raises ClosedError
+            self._fail(error if isinstance(error, HutchError) else ClosedError(str(error)))
 
     def _on_cancel(self, queue: str) -> None:  # I/O thread
         if self._state == "running":
