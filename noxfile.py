@@ -6,10 +6,16 @@ hutch.testing (HUTCH_TEST_AMQP_URL, a Docker container, or a local rabbitmq-serv
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+# the sessions that need a broker may install rabbitmq-server with apt-get (as root on Debian)
+# when no other broker is found, so that a fresh machine needs nothing but `nox`
+BROKER_ENV = {"HUTCH_TEST_INSTALL_BROKER": os.environ.get("HUTCH_TEST_INSTALL_BROKER", "1")}
 
 TEST_DEPS = [
     "pyyaml>=6",
@@ -26,7 +32,7 @@ TEST_DEPS = [
 def tests(session: nox.Session) -> None:
     """Run the whole test suite against a real broker."""
     session.install("-e", ".[testing,cli]", *TEST_DEPS)
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", *(session.posargs or ["-q"]), env=BROKER_ENV)
 
 
 @nox.session
@@ -56,11 +62,11 @@ def docs(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Run every pattern end to end against a throwaway broker."""
     session.install("-e", ".[testing,cli]")
-    session.run("python", "examples/demo.py", *session.posargs)
+    session.run("python", "examples/demo.py", *session.posargs, env=BROKER_ENV)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks: hutch against raw pika on the same broker, printing ratios."""
     session.install("-e", ".[testing,cli]", "aio-pika>=9", "matplotlib>=3.8")
-    session.run("python", "benchmarks/run_all.py", *session.posargs)
+    session.run("python", "benchmarks/run_all.py", *session.posargs, env=BROKER_ENV)
