@@ -28,7 +28,8 @@ arguments raise :class:`ValueError` or :class:`TypeError` at once instead.
     └── RpcError
         ├── NoServer                 no queue receives the request (raised at once)
         ├── RpcTimeout               no reply before the deadline (also TimeoutError)
-        └── RemoteError              the remote procedure raised (type name, message)
+        ├── RemoteError              the remote procedure raised (type name, message)
+        └── InvalidReply             a reply arrived but cannot be decoded (reason)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "ConsumerCancelled",
     "DecodeError",
     "HutchError",
+    "InvalidReply",
     "MessageError",
     "MessageTooLarge",
     "Nacked",
@@ -279,6 +281,24 @@ class RemoteError(RpcError):
         self.type_name = type_name
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class InvalidReply(RpcError):
+    """A reply arrived for the call but cannot be decoded; the connection is unharmed.
+
+    For example a foreign server's ``text/plain`` reply that is not UTF-8, or reply
+    properties that cannot be decoded. Only this call fails; others carry on.
+
+    Attributes:
+        reason: Why the reply cannot be decoded.
+        procedure: The procedure called ('' for a raw call to a server's default).
+    """
+
+    def __init__(self, reason: str, *, procedure: str = "") -> None:
+        what = f"the reply of {procedure!r}" if procedure else "the reply"
+        super().__init__(f"{what} cannot be decoded: {reason}")
+        self.reason = reason
+        self.procedure = procedure
 
 
 class WorkerError(HutchError):

@@ -23,6 +23,7 @@ from hutch._exceptions import (
     ClosedError,
     ConnectionLost,
     HutchError,
+    InvalidReply,
     MessageTooLarge,
     NoServer,
     RpcError,
@@ -235,6 +236,7 @@ class RpcClient(Resource):
             RpcTimeout: No reply within ``timeout``.
             RemoteError: The procedure raised, or the server refused the call (unknown
                 procedure, arguments that do not validate).
+            InvalidReply: The reply (body, properties or headers) cannot be decoded.
             ConnectionLost: The connection was lost while waiting.
             RpcError: Called on the connection's I/O thread (e.g. in a future's callback).
             TypeError: An argument cannot be encoded as JSON.
@@ -290,6 +292,7 @@ class RpcClient(Resource):
             NoServer: No queue of that name exists.
             RpcTimeout: No reply within ``timeout``.
             RemoteError: A hutch server replied with an error.
+            InvalidReply: The reply's properties or headers cannot be decoded.
             TypeError: ``body`` is neither bytes nor str.
         """
         if isinstance(body, str):
@@ -526,13 +529,19 @@ class RpcClient(Resource):
         future = call.future
         if future.done():
             return
-        if delivery.headers.get(STATUS_HEADER) in (STATUS_ERROR, b"error"):
-            future.set_exception(decode_error(delivery.body))
-            return
+        # wire data decoded while driving the connection: whatever it holds, only this
+        # call fails (an escaping error would take the connection down with every call)
         try:
+            problem = delivery.problem
+            if problem is not None:
+                raise InvalidReply(problem, procedure=call.name)
+            if delivery.headers.get(STATUS_HEADER) in (STATUS_ERROR, b"error"):
+                raise decode_error(delivery.body)
             result = call.decode(delivery)
         except HutchError as exc:
             future.set_exception(exc)
+        except Exception as exc:
+            future.set_exception(InvalidReply(f"{type(exc).__name__}: {exc}", procedure=call.name))
         else:
             future.set_result(result)
         if call.blocking and call.blocking != threading.get_ident():

@@ -564,6 +564,10 @@ class RpcServer(Resource):
             name = name.decode(errors="replace")
         status = STATUS_OK
         try:
+            problem = delivery.problem
+            if problem is not None:
+                # the caller learns why at once (the request has no dead-letter queue)
+                raise CallError("DecodeError", f"the request cannot be decoded: {problem}")
             proc = self._lookup(name)
             sig = proc.signature
             if sig.raw:

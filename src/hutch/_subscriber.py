@@ -14,7 +14,13 @@ from hutch._channel import Channel, Delivery
 from hutch._checks import check_field_table, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters
-from hutch._exceptions import ClosedError, ConsumerCancelled, MessageError, NotFound
+from hutch._exceptions import (
+    ClosedError,
+    ConsumerCancelled,
+    DecodeError,
+    MessageError,
+    NotFound,
+)
 from hutch._message import Message
 from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, decode_any
@@ -53,8 +59,12 @@ def decode_delivery(codec: Codec[T] | None, delivery: Delivery) -> Message[T]:
         The message.
 
     Raises:
+        DecodeError: A property or header cannot be decoded (see ``Delivery.problem``).
         MessageError: The body cannot be decoded or validated.
     """
+    problem = delivery.problem
+    if problem is not None:
+        raise DecodeError(problem)
     if codec is None:
         body: Any = decode_any(delivery.body, delivery.content_type)
     else:

@@ -1126,7 +1126,11 @@ class WorkerPool(Generic[T]):
     def _handle(self, w: _Worker, delivery: Delivery) -> None:
         attempt = attempts_made(delivery.headers) + 1
         started = time.monotonic()
-        if w.child is not None:
+        problem = delivery.problem
+        if problem is not None:
+            # a property or header that cannot be decoded: no attempt can succeed
+            outcome = _Outcome("invalid", "DecodeError", problem)
+        elif w.child is not None:
             outcome = w.child.run(_delivery_meta(delivery), delivery.body)
         else:
             try:

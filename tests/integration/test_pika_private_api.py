@@ -25,6 +25,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 
+from hutch import Connection, Publisher, Queue
 from hutch._channel import _async_channel
 from hutch._connection import (
     _MAX_IDLE,
@@ -268,3 +269,25 @@ def test_pump_alarm_fires_by_its_deadline_and_is_reused(raw: pika.BlockingConnec
     _io_until(raw, lambda: alarm.fired)
     assert time.monotonic() >= deadline - 0.01
     assert _Alarm.by(raw, deadline + 1, alarm) is not alarm  # a fired one is not reused
+
+
+def test_pumped_waits_leave_no_cancelled_timers_in_pika(conn: Connection, unique_name: str) -> None:
+    """Confirmed publishes pump their own waits and cancel no pika timer to do so.
+
+    pika leaves a cancelled timer in its heap until it comes due; hutch used to cancel one
+    per confirmed publish and then pop them off pika's heap itself (a write into pika).
+    """
+    q = Queue(unique_name, auto_delete=True)
+    with Publisher(conn, routing_key=q.name, declare=[q]) as pub:
+        for i in range(30):
+            pub.publish(b"%d" % i)  # confirmed, each waits for its confirm on this thread
+
+    def cancelled_ahead() -> int:
+        # a pumped wait lasts 0.5 s at most; pika's own connect timeouts (cancelled once
+        # connected, 10 s and more ahead) are not hutch's
+        ioloop: Any = conn.io.pika_connection()._impl.ioloop  # type: ignore[attr-defined]
+        now = time.monotonic()
+        heap = ioloop._timer._timeout_heap
+        return sum(1 for t in heap if t.callback is None and now < t.deadline <= now + 1)
+
+    assert conn.io.call(cancelled_ahead, 5) == 0

@@ -88,3 +88,56 @@ def test_blocking_classes_have_what_hutch_calls() -> None:
     ):
         assert callable(getattr(pika.channel.Channel, name, None)), name
     assert callable(getattr(BlockingChannel, "add_on_cancel_callback", None))
+
+
+def test_pika_decodes_content_headers_through_hutchs_guarded_properties() -> None:
+    """hutch._channel._install_guarded_properties_decoder, checked by what pika does.
+
+    A content-header frame whose headers table holds an AMQP timestamp past year 9999 is
+    fed to pika's own frame decoder: it must come out with the table replaced by hutch's
+    marker (raw bytes and reason) and every other property decoded, not raise.
+    """
+    import struct
+
+    import pika.frame
+    import pika.spec
+
+    from hutch._channel import UndecodableHeaders, decode_properties
+
+    table = b"\x02okI\x00\x00\x00\x05\x04whenT" + struct.pack(">Q", 2**40)
+    flags = (
+        pika.spec.BasicProperties.FLAG_CONTENT_TYPE
+        | pika.spec.BasicProperties.FLAG_HEADERS
+        | pika.spec.BasicProperties.FLAG_CORRELATION_ID
+    )
+    payload = (
+        struct.pack(">H", flags)
+        + b"\x0atext/plain"
+        + struct.pack(">I", len(table))
+        + table
+        + b"\x03cid"
+    )
+    frame_data = struct.pack(">HHQ", pika.spec.BasicProperties.INDEX, 0, 3) + payload
+    frame = struct.pack(">BHL", pika.spec.FRAME_HEADER, 1, len(frame_data)) + frame_data + b"\xce"
+
+    consumed, decoded = pika.frame.decode_frame(frame)
+
+    assert consumed == len(frame)
+    assert isinstance(decoded, pika.frame.Header)
+    props = decoded.properties
+    assert isinstance(props.headers, UndecodableHeaders), props.headers
+    assert props.headers.raw == table and "year" in props.headers.reason
+    assert (props.content_type, props.correlation_id) == ("text/plain", "cid")
+    properties, problem = decode_properties(props)
+    assert problem is not None and "headers table cannot be decoded" in problem
+    assert properties.headers == {"x-hutch-raw-headers": table}
+
+    # a frame pika can decode comes out exactly as pika decodes it
+    good = pika.BasicProperties(content_type="a/b", headers={"n": 1}, timestamp=5)
+    body = b"".join(good.encode())
+    frame_data = struct.pack(">HHQ", pika.spec.BasicProperties.INDEX, 0, 0) + body
+    frame = struct.pack(">BHL", pika.spec.FRAME_HEADER, 1, len(frame_data)) + frame_data + b"\xce"
+    decoded = pika.frame.decode_frame(frame)[1]
+    assert isinstance(decoded, pika.frame.Header)
+    assert decoded.properties == good
+    assert decode_properties(decoded.properties)[1] is None
