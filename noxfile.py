@@ -6,12 +6,52 @@ hutch.testing (HUTCH_TEST_AMQP_URL, a Docker container, or a local rabbitmq-serv
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+# a matrix interpreter that is not installed fails the run instead of being skipped
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).parent
+# the other interpreters of the compatibility matrix; pyenv's builds are put on PATH so
+# that nox finds them (a CI image may also provide them as python3.10 / python3.13)
+COMPAT_PYTHONS = ["3.10", "3.13"]
+_PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+for _version in COMPAT_PYTHONS:
+    _builds = sorted(glob.glob(str(_PYENV / f"{_version}.*" / "bin")))
+    if _builds:
+        os.environ["PATH"] = os.pathsep.join([_builds[-1], os.environ.get("PATH", "")])
+
+
+def _lowest_pika() -> str:
+    """The lowest pika that pyproject.toml allows (its ``pika>=X`` bound)."""
+    found = re.search(r'"pika>=([0-9.]+)', (ROOT / "pyproject.toml").read_text())
+    if found is None:
+        raise RuntimeError("pyproject.toml has no 'pika>=X' dependency bound")
+    version = found.group(1)
+    return version if version.count(".") >= 2 else f"{version}.0"
+
+
+PIKA_LOWEST = f"pika=={_lowest_pika()}"
+PIKA_NEWEST = "pika>=1,<2"  # pip picks the newest 1.x
+# what the compatibility sessions run: the pure tests, the guards of pika's private API
+# and the integration files that drive every pattern over a real broker (~the fastest
+# half of the suite; the whole suite runs once, in `tests`)
+COMPAT_SUBSET = [
+    "tests/unit",
+    "tests/integration/test_pika_private_api.py",
+    "tests/integration/test_connection.py",
+    "tests/integration/test_publisher.py",
+    "tests/integration/test_rpc.py",
+    "tests/integration/test_subscriber.py",
+    "tests/integration/test_worker_pool.py",
+]
 
 # the sessions that need a broker may install rabbitmq-server with apt-get (as root on Debian)
 # when no other broker is found, so that a fresh machine needs nothing but `nox`
@@ -33,6 +73,35 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite against a real broker."""
     session.install("-e", ".[testing,cli]", *TEST_DEPS)
     session.run("pytest", *(session.posargs or ["-q"]), env=BROKER_ENV)
+
+
+# the oldest combination a user can install, the lowest pika on the newest Python, and the
+# newest of both (the default interpreter with the newest pika runs the whole suite)
+COMPAT_MATRIX = [
+    (COMPAT_PYTHONS[0], PIKA_LOWEST),
+    (COMPAT_PYTHONS[1], PIKA_LOWEST),
+    (COMPAT_PYTHONS[1], PIKA_NEWEST),
+]
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "pika"),
+    COMPAT_MATRIX,
+    ids=[
+        f"py{py}-pika-{'lowest' if pin == PIKA_LOWEST else 'newest'}" for py, pin in COMPAT_MATRIX
+    ],
+)
+def tests_compat(session: nox.Session, pika: str) -> None:
+    """Run a representative subset of the suite on Python 3.10 and 3.13, lowest and newest pika.
+
+    The interpreters come from PATH (pyenv's builds are added above); one that is missing
+    fails the session ("Python interpreter 3.10 not found"), it is never skipped.
+    """
+    session.install("-e", ".[testing,cli]", *TEST_DEPS)
+    session.install(pika)  # after the package: the pin wins over what it pulled in
+    session.run("python", "-c", "import pika, sys; print('pika', pika.__version__, sys.version)")
+    session.run("pytest", *(session.posargs or ["-q", *COMPAT_SUBSET]), env=BROKER_ENV)
 
 
 @nox.session
