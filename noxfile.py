@@ -65,6 +65,11 @@ TEST_DEPS = [
     "mypy>=1.10",
     "types-pika-ts",
     "cryptography>=42",  # certificates for the TLS tests
+    # hutch._telemetry's tests: the SDK's in-memory span exporter and metric reader
+    "opentelemetry-api>=1.27",
+    "opentelemetry-sdk>=1.27",
+    "opentelemetry-exporter-prometheus>=0.48b0",
+    "prometheus-client>=0.20",
 ]
 
 
