@@ -1,0 +1,943 @@
+"""The in-memory broker: vhosts of exchanges, queues and bindings, and every operation on them.
+
+One lock per broker guards everything; callbacks (deliveries, returns, confirms, consumer
+cancellations) are put on the receiving connection's outbox under the lock and run by that
+connection, never under the lock. Time comes from an injectable clock (seconds since the
+epoch): with the default real clock a timer thread expires messages and queues on time;
+with an injected one, expiry happens when an operation (or :meth:`Broker.tick`) finds the
+clock past a deadline, in deadline order, as if the timers had fired then.
+
+Named brokers: :func:`get_broker` keeps one broker per name for ``memory://`` and
+``memory://NAME``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hutch._exceptions import AuthenticationError, ChannelClosed
+from hutch._memory import errors
+from hutch._memory.arguments import (
+    args_equivalent,
+    check_queue_arguments,
+    inequivalent,
+    queue_arguments_equivalent,
+)
+from hutch._memory.consumers import Consumer, pick_consumer
+from hutch._memory.dead_letter import DeathReason, dead_letter, without_cycles
+from hutch._memory.errors import describe
+from hutch._memory.exchanges import BUILTIN_EXCHANGES, X_MATCH_MODES, Binding, MemoryExchange
+from hutch._memory.message import Delivery, Message, Properties, header_routes
+from hutch._memory.queues import Entry, MemoryQueue
+from hutch._topology import ExchangeType, Overflow
+
+if TYPE_CHECKING:
+    from hutch._memory.connection import MemoryChannel, MemoryConnection
+
+__all__ = ["REPLY_TO", "Broker", "Returned", "Unacked", "Vhost", "forget_broker", "get_broker"]
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Returned:
+    """A mandatory message that no queue took (``basic.return``).
+
+    Attributes:
+        reply_code: 312.
+        reply_text: ``"NO_ROUTE"``.
+        exchange: Where it was published.
+        routing_key: With which key.
+        body: The payload.
+        properties: Its properties.
+    """
+
+    reply_code: int
+    reply_text: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+
+
+@dataclass
+class Unacked:
+    """A delivery waiting for ack / nack / reject on its channel."""
+
+    queue: MemoryQueue
+    entry: Entry
+    consumer: Consumer | None
+
+
+@dataclass
+class Vhost:
+    """A virtual host: its exchanges and queues."""
+
+    name: str
+    exchanges: dict[str, MemoryExchange] = field(default_factory=dict)
+    queues: dict[str, MemoryQueue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, kind in BUILTIN_EXCHANGES.items():
+            self.exchanges[name] = MemoryExchange(
+                name, kind, durable=True, internal=name == "amq.rabbitmq.trace"
+            )
+
+
+def _server_name(prefix: str) -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class Broker:
+    """An in-process broker with RabbitMQ 3.10's semantics for what hutch uses.
+
+    Thread-safe: any thread may call any method. Built by :func:`get_broker` (named) or
+    directly (private to the caller, e.g. a unit test with a fake clock).
+
+    Args:
+        clock: Seconds since the epoch. Default: the real clock, with a timer thread that
+            expires messages and queues on time. A test passes its own clock and moves it;
+            expiry then happens at the next operation or :meth:`tick`.
+        name: For reprs.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] | None = None, name: str = "") -> None:
+        self.name = name
+        self._lock = threading.RLock()
+        self._clock = clock or time.time
+        self._timed = clock is None
+        self._wake = threading.Condition(self._lock)
+        self._timer: threading.Thread | None = None
+        self._closed = False
+        self._vhosts: dict[str, Vhost] = {"/": Vhost("/")}
+        self._reply_to: dict[str, Consumer] = {}
+        self._connections: set[MemoryConnection] = set()
+
+    def __repr__(self) -> str:
+        return f"<hutch memory broker {self.name or '(unnamed)'}>"
+
+    # ------------------------------------------------------------------ administration
+    def add_vhost(self, name: str) -> None:
+        """Create a virtual host (``/`` always exists)."""
+        with self._lock:
+            self._vhosts.setdefault(name, Vhost(name))
+
+    def connect(self, vhost: str = "/", *, threaded: bool = True) -> MemoryConnection:
+        """Open a connection to ``vhost``.
+
+        Args:
+            vhost: The virtual host.
+            threaded: Run callbacks on the connection's own thread (default); with False
+                they wait until :meth:`MemoryConnection.run_pending` is called (tests).
+
+        Returns:
+            The connection.
+
+        Raises:
+            AuthenticationError: No such vhost (RabbitMQ refuses with 530 NOT_ALLOWED).
+        """
+        from hutch._memory.connection import MemoryConnection
+
+        with self._lock:
+            if vhost not in self._vhosts:
+                raise AuthenticationError(
+                    f"the broker refused the connection: NOT_ALLOWED - vhost {vhost} not found"
+                )
+            conn = MemoryConnection(self, self._vhosts[vhost], threaded=threaded)
+            self._connections.add(conn)
+            return conn
+
+    def queue_names(self, vhost: str = "/") -> list[str]:
+        """The names of the queues of ``vhost`` (for tests and ``hutch`` tooling)."""
+        with self._lock:
+            self._expire_due(self._clock())
+            return sorted(self._vhosts[vhost].queues)
+
+    def exchange_names(self, vhost: str = "/") -> list[str]:
+        """The names of the exchanges of ``vhost``."""
+        with self._lock:
+            return sorted(self._vhosts[vhost].exchanges)
+
+    def tick(self) -> None:
+        """Expire what is due by the clock now (done by every operation too)."""
+        self.run(None, lambda now: None)
+
+    def close(self) -> None:
+        """Stop the timer thread and close every connection. Idempotent."""
+        with self._lock:
+            self._closed = True
+            conns = list(self._connections)
+            self._wake.notify_all()
+        for conn in conns:
+            conn.close()
+
+    # ------------------------------------------------------------------ the one entry point
+    def run(self, channel: MemoryChannel | None, operation: Callable[[float], _T]) -> _T:
+        """Run ``operation(now)`` under the lock, with expiry before and after.
+
+        A :class:`~hutch.ChannelClosed` from the operation closes ``channel`` first, as
+        RabbitMQ does (its unacked messages are requeued, its consumers cancelled).
+        """
+        with self._lock:
+            if channel is not None:
+                channel.check_open()
+            now = self._clock()
+            self._expire_due(now)
+            try:
+                result = operation(now)
+            except ChannelClosed as exc:
+                if channel is not None:
+                    self.close_channel(channel, now, error=exc)
+                raise
+            finally:
+                self._expire_due(now)
+                if self._timed:
+                    self._arm_timer()
+            return result
+
+    # ------------------------------------------------------------------ timers
+    def _next_deadline(self) -> float | None:
+        deadlines = []
+        for vhost in self._vhosts.values():
+            for queue in vhost.queues.values():
+                expiry, gone = queue.next_expiry(), queue.expires_at()
+                if expiry is not None:
+                    deadlines.append(max(expiry, queue.head_since))
+                if gone is not None:
+                    deadlines.append(gone)
+        return min(deadlines) if deadlines else None
+
+    def _arm_timer(self) -> None:
+        if self._timer is None and not self._closed:
+            self._timer = threading.Thread(
+                target=self._timer_loop, name="hutch-memory-timer", daemon=True
+            )
+            self._timer.start()
+        self._wake.notify_all()
+
+    def _timer_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                deadline = self._next_deadline()
+                now = self._clock()
+                if deadline is not None and deadline <= now:
+                    self._expire_due(now)
+                    continue
+                self._wake.wait(None if deadline is None else min(deadline - now, 1.0))
+
+    def _expire_due(self, now: float) -> None:
+        """Expire messages and queues due by ``now``, earliest first, each at its time."""
+        while True:
+            best: tuple[float, Vhost, MemoryQueue, bool] | None = None
+            for vhost in self._vhosts.values():
+                for queue in vhost.queues.values():
+                    expiry = queue.next_expiry()
+                    if expiry is not None:
+                        at = max(expiry, queue.head_since)
+                        if at <= now and (best is None or at < best[0]):
+                            best = (at, vhost, queue, False)
+                    gone = queue.expires_at()
+                    if gone is not None and gone <= now and (best is None or gone < best[0]):
+                        best = (gone, vhost, queue, True)
+            if best is None:
+                return
+            at, vhost, queue, whole = best
+            if whole:
+                self._delete_queue(vhost, queue, at)
+                continue
+            entry = queue.pop_expired(at)
+            queue.head_since = at
+            if entry is not None:
+                self._dead_letter(vhost, queue, entry.message, DeathReason.EXPIRED, at)
+
+    # ------------------------------------------------------------------ exchanges
+    def exchange_declare(
+        self,
+        ch: MemoryChannel,
+        name: str,
+        type: ExchangeType | str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``exchange.declare`` (see RabbitMQ's equivalence rules in the module docs)."""
+        vhost = ch.vhost
+
+        def op(now: float) -> None:
+            entity = describe("exchange", name, vhost.name)
+            if name == "":
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED, "operation not permitted on the default exchange"
+                )
+            existing = vhost.exchanges.get(name)
+            if passive:
+                if existing is None:
+                    raise errors.no_exchange(name, vhost.name)
+                return
+            kind = ExchangeType(type)
+            if existing is None:
+                if name.startswith("amq."):
+                    raise errors.channel_error(
+                        errors.ACCESS_REFUSED,
+                        f"exchange name '{name}' contains reserved prefix 'amq.*'",
+                    )
+                vhost.exchanges[name] = MemoryExchange(
+                    name, kind, durable, auto_delete, internal, dict(arguments or {})
+                )
+                return
+            for key, old, new in (
+                ("type", existing.type.value, kind.value),
+                ("durable", existing.durable, durable),
+                ("auto_delete", existing.auto_delete, auto_delete),
+                ("internal", existing.internal, internal),
+            ):
+                if old != new:
+                    raise inequivalent(key, entity, new, old, typed=False)
+            args_equivalent(existing.arguments, arguments or {}, ("alternate-exchange",), entity)
+
+        self.run(ch, op)
+
+    def exchange_delete(self, ch: MemoryChannel, name: str, *, if_unused: bool = False) -> None:
+        """``exchange.delete``: deleting a missing exchange succeeds, as in RabbitMQ 3.10."""
+        vhost = ch.vhost
+
+        def op(now: float) -> None:
+            if name == "":
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED, "operation not permitted on the default exchange"
+                )
+            if name in BUILTIN_EXCHANGES:
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED,
+                    f"deletion of system {describe('exchange', name, vhost.name)} not allowed",
+                )
+            exchange = vhost.exchanges.get(name)
+            if exchange is None:
+                return
+            if if_unused and exchange.bindings:
+                raise errors.channel_error(
+                    errors.PRECONDITION_FAILED, f"{describe('exchange', name, vhost.name)} in use"
+                )
+            self._delete_exchange(vhost, exchange)
+
+        self.run(ch, op)
+
+    def _delete_exchange(self, vhost: Vhost, exchange: MemoryExchange) -> None:
+        vhost.exchanges.pop(exchange.name, None)
+        for other in list(vhost.exchanges.values()):
+            gone = {b for b in other.bindings if b.to_exchange and b.destination == exchange.name}
+            if gone:
+                other.bindings -= gone
+                self._maybe_auto_delete_exchange(vhost, other)
+
+    def _maybe_auto_delete_exchange(self, vhost: Vhost, exchange: MemoryExchange) -> None:
+        if exchange.auto_delete and not exchange.bindings and exchange.name in vhost.exchanges:
+            self._delete_exchange(vhost, exchange)
+
+    # ------------------------------------------------------------------ queues
+    def queue_declare(
+        self,
+        ch: MemoryChannel,
+        name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> tuple[str, int, int]:
+        """``queue.declare``.
+
+        Returns:
+            The queue's name (a new ``amq.gen-...`` one for ``""``), its ready messages and
+            its consumers.
+        """
+        vhost, conn = ch.vhost, ch.connection
+        args = dict(arguments or {})
+
+        def op(now: float) -> tuple[str, int, int]:
+            qname = name
+            if qname == REPLY_TO and passive:
+                return qname, 0, 0
+            existing = vhost.queues.get(qname)
+            if passive:
+                if existing is None:
+                    raise errors.no_queue(qname, vhost.name)
+                self._check_access(existing, conn)
+                existing.last_used = now
+                return qname, existing.ready, len(existing.consumers)
+            if qname == "":
+                qname = _server_name("amq.gen-")
+            elif existing is None and qname.startswith("amq."):
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED, f"queue name '{qname}' contains reserved prefix 'amq.*'"
+                )
+            if existing is not None:
+                self._check_access(existing, conn, strict=True, exclusive=exclusive)
+                entity = describe("queue", qname, vhost.name)
+                for key, old, new in (
+                    ("durable", existing.durable, durable),
+                    ("auto_delete", existing.auto_delete, auto_delete),
+                ):
+                    if old != new:
+                        raise inequivalent(key, entity, new, old, typed=False)
+                queue_arguments_equivalent(existing.arguments, args, entity)
+                existing.last_used = now
+                return qname, existing.ready, len(existing.consumers)
+            check_queue_arguments(args, qname, vhost.name)
+            vhost.queues[qname] = MemoryQueue(
+                qname,
+                durable,
+                exclusive,
+                conn if exclusive else None,
+                auto_delete,
+                args,
+                last_used=now,
+            )
+            return qname, 0, 0
+
+        return self.run(ch, op)
+
+    def _check_access(
+        self,
+        queue: MemoryQueue,
+        conn: MemoryConnection,
+        *,
+        strict: bool = False,
+        exclusive: bool = False,
+    ) -> None:
+        # RabbitMQ's check_exclusive_access: 'lax' for use, 'strict' for redeclaration
+        if queue.owner is not None and queue.owner is not conn:
+            raise errors.locked(queue.name, conn.vhost.name)
+        if strict and queue.exclusive != exclusive:
+            raise errors.locked(queue.name, conn.vhost.name)
+
+    def _queue(self, ch: MemoryChannel, name: str) -> MemoryQueue:
+        queue = ch.vhost.queues.get(name)
+        if queue is None:
+            raise errors.no_queue(name, ch.vhost.name)
+        self._check_access(queue, ch.connection)
+        return queue
+
+    def queue_delete(
+        self, ch: MemoryChannel, name: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        """``queue.delete``: returns the ready messages it held (0 for a missing queue)."""
+
+        def op(now: float) -> int:
+            queue = ch.vhost.queues.get(name)
+            if queue is None:
+                return 0
+            self._check_access(queue, ch.connection)
+            entity = describe("queue", name, ch.vhost.name)
+            if if_unused and queue.consumers:
+                raise errors.channel_error(errors.PRECONDITION_FAILED, f"{entity} in use")
+            if if_empty and queue.ready:
+                raise errors.channel_error(errors.PRECONDITION_FAILED, f"{entity} not empty")
+            count = queue.ready
+            self._delete_queue(ch.vhost, queue, now)
+            return count
+
+        return self.run(ch, op)
+
+    def _delete_queue(self, vhost: Vhost, queue: MemoryQueue, now: float) -> None:
+        if vhost.queues.get(queue.name) is not queue:
+            return
+        del vhost.queues[queue.name]
+        for consumer in list(queue.consumers):
+            consumer.channel.consumers.pop(consumer.tag, None)
+            if consumer.on_cancel is not None:
+                consumer.channel.connection.emit(
+                    functools.partial(consumer.on_cancel, consumer.tag)
+                )
+        queue.consumers.clear()
+        queue.purge()
+        for exchange in list(vhost.exchanges.values()):
+            gone = {
+                b for b in exchange.bindings if not b.to_exchange and b.destination == queue.name
+            }
+            if gone:
+                exchange.bindings -= gone
+                self._maybe_auto_delete_exchange(vhost, exchange)
+
+    def queue_purge(self, ch: MemoryChannel, name: str) -> int:
+        """``queue.purge``: removes the ready messages; returns how many."""
+        return self.run(ch, lambda now: len(self._queue(ch, name).purge()))
+
+    # ------------------------------------------------------------------ bindings
+    def bind(
+        self,
+        ch: MemoryChannel,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        to_exchange: bool = False,
+        unbind: bool = False,
+    ) -> None:
+        """``queue.bind`` / ``exchange.bind`` (and their ``unbind``, which is idempotent)."""
+        vhost = ch.vhost
+
+        def op(now: float) -> None:
+            if source == "" or (to_exchange and destination == ""):
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED, "operation not permitted on the default exchange"
+                )
+            exchange = vhost.exchanges.get(source)
+            binding = Binding(
+                source, destination, to_exchange, routing_key, Binding.freeze(arguments)
+            )
+            if unbind:
+                if to_exchange or destination not in vhost.queues:
+                    pass
+                else:
+                    self._check_access(vhost.queues[destination], ch.connection)
+                if exchange is not None and binding in exchange.bindings:
+                    exchange.bindings.discard(binding)
+                    self._maybe_auto_delete_exchange(vhost, exchange)
+                return
+            if exchange is None:
+                raise errors.no_exchange(source, vhost.name)
+            if to_exchange:
+                if destination not in vhost.exchanges:
+                    raise errors.no_exchange(destination, vhost.name)
+            else:
+                self._queue(ch, destination)
+            if exchange.type is ExchangeType.HEADERS and arguments and "x-match" in arguments:
+                mode = arguments["x-match"]
+                if mode not in X_MATCH_MODES:
+                    shown = mode.decode() if isinstance(mode, bytes) else mode
+                    raise errors.channel_error(
+                        errors.PRECONDITION_FAILED,
+                        f'Invalid x-match field value <<"{shown}">>; expected all, any, '
+                        "all-with-x, or any-with-x",
+                    )
+            exchange.bindings.add(binding)
+
+        self.run(ch, op)
+
+    # ------------------------------------------------------------------ routing
+    def _route(self, vhost: Vhost, exchange: MemoryExchange, message: Message) -> list[str]:
+        """The names of the queues ``message`` goes to (e2e bindings and alternates followed)."""
+        if exchange.name == "":
+            return [k for k in dict.fromkeys(message.routing_keys) if k in vhost.queues]
+        queues: dict[str, None] = {}
+        seen: set[str] = set()
+        todo = [exchange]
+        headers = message.properties.headers
+        while todo:
+            current = todo.pop(0)
+            if current.name in seen:
+                continue
+            seen.add(current.name)
+            matched = current.match(message.routing_keys, headers)
+            for binding in matched:
+                if binding.to_exchange:
+                    target = vhost.exchanges.get(binding.destination)
+                    if target is not None:
+                        todo.append(target)
+                elif binding.destination in vhost.queues:
+                    queues[binding.destination] = None
+            if not matched and current.alternate is not None:
+                alternate = vhost.exchanges.get(current.alternate)
+                if alternate is not None:
+                    todo.append(alternate)
+        return list(queues)
+
+    def publish(
+        self,
+        ch: MemoryChannel,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties | None = None,
+        *,
+        mandatory: bool = False,
+    ) -> int | None:
+        """``basic.publish``.
+
+        A mandatory message no queue takes is returned (``on_return``) before it is
+        confirmed. In confirm mode the confirm (ack, or nack if a ``reject-publish`` queue
+        refused it) follows on the channel's ``on_confirm``.
+
+        Returns:
+            The publish sequence number in confirm mode, else None.
+        """
+        props = properties or Properties()
+
+        def op(now: float) -> int | None:
+            vhost = ch.vhost
+            target = vhost.exchanges.get(exchange)
+            if target is None:
+                raise errors.no_exchange(exchange, vhost.name)
+            if target.internal:
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED,
+                    f"cannot publish to internal {describe('exchange', exchange, vhost.name)}",
+                )
+            final = props
+            if props.expiration is not None:
+                _check_expiration(props.expiration)
+            if props.reply_to == REPLY_TO:
+                if ch.reply_token is None:
+                    raise errors.channel_error(
+                        errors.PRECONDITION_FAILED, "fast reply consumer does not exist"
+                    )
+                final = props.replace(reply_to=f"{REPLY_TO}.{ch.reply_token}")
+            seq = ch.next_publish_seq()
+            message = Message(exchange, (routing_key, *header_routes(final.headers)), body, final)
+            routed = False
+            accepted = True
+            if exchange == "" and routing_key.startswith(REPLY_TO + "."):
+                consumer = self._reply_to.get(routing_key[len(REPLY_TO) + 1 :])
+                if consumer is not None:
+                    routed = True
+                    self._hand_over(consumer, None, Entry(message, None), now)
+            else:
+                names = self._route(vhost, target, message)
+                routed = bool(names)
+                for name in names:
+                    accepted = self._deliver(vhost, vhost.queues[name], message, now) and accepted
+            if mandatory and not routed:
+                returned = Returned(312, "NO_ROUTE", exchange, routing_key, body, final)
+                if ch.on_return is not None:
+                    callback = ch.on_return
+                    ch.connection.emit(lambda: callback(returned))
+            if seq is not None and ch.on_confirm is not None:
+                confirm = ch.on_confirm
+                ch.connection.emit(lambda: confirm(seq, accepted))
+            return seq
+
+        return self.run(ch, op)
+
+    def _deliver(self, vhost: Vhost, queue: MemoryQueue, message: Message, now: float) -> bool:
+        """Offer ``message`` to ``queue``; False if the queue refused it (``reject-publish``)."""
+        s = queue.settings
+        if s.overflow is not Overflow.DROP_HEAD and queue.would_overflow(message):
+            if s.overflow is Overflow.REJECT_PUBLISH_DLX:
+                self._dead_letter(vhost, queue, message, DeathReason.MAXLEN, now)
+            return False
+        entry = Entry(message, queue.expiry_for(message, now))
+        if queue.ready == 0:
+            consumer = pick_consumer(queue)
+            if consumer is not None:
+                self._hand_over(consumer, queue, entry, now)
+                return True
+        if s.message_ttl == 0 and s.dead_letter_exchange is None:
+            return True  # RabbitMQ drops at once what nobody takes from a TTL-0 queue
+        if queue.ready == 0:
+            queue.head_since = now
+        queue.enqueue(entry)
+        while s.overflow is Overflow.DROP_HEAD and queue.over_limit():
+            dropped = queue.pop()
+            queue.head_since = now
+            self._dead_letter(vhost, queue, dropped.message, DeathReason.MAXLEN, now)
+        self._dispatch(queue, now)
+        return True
+
+    def _dead_letter(
+        self, vhost: Vhost, queue: MemoryQueue, message: Message, reason: DeathReason, now: float
+    ) -> None:
+        exchange_name = queue.settings.dead_letter_exchange
+        if exchange_name is None:
+            return
+        exchange = vhost.exchanges.get(exchange_name)
+        if exchange is None:
+            return
+        letter = dead_letter(
+            message,
+            reason,
+            queue=queue.name,
+            exchange=exchange_name,
+            routing_key=queue.settings.dead_letter_routing_key,
+            now=now,
+        )
+        for name in without_cycles(reason, letter, self._route(vhost, exchange, letter)):
+            target = vhost.queues.get(name)
+            if target is not None:
+                self._deliver(vhost, target, letter, now)
+
+    # ------------------------------------------------------------------ consuming
+    def _dispatch(self, queue: MemoryQueue, now: float) -> None:
+        """Hand ready messages to consumers with room, round robin."""
+        while queue.ready and queue.consumers:
+            consumer = pick_consumer(queue)
+            if consumer is None:
+                return
+            entry = queue.pop()
+            queue.head_since = now
+            self._hand_over(consumer, queue, entry, now)
+
+    def _hand_over(
+        self, consumer: Consumer, queue: MemoryQueue | None, entry: Entry, now: float
+    ) -> None:
+        ch = consumer.channel
+        tag = ch.next_delivery_tag()
+        if not consumer.no_ack and queue is not None:
+            ch.unacked[tag] = Unacked(queue, entry, consumer)
+            consumer.unacked += 1
+        delivery = _delivery(consumer.tag, tag, entry, 0)
+        callback = consumer.on_message
+        ch.connection.emit(lambda: callback(delivery))
+
+    def consume(
+        self,
+        ch: MemoryChannel,
+        queue_name: str,
+        on_message: Callable[[Delivery], None],
+        *,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        consumer_tag: str = "",
+        on_cancel: Callable[[str], None] | None = None,
+    ) -> str:
+        """``basic.consume``; returns the consumer tag (``amq.ctag-...`` if none given)."""
+
+        def op(now: float) -> str:
+            tag = consumer_tag or _server_name("amq.ctag-")
+            if tag in ch.consumers:
+                raise errors.channel_error(
+                    errors.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'"
+                )
+            if queue_name == REPLY_TO:
+                if not no_ack:
+                    raise errors.channel_error(
+                        errors.PRECONDITION_FAILED, "reply consumer cannot acknowledge"
+                    )
+                consumer = Consumer(tag, ch, queue_name, True, exclusive, 0, on_message, on_cancel)
+                ch.reply_token = _server_name("")
+                self._reply_to[ch.reply_token] = consumer
+                ch.consumers[tag] = consumer
+                return tag
+            queue = self._queue(ch, queue_name)
+            if any(c.exclusive for c in queue.consumers) or (exclusive and queue.consumers):
+                raise errors.channel_error(
+                    errors.ACCESS_REFUSED,
+                    f"{describe('queue', queue_name, ch.vhost.name)} in exclusive use",
+                )
+            consumer = Consumer(
+                tag, ch, queue_name, no_ack, exclusive, ch.consumer_prefetch, on_message, on_cancel
+            )
+            ch.consumers[tag] = consumer
+            queue.consumers.append(consumer)
+            queue.had_consumer = True
+            queue.last_used = now
+            self._dispatch(queue, now)
+            return tag
+
+        return self.run(ch, op)
+
+    def cancel(self, ch: MemoryChannel, consumer_tag: str) -> None:
+        """``basic.cancel`` (an unknown tag is fine); an auto-delete queue may go with it."""
+        self.run(ch, lambda now: self._cancel(ch, consumer_tag, now))
+
+    def _cancel(self, ch: MemoryChannel, consumer_tag: str, now: float) -> None:
+        consumer = ch.consumers.pop(consumer_tag, None)
+        if consumer is None:
+            return
+        if consumer.queue == REPLY_TO:
+            if ch.reply_token is not None:
+                self._reply_to.pop(ch.reply_token, None)
+            return
+        queue = ch.vhost.queues.get(consumer.queue)
+        if queue is None or consumer not in queue.consumers:
+            return
+        queue.consumers.remove(consumer)
+        queue.last_used = now
+        if queue.auto_delete and not queue.consumers and queue.had_consumer:
+            self._delete_queue(ch.vhost, queue, now)
+        else:
+            self._dispatch(queue, now)
+
+    def get(self, ch: MemoryChannel, queue_name: str, *, no_ack: bool = False) -> Delivery | None:
+        """``basic.get``: the head of the queue, or None if it is empty."""
+
+        def op(now: float) -> Delivery | None:
+            queue = self._queue(ch, queue_name)
+            queue.last_used = now
+            if not queue.ready:
+                return None
+            entry = queue.pop()
+            queue.head_since = now
+            tag = ch.next_delivery_tag()
+            if not no_ack:
+                ch.unacked[tag] = Unacked(queue, entry, None)
+            return _delivery("", tag, entry, queue.ready)
+
+        return self.run(ch, op)
+
+    def settle(
+        self, ch: MemoryChannel, delivery_tag: int, *, multiple: bool, ack: bool, requeue: bool
+    ) -> None:
+        """``basic.ack`` / ``basic.nack`` / ``basic.reject``.
+
+        Raises:
+            PreconditionFailed: 406 ``unknown delivery tag N`` (the channel closes).
+        """
+
+        def op(now: float) -> None:
+            if multiple:
+                tags = [t for t in ch.unacked if delivery_tag == 0 or t <= delivery_tag]
+                if delivery_tag and delivery_tag not in ch.unacked and not tags:
+                    raise _unknown_tag(delivery_tag)
+            else:
+                if delivery_tag not in ch.unacked:
+                    raise _unknown_tag(delivery_tag)
+                tags = [delivery_tag]
+            self._settle(ch, tags, ack=ack, requeue=requeue, now=now)
+
+        self.run(ch, op)
+
+    def _settle(
+        self, ch: MemoryChannel, tags: list[int], *, ack: bool, requeue: bool, now: float
+    ) -> None:
+        touched: dict[int, MemoryQueue] = {}
+        for tag in tags:
+            item = ch.unacked.pop(tag)
+            if item.consumer is not None:
+                item.consumer.unacked -= 1
+            queue = item.queue
+            alive = ch.vhost.queues.get(queue.name) is queue
+            if ack or not alive:
+                pass
+            elif requeue:
+                head = queue.head()
+                if head is None or head.seq > item.entry.seq:
+                    queue.head_since = now
+                queue.requeue(item.entry)
+            else:
+                self._dead_letter(ch.vhost, queue, item.entry.message, DeathReason.REJECTED, now)
+            if alive:
+                touched[id(queue)] = queue
+        for consumer in list(ch.consumers.values()):
+            consumed = ch.vhost.queues.get(consumer.queue)
+            if consumed is not None:
+                touched[id(consumed)] = consumed
+        for queue in touched.values():
+            self._dispatch(queue, now)
+
+    def recover(self, ch: MemoryChannel) -> None:
+        """``basic.recover(requeue=True)``: requeue every unacked delivery of the channel."""
+        self.run(
+            ch, lambda now: self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=now)
+        )
+
+    def qos(self, ch: MemoryChannel, prefetch_count: int, *, global_: bool = False) -> None:
+        """``basic.qos``: per new consumer (RabbitMQ's ``global=false``) or per channel."""
+
+        def op(now: float) -> None:
+            if global_:
+                ch.global_prefetch = prefetch_count
+                for consumer in ch.consumers.values():
+                    queue = ch.vhost.queues.get(consumer.queue)
+                    if queue is not None:
+                        self._dispatch(queue, now)
+            else:
+                ch.consumer_prefetch = prefetch_count
+
+        self.run(ch, op)
+
+    # ------------------------------------------------------------------ closing
+    def close_channel(
+        self, ch: MemoryChannel, now: float | None = None, *, error: ChannelClosed | None = None
+    ) -> None:
+        """Close a channel: cancel its consumers, requeue its unacked deliveries."""
+        with self._lock:
+            if ch.closed:
+                return
+            at = self._clock() if now is None else now
+            for tag in list(ch.consumers):
+                self._cancel(ch, tag, at)
+            self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=at)
+            ch.mark_closed(error)
+
+    def close_connection(self, conn: MemoryConnection) -> None:
+        """Close every channel of ``conn`` and delete its exclusive queues."""
+        with self._lock:
+            now = self._clock()
+            for ch in list(conn.channels):
+                self.close_channel(ch, now)
+            vhost = conn.vhost
+            for queue in list(vhost.queues.values()):
+                if queue.owner is conn:
+                    self._delete_queue(vhost, queue, now)
+            self._connections.discard(conn)
+
+
+def _unknown_tag(tag: int) -> ChannelClosed:
+    return errors.channel_error(errors.PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+
+
+def _check_expiration(expiration: str) -> None:
+    text = expiration.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise errors.channel_error(
+            errors.PRECONDITION_FAILED, f"invalid expiration '{expiration}': no_integer"
+        ) from None
+    if value < 0:
+        raise errors.channel_error(
+            errors.PRECONDITION_FAILED,
+            f"invalid expiration '{expiration}': {{value_negative,{value}}}",
+        )
+
+
+def _delivery(consumer_tag: str, tag: int, entry: Entry, remaining: int) -> Delivery:
+    message = entry.message
+    props = message.properties
+    if props.headers and "BCC" in props.headers:
+        props = props.replace(headers={k: v for k, v in props.headers.items() if k != "BCC"})
+    return Delivery(
+        consumer_tag,
+        tag,
+        message.exchange,
+        message.routing_key,
+        entry.redelivered,
+        message.body,
+        props,
+        remaining,
+    )
+
+
+# ---------------------------------------------------------------------- named brokers
+
+_registry: dict[str, Broker] = {}
+_registry_lock = threading.Lock()
+
+
+def get_broker(name: str = "") -> Broker:
+    """The process-wide broker called ``name`` (``memory://NAME``), created on first use.
+
+    Args:
+        name: ``""`` for ``memory://``.
+
+    Returns:
+        The same broker for the same name, for the life of the process (or until
+        :func:`forget_broker`).
+    """
+    with _registry_lock:
+        broker = _registry.get(name)
+        if broker is None:
+            broker = _registry[name] = Broker(name=name)
+        return broker
+
+
+def forget_broker(name: str = "") -> None:
+    """Close and drop the named broker: the next :func:`get_broker` makes a fresh one."""
+    with _registry_lock:
+        broker = _registry.pop(name, None)
+    if broker is not None:
+        broker.close()

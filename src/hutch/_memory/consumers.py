@@ -1,0 +1,69 @@
+"""Consumers and who gets the next message (RabbitMQ's round robin with prefetch).
+
+A queue hands its head to the first consumer in its round-robin list that has room
+(unacknowledged deliveries below its prefetch, and below its channel's global prefetch if
+one is set), then moves that consumer to the end of the list. With
+``x-single-active-consumer`` only the oldest consumer receives messages; the next one takes
+over when it is cancelled. Everything here runs under the broker's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hutch._memory.message import Delivery
+
+if TYPE_CHECKING:
+    from hutch._memory.connection import MemoryChannel
+    from hutch._memory.queues import MemoryQueue
+
+__all__ = ["Consumer", "pick_consumer"]
+
+
+@dataclass(eq=False)
+class Consumer:
+    """A consumer of a queue on a channel.
+
+    Attributes:
+        tag: Its consumer tag, unique on the channel.
+        channel: The channel it consumes on.
+        queue: The queue's name.
+        no_ack: Deliveries need no acknowledgement (auto-ack).
+        exclusive: No other consumer may consume from the queue.
+        prefetch: Its limit of unacknowledged deliveries (0: none).
+        on_message: Called with each :class:`~hutch._memory.message.Delivery`.
+        on_cancel: Called with the tag if the broker cancels it (its queue is deleted).
+        unacked: Its unacknowledged deliveries now.
+    """
+
+    tag: str
+    channel: MemoryChannel
+    queue: str
+    no_ack: bool
+    exclusive: bool
+    prefetch: int
+    on_message: Callable[[Delivery], None]
+    on_cancel: Callable[[str], None] | None = None
+    unacked: int = 0
+
+    def has_room(self) -> bool:
+        """True if it may receive one more delivery now."""
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return self.channel.has_room()
+
+
+def pick_consumer(queue: MemoryQueue) -> Consumer | None:
+    """The consumer that gets the queue's next message, rotated to the end; or None."""
+    if queue.settings.single_active_consumer:
+        active = queue.consumers[:1]
+        return active[0] if active and active[0].has_room() else None
+    for index, consumer in enumerate(queue.consumers):
+        if consumer.has_room():
+            queue.consumers.append(queue.consumers.pop(index))
+            return consumer
+    return None

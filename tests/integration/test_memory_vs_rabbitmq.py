@@ -1,0 +1,338 @@
+"""The memory broker is proven against RabbitMQ: the same generated scenarios on both.
+
+Each test builds the same topology on the shared RabbitMQ (driven by raw pika) and on a
+private memory broker, sends the same messages, and compares what each queue holds. A
+disagreement is a bug in the memory broker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hutch._memory import Broker, MemoryChannel, Properties
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+@pytest.fixture(scope="module")
+def rabbit(amqp_url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    yield ch
+    conn.close()
+
+
+def _memory() -> tuple[Broker, MemoryChannel, list[float]]:
+    now = [1_700_000_000.0]
+    broker = Broker(clock=lambda: now[0])
+    ch = broker.connect(threaded=False).channel()
+    return broker, ch, now
+
+
+# ------------------------------------------------------------------------- routing
+
+_topic_word = st.sampled_from(["a", "b", "c", ""])
+_pattern_word = st.sampled_from(["a", "b", "", "*", "#"])
+_patterns = st.lists(st.lists(_pattern_word, max_size=4).map(".".join), min_size=1, max_size=6)
+_keys = st.lists(st.lists(_topic_word, max_size=4).map(".".join), min_size=1, max_size=8)
+
+_values = st.sampled_from([1, 2, 2**40, "1", "x", b"1", True, False, None, 0])
+_binding_args = st.fixed_dictionaries(
+    {"x-match": st.sampled_from(["all", "any", "all-with-x", "any-with-x"])},
+    optional={k: _values for k in ("a", "b", "x-c")},
+)
+_message_headers = st.fixed_dictionaries(
+    {}, optional={k: _values for k in ("a", "b", "x-c", "x-match", "d")}
+)
+
+
+def _route_both(
+    rabbit: Any,
+    kind: str,
+    bindings: list[tuple[str, dict[str, Any] | None]],
+    messages: list[tuple[str, dict[str, Any] | None]],
+) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """Bind one queue per binding, publish each message; return {(queue, message)} twice."""
+    tag = uuid.uuid4().hex[:8]
+    exchange = f"cmp-{kind}-{tag}"
+    queues = [f"cmp-{tag}-{i}" for i in range(len(bindings))]
+    broker, mem, _ = _memory()
+    rabbit.exchange_declare(exchange, kind, auto_delete=True)
+    mem.exchange_declare(exchange, kind, auto_delete=True)
+    for q, (key, args) in zip(queues, bindings):
+        rabbit.queue_declare(q, auto_delete=True)
+        rabbit.queue_bind(q, exchange, key, arguments=args)
+        mem.queue_declare(q, auto_delete=True)
+        mem.queue_bind(q, exchange, key, args)
+    for i, (key, headers) in enumerate(messages):
+        rabbit.basic_publish(exchange, key, str(i).encode(), pika.BasicProperties(headers=headers))
+        mem.basic_publish(exchange, key, str(i).encode(), Properties(headers=headers))
+    got_rabbit, got_memory = set(), set()
+    for qi, q in enumerate(queues):
+        while True:
+            method, _, body = rabbit.basic_get(q, auto_ack=True)
+            if method is None:
+                break
+            got_rabbit.add((qi, int(body)))
+        while (d := mem.basic_get(q, no_ack=True)) is not None:
+            got_memory.add((qi, int(d.body)))
+        rabbit.queue_delete(q)
+    rabbit.exchange_delete(exchange)
+    broker.close()
+    return got_rabbit, got_memory
+
+
+@_settings(150)
+@given(patterns=_patterns, keys=_keys)
+def test_topic_routing_matches_rabbitmq(rabbit: Any, patterns: list[str], keys: list[str]) -> None:
+    got_rabbit, got_memory = _route_both(
+        rabbit, "topic", [(p, None) for p in patterns], [(k, None) for k in keys]
+    )
+    assert got_memory == got_rabbit, (patterns, keys)
+
+
+@_settings(150)
+@given(
+    bindings=st.lists(_binding_args, min_size=1, max_size=5),
+    headers=st.lists(_message_headers, min_size=1, max_size=6),
+)
+def test_headers_routing_matches_rabbitmq(
+    rabbit: Any, bindings: list[dict[str, Any]], headers: list[dict[str, Any]]
+) -> None:
+    got_rabbit, got_memory = _route_both(
+        rabbit, "headers", [("", b) for b in bindings], [("", h or None) for h in headers]
+    )
+    assert got_memory == got_rabbit, (bindings, headers)
+
+
+# ------------------------------------------------------------------------- TTL, max-length, DLX
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    ttl: int | None
+    max_length: int | None
+    max_bytes: int | None
+    overflow: str | None
+    dlx: str | None  # None, "" (default exchange) or "fanout" (the scenario's fanout)
+    dlrk: int | None  # index of the target queue (len(queues) = the terminal queue)
+    rejects: int  # the first N gets of this queue are nacked
+    requeue: bool  # ... with requeue=True (else dead-lettered)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    queues: tuple[QueueSpec, ...]
+    messages: tuple[tuple[int, str | None, int], ...]  # (queue, expiration, body length)
+
+
+_queue_spec = st.builds(
+    QueueSpec,
+    ttl=st.sampled_from([None, None, 0, 330]),
+    max_length=st.sampled_from([None, None, 0, 1, 2]),
+    max_bytes=st.sampled_from([None, None, None, 4, 9]),
+    overflow=st.sampled_from([None, "drop-head", "reject-publish", "reject-publish-dlx"]),
+    dlx=st.sampled_from([None, "", "", "fanout"]),
+    dlrk=st.one_of(st.none(), st.integers(0, 3)),
+    rejects=st.integers(0, 2),
+    requeue=st.booleans(),
+)
+
+
+@st.composite
+def _scenario(draw: st.DrawFn) -> Scenario:
+    queues = tuple(draw(st.lists(_queue_spec, min_size=1, max_size=3)))
+    messages = tuple(
+        draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, len(queues) - 1),
+                    st.sampled_from([None, None, "0", "100", "700"]),
+                    st.integers(1, 5),
+                ),
+                min_size=1,
+                max_size=6,
+            )
+        )
+    )
+    return Scenario(queues, messages)
+
+
+def _names(tag: str, n: int) -> list[str]:
+    return [f"ttl-{tag}-{i}" for i in range(n)] + [f"ttl-{tag}-dead"]
+
+
+def _declare(ch: Any, memory: bool, tag: str, sc: Scenario) -> None:
+    names = _names(tag, len(sc.queues))
+    fanout = f"ttl-{tag}-fanout"
+    if memory:
+        ch.exchange_declare(fanout, "fanout", auto_delete=False)
+    else:
+        ch.exchange_declare(fanout, "fanout")
+    for i, spec in enumerate(sc.queues):
+        args: dict[str, Any] = {}
+        if spec.ttl is not None:
+            args["x-message-ttl"] = spec.ttl
+        if spec.max_length is not None:
+            args["x-max-length"] = spec.max_length
+        if spec.max_bytes is not None:
+            args["x-max-length-bytes"] = spec.max_bytes
+        if spec.overflow is not None:
+            args["x-overflow"] = spec.overflow
+        if spec.dlx is not None:
+            args["x-dead-letter-exchange"] = fanout if spec.dlx == "fanout" else ""
+            if spec.dlrk is not None:
+                args["x-dead-letter-routing-key"] = names[min(spec.dlrk, len(sc.queues))]
+        if memory:
+            ch.queue_declare(names[i], arguments=args)
+        else:
+            ch.queue_declare(names[i], arguments=args)
+    ch.queue_declare(names[-1])
+    ch.queue_bind(names[-1], fanout, "")
+
+
+def _summary(
+    queue: int, body: bytes, redelivered: bool, exchange: str, key: str, headers: Any
+) -> Any:
+    headers = headers or {}
+    deaths = [
+        (
+            d["count"],
+            d["reason"],
+            d["queue"],
+            d["exchange"],
+            tuple(d["routing-keys"]),
+            d.get("original-expiration"),
+        )
+        for d in headers.get("x-death", [])
+    ]
+    first = tuple(headers.get(f"x-first-death-{k}") for k in ("reason", "queue", "exchange"))
+    return (queue, body, redelivered, exchange, key, tuple(deaths), first)
+
+
+def _drain_rabbit(ch: Any, tag: str, sc: Scenario) -> list[Any]:
+    names = _names(tag, len(sc.queues))
+    budget = [q.rejects for q in sc.queues] + [0]
+    requeue = [q.requeue for q in sc.queues] + [False]
+    out = []
+    for _ in range(30):
+        got = False
+        for qi, name in enumerate(names):
+            while True:
+                method, props, body = ch.basic_get(name, auto_ack=False)
+                if method is None:
+                    break
+                got = True
+                out.append(
+                    _summary(
+                        qi,
+                        body,
+                        method.redelivered,
+                        method.exchange,
+                        method.routing_key,
+                        props.headers,
+                    )
+                )
+                if budget[qi]:
+                    budget[qi] -= 1
+                    ch.basic_nack(method.delivery_tag, requeue=requeue[qi])
+                else:
+                    ch.basic_ack(method.delivery_tag)
+        if not got:
+            break
+    return out
+
+
+def _drain_memory(ch: MemoryChannel, tag: str, sc: Scenario) -> list[Any]:
+    names = _names(tag, len(sc.queues))
+    budget = [q.rejects for q in sc.queues] + [0]
+    requeue = [q.requeue for q in sc.queues] + [False]
+    out = []
+    for _ in range(30):
+        got = False
+        for qi, name in enumerate(names):
+            while (d := ch.basic_get(name)) is not None:
+                got = True
+                out.append(
+                    _summary(
+                        qi, d.body, d.redelivered, d.exchange, d.routing_key, d.properties.headers
+                    )
+                )
+                if budget[qi]:
+                    budget[qi] -= 1
+                    ch.basic_nack(d.delivery_tag, requeue=requeue[qi])
+                else:
+                    ch.basic_ack(d.delivery_tag)
+        if not got:
+            break
+    return out
+
+
+SCENARIOS_PER_EXAMPLE = 10
+compared: dict[str, int] = {"ttl": 0}
+
+
+@_settings(25)
+@given(
+    scenarios=st.lists(_scenario(), min_size=SCENARIOS_PER_EXAMPLE, max_size=SCENARIOS_PER_EXAMPLE)
+)
+def test_ttl_maxlen_dead_lettering_match_rabbitmq(rabbit: Any, scenarios: list[Scenario]) -> None:
+    tags = [uuid.uuid4().hex[:8] for _ in scenarios]
+    broker, mem, now = _memory()
+    confirms: list[bool] = []
+    mem.confirm_select(lambda seq, ok: confirms.append(ok))
+    for tag, sc in zip(tags, scenarios):
+        _declare(rabbit, False, tag, sc)
+        _declare(mem, True, tag, sc)
+    start = time.time()
+    rabbit_acks: list[bool] = []
+    for tag, sc in zip(tags, scenarios):
+        names = _names(tag, len(sc.queues))
+        for n, (qi, expiration, length) in enumerate(sc.messages):
+            body = (str(n) * length).encode()
+            at = time.time()
+            try:
+                rabbit.basic_publish(
+                    "", names[qi], body, pika.BasicProperties(expiration=expiration)
+                )
+                rabbit_acks.append(True)
+            except pika.exceptions.NackError:
+                rabbit_acks.append(False)
+            now[0] = 1_700_000_000.0 + (at - start)
+            mem.basic_publish("", names[qi], body, Properties(expiration=expiration))
+            time.sleep(0.004)
+    mem.connection.run_pending()
+    time.sleep(max(0.0, start + 1.5 - time.time()))
+    now[0] = 1_700_000_000.0 + 1.5
+    try:
+        for tag, sc in zip(tags, scenarios):
+            got_rabbit = _drain_rabbit(rabbit, tag, sc)
+            got_memory = _drain_memory(mem, tag, sc)
+            assert got_memory == got_rabbit, sc
+        assert confirms == rabbit_acks
+        compared["ttl"] += len(scenarios)
+    finally:
+        for tag, sc in zip(tags, scenarios):
+            for name in _names(tag, len(sc.queues)):
+                rabbit.queue_delete(name)
+            rabbit.exchange_delete(f"ttl-{tag}-fanout")
+        broker.close()
