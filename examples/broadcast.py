@@ -43,7 +43,7 @@ RELEASES = [
 SUBSCRIBERS = ["dashboard", "deployer", "auditor"]
 
 
-def main(url: str) -> None:
+def main(url: str | None) -> None:
     prefix = os.environ.get("HUTCH_EXAMPLE_PREFIX", "")
     # not durable, as the seed declared it: both programs can share the exchange
     versions = hutch.Exchange(prefix + "ff.version.b", type="fanout", durable=False)
@@ -86,8 +86,4 @@ def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(
-        sys.argv[1]
-        if len(sys.argv) > 1
-        else os.environ.get("HUTCH_URL", "amqp://guest:guest@localhost:5672/")
-    )
+    main(sys.argv[1] if len(sys.argv) > 1 else None)  # None: $HUTCH_URL

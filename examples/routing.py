@@ -86,7 +86,7 @@ def headers(conn: hutch.Connection, prefix: str) -> None:
     receive(subscribers)
 
 
-def main(url: str) -> None:
+def main(url: str | None) -> None:
     prefix = os.environ.get("HUTCH_EXAMPLE_PREFIX", "")
     with hutch.connect(url) as conn:
         direct(conn, prefix)
@@ -95,8 +95,4 @@ def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(
-        sys.argv[1]
-        if len(sys.argv) > 1
-        else os.environ.get("HUTCH_URL", "amqp://guest:guest@localhost:5672/")
-    )
+    main(sys.argv[1] if len(sys.argv) > 1 else None)  # None: $HUTCH_URL

@@ -14,7 +14,6 @@ the interface's types, and every way a call can fail is an exception: the proced
 from __future__ import annotations
 
 import argparse
-import os
 import uuid
 
 import hutch
@@ -25,7 +24,9 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Call the calculator over RabbitMQ.")
-    parser.add_argument("url", nargs="?", default=os.environ.get("HUTCH_URL", DEFAULT_URL))
+    parser.add_argument(
+        "url", nargs="?", help="broker URL (default: $HUTCH_URL, else " + DEFAULT_URL + ")"
+    )
     parser.add_argument("--queue", default="rpc_queue")
     args = parser.parse_args()
 

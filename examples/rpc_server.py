@@ -16,7 +16,6 @@ The URL may also come from ``$HUTCH_URL``. Then run ``examples/rpc_client.py``, 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import threading
 
@@ -63,7 +62,9 @@ def fib(n: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the calculator over RabbitMQ.")
-    parser.add_argument("url", nargs="?", default=os.environ.get("HUTCH_URL", DEFAULT_URL))
+    parser.add_argument(
+        "url", nargs="?", help="broker URL (default: $HUTCH_URL, else " + DEFAULT_URL + ")"
+    )
     parser.add_argument("--queue", default="rpc_queue")
     parser.add_argument("--serve-for", type=float, help="stop after this many seconds")
     args = parser.parse_args()

@@ -17,7 +17,6 @@ hosts against the same broker, e.g. ``hutch worker myapp.tasks:work --queue task
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 import uuid
@@ -38,7 +37,9 @@ class Task(BaseModel):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url", nargs="?", default=os.environ.get("HUTCH_URL", DEFAULT_URL))
+    parser.add_argument(
+        "url", nargs="?", help="broker URL (default: $HUTCH_URL, else " + DEFAULT_URL + ")"
+    )
     parser.add_argument("--queue", default="task_queue")
     parser.add_argument("--tasks", type=int, default=40)
     args = parser.parse_args(argv)

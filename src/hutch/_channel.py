@@ -31,6 +31,7 @@ from hutch._exceptions import (
     ConnectionLost,
     HutchError,
     Nacked,
+    NotFound,
     PublishError,
     Unroutable,
 )
@@ -895,6 +896,30 @@ class Channel:
             return int(ok.method.message_count)
 
         return self._call(run, timeout)  # type: ignore[no-any-return]
+
+    def exists(self, kind: str, name: str, timeout: float | None = 30.0) -> bool:
+        """Whether an exchange or a queue exists (a passive declare; used by tools).
+
+        A miss closes the pika channel (404); the next operation opens another one.
+
+        Args:
+            kind: ``"exchange"`` or ``"queue"``.
+            name: Its name.
+            timeout: Seconds to wait for the broker.
+        """
+        if kind not in ("exchange", "queue"):
+            raise ValueError(f"kind must be 'exchange' or 'queue', not {kind!r}")
+
+        def op(ch: BlockingChannel) -> Any:
+            if kind == "exchange":
+                return ch.exchange_declare(name, passive=True)
+            return ch.queue_declare(name, passive=True)
+
+        try:
+            self._call(lambda: self._run_sync(op, f"{kind} {name!r}"), timeout)
+        except NotFound:
+            return False
+        return True
 
     def delete_queue(self, queue: str, timeout: float | None = 30.0) -> None:
         """Delete a queue (used by tests and tools)."""

@@ -1347,10 +1347,13 @@ class Connection(Resource):
 
     Args:
         url: ``amqp://user:pass@host:port/vhost`` (``amqps://`` for TLS), or a list of URLs of
-            cluster nodes to fail over between. Defaults to ``amqp://guest:guest@localhost/``.
-        settings: Ready-made settings instead of a URL.
+            cluster nodes to fail over between. Defaults to the ``HUTCH_URL`` environment
+            variable, else ``amqp://guest:guest@localhost:5672/``.
+        settings: Ready-made settings instead of a URL (the environment is not read).
         **options: Any :class:`~hutch.ConnectionSettings` field, overriding the URL's
-            (``heartbeat``, ``connection_name``, ``tls``, ``recovery``...).
+            (``heartbeat``, ``connection_name``, ``tls``, ``recovery``...). Fields neither
+            given nor in the URL come from ``HUTCH_<FIELD>`` variables (``HUTCH_HEARTBEAT``,
+            ``HUTCH_VHOST``...; see :meth:`~hutch.ConnectionSettings.from_environment`).
 
     Raises:
         ValueError: A malformed URL or an invalid option.
@@ -1373,9 +1376,7 @@ class Connection(Resource):
                 raise TypeError("pass either settings or a URL with options, not both")
             self.settings = settings
         else:
-            self.settings = ConnectionSettings.from_url(
-                url if url is not None else "amqp://guest:guest@localhost:5672/", **options
-            )
+            self.settings = ConnectionSettings.from_environment(url, **options)
         self.name = self.settings.connection_name or f"hutch-{next(_names)}"
         self._io = IoLoop(self.settings, self.name)
 
@@ -1471,8 +1472,12 @@ class Connection(Resource):
 def connect(url: str | Sequence[str] | None = None, **options: Any) -> Connection:
     """Open a connection: ``Connection(url, **options).open()``.
 
+    Settings come from, in this order: ``options``, the URL, ``HUTCH_*`` environment
+    variables, the defaults (see :meth:`~hutch.ConnectionSettings.from_environment`).
+
     Args:
-        url: An ``amqp://`` or ``amqps://`` URL, or several for a cluster.
+        url: An ``amqp://`` or ``amqps://`` URL, or several for a cluster; by default the
+            ``HUTCH_URL`` environment variable, else ``amqp://guest:guest@localhost:5672/``.
         **options: Settings overriding the URL's (see :class:`~hutch.ConnectionSettings`).
 
     Returns:
@@ -1490,11 +1495,12 @@ def connect(url: str | Sequence[str] | None = None, **options: Any) -> Connectio
     return Connection(url, **options).open(timeout)
 
 
-def resolve_connection(connection: Connection | str) -> tuple[Connection, bool]:
+def resolve_connection(connection: Connection | str | None) -> tuple[Connection, bool]:
     """Accept a connection or a URL; return the connection and whether we own it.
 
     Args:
-        connection: A :class:`Connection` (shared, not closed by the caller's close) or a URL.
+        connection: A :class:`Connection` (shared, not closed by the caller's close), a URL,
+            or None for ``HUTCH_URL`` (see :meth:`~hutch.ConnectionSettings.from_environment`).
 
     Returns:
         The connection and True if it was created here (then it is opened lazily by the owner).
@@ -1504,7 +1510,7 @@ def resolve_connection(connection: Connection | str) -> tuple[Connection, bool]:
     """
     if isinstance(connection, Connection):
         return connection, False
-    if isinstance(connection, str):
+    if connection is None or isinstance(connection, str):
         return Connection(connection), True
     raise TypeError(
         f"expected a hutch.Connection or an amqp:// URL, got {type(connection).__name__}"

@@ -7,8 +7,10 @@ nested one, e.g. ``"myapp.tasks:Resizer.run"``). This module parses such a spec,
 module and walks the attributes, so a mistake gets the same message wherever it is made.
 
 A malformed spec, a module that cannot be imported and a missing attribute are
-:class:`ValueError`; a spec that is not a string is a :class:`TypeError`. An exception other
-than :class:`ImportError` raised by the module's own top-level code is passed on unchanged.
+:class:`ValueError`; a spec that is not a string is a :class:`TypeError`. A module that
+exists but whose own ``import`` fails is a :class:`ValueError` naming the failing line (not
+the working directory). An exception other than :class:`ImportError` raised by the module's
+own top-level code is passed on unchanged.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["load_callable", "load_instance", "load_object", "parse_spec"]
+__all__ = ["failing_line", "load_callable", "load_instance", "load_object", "parse_spec"]
 
 T = TypeVar("T")
 
@@ -62,6 +65,24 @@ def parse_spec(spec: object, *, form: str, example: str) -> tuple[str, list[str]
             "(the module's import path, a colon, then the name inside the module)"
         )
     return module_name, [part.strip() for part in parts]
+
+
+def failing_line(exc: BaseException) -> str:
+    """Where user code raised ``exc``: `` at path:line: source``, or "" if unknown.
+
+    The innermost frame outside the import machinery is the line that raised (for an
+    ImportError, the ``import`` statement that failed).
+    """
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<") and "importlib" not in f.filename
+    ]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    source = f": {frame.line.strip()}" if frame.line else ""
+    return f" at {frame.filename}:{frame.lineno}{source}"
 
 
 def _add_cwd_to_path() -> None:
@@ -110,15 +131,18 @@ def load_object(
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
         missing = getattr(exc, "name", None) or ""
+        detail = str(exc).strip() or type(exc).__name__
         if isinstance(exc, ModuleNotFoundError) and (
             module_name == missing or module_name.startswith(missing + ".")
         ):
-            detail = f"no module named {missing!r}"
-        else:
-            detail = str(exc).strip() or type(exc).__name__
+            raise ValueError(
+                f"cannot import module {module_name!r} of {what} {spec!r}: no module named "
+                f"{missing!r} (is the package installed, or the working directory on sys.path?)"
+            ) from exc
+        # the module was found; an import in its own code failed: show that line
         raise ValueError(
-            f"cannot import module {module_name!r} of {what} {spec!r}: {detail} "
-            "(is the package installed, or the working directory on sys.path?)"
+            f"importing module {module_name!r} of {what} {spec!r} failed"
+            f"{failing_line(exc)}: {type(exc).__name__}: {detail}"
         ) from exc
     for index, part in enumerate(attrs):
         try:

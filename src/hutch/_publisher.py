@@ -130,7 +130,7 @@ class Publisher(Resource, Generic[T]):
 
     Args:
         connection: A :class:`~hutch.Connection` (shared) or a URL (owned: opened and closed
-            with the publisher).
+            with the publisher); None (the default) is ``HUTCH_URL``'s broker.
         exchange: Target exchange: an :class:`~hutch.Exchange` to declare, or a name;
             ``""`` (the default exchange) routes by queue name.
         routing_key: Default routing key.
@@ -155,7 +155,7 @@ class Publisher(Resource, Generic[T]):
     @overload
     def __init__(
         self: Publisher[object],
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         exchange: Exchange | str = "",
         routing_key: str = "",
@@ -171,7 +171,7 @@ class Publisher(Resource, Generic[T]):
     @overload
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         exchange: Exchange | str = "",
         routing_key: str = "",
@@ -186,7 +186,7 @@ class Publisher(Resource, Generic[T]):
 
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         exchange: Exchange | str = "",
         routing_key: str = "",

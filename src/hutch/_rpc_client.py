@@ -102,7 +102,8 @@ class RpcClient(Resource):
     (direct reply-to has no acks) or acked on arrival (exclusive reply queue).
 
     Args:
-        connection: A :class:`~hutch.Connection` (shared) or a URL (owned).
+        connection: A :class:`~hutch.Connection` (shared) or a URL (owned); None (the
+            default) is ``HUTCH_URL``'s broker.
         queue: The server's request queue.
         timeout: Default seconds to wait for a reply.
         reply_queue: ``"direct"`` (direct reply-to) or ``"exclusive"`` (a reply queue of
@@ -123,7 +124,7 @@ class RpcClient(Resource):
 
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str = "rpc_queue",
         timeout: float = 10.0,

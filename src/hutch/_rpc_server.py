@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["RpcServer"]
 
 log = logging.getLogger("hutch")
+#: One INFO line per call answered (``hutch serve -v`` shows them).
+call_log = logging.getLogger("hutch.call")
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -82,7 +84,7 @@ class RpcServer(Resource):
 
     Args:
         connection: A :class:`~hutch.Connection` (shared) or a URL (owned: opened and
-            closed with the server).
+            closed with the server); None (the default) is ``HUTCH_URL``'s broker.
         queue: The request queue: a name or a :class:`~hutch.Queue` to declare.
         concurrency: Number of worker threads running handlers.
         prefetch: Requests the broker may send ahead; at least ``concurrency``. Default
@@ -107,7 +109,7 @@ class RpcServer(Resource):
 
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue = "rpc_queue",
         concurrency: int = 4,
@@ -594,6 +596,14 @@ class RpcServer(Resource):
                 f"the reply of {len(body)} bytes exceeds max_message_size={limit} bytes",
             )
             content_type = JSON
+        # one line per call (``hutch serve -v`` shows them)
+        call_log.info(
+            "call %s on %r: %s in %.3f s",
+            name if isinstance(name, str) else "(default)",
+            self.queue.name,
+            "ok" if status == STATUS_OK else "error",
+            time.monotonic() - received,
+        )
         with self._counter_lock:  # counted before the caller can see the reply
             self.handled += 1
             if status == STATUS_ERROR:

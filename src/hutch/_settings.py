@@ -11,10 +11,33 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Address", "ConnectionSettings", "RecoveryPolicy", "TlsOptions"]
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_PREFIX",
+    "URL_ENV",
+    "Address",
+    "ConnectionSettings",
+    "RecoveryPolicy",
+    "TlsOptions",
+]
 
+#: The broker URL used when none is given and ``HUTCH_URL`` is not set.
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+#: Settings are read from environment variables named ``HUTCH_<FIELD>``.
+ENV_PREFIX = "HUTCH_"
+#: The environment variable holding the broker URL.
+URL_ENV = "HUTCH_URL"
 DEFAULT_PORT = 5672
 DEFAULT_TLS_PORT = 5671
 #: RabbitMQ 3.13+ limits a message to 16 MiB by default (``max_message_size``).
@@ -199,25 +222,71 @@ class ConnectionSettings(_Frozen):
             >>> ConnectionSettings.from_url("amqp://u:p@h1,h2:5673/prod?heartbeat=10").addresses
             (Address(host='h1', port=5672), Address(host='h2', port=5673))
         """
-        urls = [url] if isinstance(url, str) else list(url)
-        if not urls or not all(isinstance(u, str) for u in urls):
-            raise TypeError("url must be an amqp:// URL string or a non-empty list of them")
-        parsed = [_parse_url(u) for u in urls]
-        first = parsed[0]
-        addresses: list[Address] = []
-        for p in parsed:
-            if p["tls"] != first["tls"]:
-                raise ValueError("mixing amqp:// and amqps:// URLs in one connection")
-            addresses.extend(p["addresses"])
-        fields: dict[str, Any] = {k: v for k, v in first.items() if k not in {"addresses", "tls"}}
-        fields["addresses"] = tuple(addresses)
-        if first["tls"]:
-            fields["tls"] = TlsOptions(**first["tls_options"])
-        fields.pop("tls_options", None)
+        fields = _url_fields(url)
         if "tls" in overrides and isinstance(overrides["tls"], Mapping):
             overrides["tls"] = TlsOptions(**overrides["tls"])
         fields.update(overrides)
         return cls(**fields)
+
+    @classmethod
+    def from_environment(
+        cls, url: str | Sequence[str] | None = None, **overrides: Any
+    ) -> ConnectionSettings:
+        """Settings from an explicit URL and options, the ``HUTCH_*`` variables and defaults.
+
+        This is what :class:`~hutch.Connection` and :func:`~hutch.connect` use. Each setting
+        comes from the first of: an explicit option (``overrides``), the URL (``url``, else
+        the ``HUTCH_URL`` variable, else ``amqp://guest:guest@localhost:5672/``), the
+        environment variable ``HUTCH_<FIELD>`` (``HUTCH_HEARTBEAT``, ``HUTCH_USERNAME``,
+        ``HUTCH_PASSWORD``, ``HUTCH_VHOST``, ``HUTCH_CONNECTION_NAME``,
+        ``HUTCH_CONNECT_TIMEOUT``, ``HUTCH_BLOCKED_CONNECTION_TIMEOUT``,
+        ``HUTCH_PUBLISH_BLOCKED_TIMEOUT``, ``HUTCH_MAX_MESSAGE_SIZE``), the default. A URL
+        sets only what it spells out: ``amqp://rabbit/`` leaves the user, password and
+        vhost to the environment.
+
+        Args:
+            url: The broker URL(s); None reads ``HUTCH_URL``.
+            **overrides: Settings that take precedence over the URL and the environment.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ValueError: A malformed URL, or an invalid option or variable (the error names
+                the variable, never its value).
+            TypeError: ``url`` is neither a string nor a sequence of strings.
+
+        Example:
+            >>> import os
+            >>> os.environ["HUTCH_URL"] = "amqp://rabbit:5673/"
+            >>> ConnectionSettings.from_environment(heartbeat=5).addresses
+            (Address(host='rabbit', port=5673),)
+            >>> del os.environ["HUTCH_URL"]
+        """
+        env = _environment()
+        if url is None:
+            url = env.pop("url", None) or DEFAULT_URL
+        else:
+            env.pop("url", None)
+        fields = {**env, **_url_fields(url)}
+        if "tls" in overrides and isinstance(overrides["tls"], Mapping):
+            overrides["tls"] = TlsOptions(**overrides["tls"])
+        fields.update(overrides)
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            from_env = sorted(
+                {str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["loc"][0] in env}
+                - set(overrides)
+            )
+            if not from_env:
+                raise
+            problems = "; ".join(
+                f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}"
+                for e in exc.errors()
+                if e["loc"] and str(e["loc"][0]) in from_env
+            )
+            raise ValueError(f"invalid environment variable: {problems}") from None
 
     def url_for(self, address: Address) -> str:
         """Return a URL for ``address`` with the password masked, for logs and reprs.
@@ -243,6 +312,61 @@ class ConnectionSettings(_Frozen):
         )
 
     __str__ = __repr__
+
+
+class _Environment(BaseSettings):
+    """The ``HUTCH_*`` variables (read by pydantic-settings; validated by ConnectionSettings).
+
+    Values stay text here: :class:`ConnectionSettings` converts and checks them, so a
+    variable obeys exactly the rules an argument does. Other ``HUTCH_*`` names (the test
+    plugin's, an application's) are ignored.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True, frozen=True
+    )
+
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    vhost: str | None = None
+    heartbeat: str | None = None
+    connection_name: str | None = None
+    connect_timeout: str | None = None
+    blocked_connection_timeout: str | None = None
+    publish_blocked_timeout: str | None = None
+    max_message_size: str | None = None
+
+
+def _environment() -> dict[str, Any]:
+    """The ``HUTCH_*`` settings that are set (an empty variable counts as unset)."""
+    env = _Environment()
+    return {
+        name: value
+        for name in _Environment.model_fields
+        if (value := getattr(env, name)) is not None
+        and (value.get_secret_value() if isinstance(value, SecretStr) else value) != ""
+    }
+
+
+def _url_fields(url: str | Sequence[str]) -> dict[str, Any]:
+    """The settings one URL (or a cluster's URLs) spells out, by field name."""
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls or not all(isinstance(u, str) for u in urls):
+        raise TypeError("url must be an amqp:// URL string or a non-empty list of them")
+    parsed = [_parse_url(u) for u in urls]
+    first = parsed[0]
+    addresses: list[Address] = []
+    for p in parsed:
+        if p["tls"] != first["tls"]:
+            raise ValueError("mixing amqp:// and amqps:// URLs in one connection")
+        addresses.extend(p["addresses"])
+    fields: dict[str, Any] = {k: v for k, v in first.items() if k not in {"addresses", "tls"}}
+    fields["addresses"] = tuple(addresses)
+    if first["tls"]:
+        fields["tls"] = TlsOptions(**first["tls_options"])
+    fields.pop("tls_options", None)
+    return fields
 
 
 _QUERY_FLOATS = {"connect_timeout", "blocked_connection_timeout", "publish_blocked_timeout"}
@@ -302,7 +426,8 @@ def _parse_url(url: str) -> dict[str, Any]:
         addresses.append(Address(host="localhost", port=default_port))
     out["addresses"] = addresses
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    out["vhost"] = unquote(path) if path else "/"
+    if path:  # an empty path is the default vhost "/", or HUTCH_VHOST's
+        out["vhost"] = unquote(path)
     for key, values in parse_qs(parts.query, keep_blank_values=True).items():
         value = values[-1]
         if key in _QUERY_INTS:

@@ -119,7 +119,8 @@ class Subscriber(Resource, Generic[T]):
     ``x-hutch-error`` headers and then acked; the loop keeps going.
 
     Args:
-        connection: A :class:`~hutch.Connection` or a URL (owned).
+        connection: A :class:`~hutch.Connection` or a URL (owned); None (the default) is
+            ``HUTCH_URL``'s broker.
         exchange: One exchange or several (objects are declared; names must exist).
         routing_keys: Binding keys (exact for direct, patterns with ``*``/``#`` for topic).
             For fanout exchanges the key is ignored.
@@ -153,7 +154,7 @@ class Subscriber(Resource, Generic[T]):
     @overload
     def __init__(
         self: Subscriber[object],
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         exchange: Exchange | str | Sequence[Exchange | str] = (),
         routing_keys: str | Iterable[str] = ("",),
@@ -171,7 +172,7 @@ class Subscriber(Resource, Generic[T]):
     @overload
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         exchange: Exchange | str | Sequence[Exchange | str] = (),
         routing_keys: str | Iterable[str] = ("",),
@@ -188,7 +189,7 @@ class Subscriber(Resource, Generic[T]):
 
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         exchange: Exchange | str | Sequence[Exchange | str] = (),
         routing_keys: str | Iterable[str] = ("",),

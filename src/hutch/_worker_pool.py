@@ -85,6 +85,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("hutch")
+#: One INFO line per task handled (``hutch worker -v`` shows them).
+task_log = logging.getLogger("hutch.task")
 
 T = TypeVar("T")
 
@@ -586,7 +588,8 @@ class WorkerPool(Generic[T]):
 
     Args:
         connection: A :class:`~hutch.Connection` (shared, left open) or a URL (owned:
-            opened by :meth:`start`, closed by :meth:`stop`).
+            opened by :meth:`start`, closed by :meth:`stop`); None (the default) is
+            ``HUTCH_URL``'s broker.
         queue: The work queue: a name (declared as a durable queue) or a
             :class:`~hutch.Queue`.
         handler: ``handler(body)`` or ``handler(body, message)``; or a
@@ -616,7 +619,7 @@ class WorkerPool(Generic[T]):
     @overload
     def __init__(
         self: WorkerPool[object],
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue,
         handler: Handler[object] | str,
@@ -634,7 +637,7 @@ class WorkerPool(Generic[T]):
     @overload
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue,
         handler: Handler[T] | str,
@@ -651,7 +654,7 @@ class WorkerPool(Generic[T]):
 
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue,
         handler: Callable[..., object] | str,
@@ -1143,6 +1146,16 @@ class WorkerPool(Generic[T]):
                 )
         busy = time.monotonic() - started
         self._settle(w, delivery, attempt, outcome)
+        # one line per task (the CLI shows them with -v), as dramatiq's workers print
+        task_log.info(
+            "task %s on %r: %s in %.3f s (attempt %d)%s",
+            delivery.properties.message_id or "-",
+            self.queue.name,
+            outcome.kind,
+            busy,
+            attempt,
+            "" if outcome.kind == "ok" else f": {outcome.reason}",
+        )
         with self._stats_lock:
             w.busy_seconds += busy
         if outcome.kind == "crash":
@@ -1318,7 +1331,8 @@ class TaskQueue(Resource, Generic[T]):
     submit; calls are pipelined over one channel.
 
     Args:
-        connection: A :class:`~hutch.Connection` (shared) or a URL (owned).
+        connection: A :class:`~hutch.Connection` (shared) or a URL (owned); None (the
+            default) is ``HUTCH_URL``'s broker.
         queue: The work queue: a name (durable) or a :class:`~hutch.Queue`.
         model: The body type; None accepts bytes, str, pydantic models and JSON values.
         timeout: Default seconds to wait for a confirm.
@@ -1336,7 +1350,7 @@ class TaskQueue(Resource, Generic[T]):
     @overload
     def __init__(
         self: TaskQueue[object],
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue,
         model: None = None,
@@ -1347,7 +1361,7 @@ class TaskQueue(Resource, Generic[T]):
     @overload
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue,
         model: type[T],
@@ -1357,7 +1371,7 @@ class TaskQueue(Resource, Generic[T]):
 
     def __init__(
         self,
-        connection: Connection | str,
+        connection: Connection | str | None = None,
         *,
         queue: str | Queue,
         model: type[T] | None = None,

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -35,6 +38,9 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("hutch")
 
+#: Seconds ``--connect-timeout`` allows by default (``Connection.open``'s default).
+CONNECT_TIMEOUT = 30.0
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``hutch`` argument parser (exposed for tests and documentation).
@@ -54,14 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=argparse.SUPPRESS,
         metavar="S",
-        help="seconds to wait for the connection (default 30)",
+        help=f"seconds to wait for the connection (default: {CONNECT_TIMEOUT:g})",
     )
     group.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=argparse.SUPPRESS,
-        help="log what happens (-v info, -vv debug with tracebacks)",
+        help="log what happens (-v info: a line per task or call; -vv debug with tracebacks)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="log lines on stderr as timestamped text or one JSON object each (default: text)",
     )
 
     parser = argparse.ArgumentParser(
@@ -110,7 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
 _log_handler: logging.Handler | None = None
 
 
-def _configure_logging(verbosity: int) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time (ISO 8601, UTC), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` as a JSON object on one line."""
+        entry: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def log_formatter(fmt: str) -> logging.Formatter:
+    """The formatter of ``--log-format``: ``text`` (timestamped lines) or ``json``."""
+    if fmt == "json":
+        return JsonFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _configure_logging(verbosity: int, fmt: str = "text") -> None:
     """Log to stderr: quiet by default, ``-v`` info, ``-vv`` debug, ``-vvv`` pika's debug.
 
     Without ``-v`` hutch's warnings are held back while a command sets up, so an expected
@@ -121,7 +158,7 @@ def _configure_logging(verbosity: int) -> None:
     if _log_handler is not None:
         root.removeHandler(_log_handler)
     _log_handler = logging.StreamHandler(sys.stderr)
-    _log_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    _log_handler.setFormatter(log_formatter(fmt))
     root.addHandler(_log_handler)
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     levels = {0: logging.ERROR, 1: logging.INFO}
@@ -135,15 +172,30 @@ def _error(message: str, code: int) -> int:
     return code
 
 
-def _describe_error(exc: HutchError) -> str:
+_NOT_AMQP = re.compile(r"([^\s,;]+): IncompatibleProtocolError")
+
+
+def _describe_error(exc: HutchError, command: str | None = None) -> str:
     """One line for an expected failure, with a hint where one helps."""
     if isinstance(exc, AuthenticationError):
         return one_line(exc)
     if isinstance(exc, ConnectError):
-        return f"{one_line(exc)} (is RabbitMQ running there? set --url or {URL_ENV})"
+        text = one_line(exc)
+        match = _NOT_AMQP.search(text)
+        if match:
+            # pika's IncompatibleProtocolError: the peer answered the AMQP header with
+            # something else (an HTTP server) or hung up
+            return (
+                f"cannot connect to the broker: {match.group(1)}: this port does not speak "
+                "AMQP (RabbitMQ listens on 5672, 5671 for amqps://; 15672 is the management "
+                f"UI's HTTP port); set --url or {URL_ENV}"
+            )
+        return f"{text} (is RabbitMQ running there? set --url or {URL_ENV})"
     if isinstance(exc, NotFound):
         # the broker's text names the entity: "NOT_FOUND - no exchange 'x' in vhost '/'"
         code, _, text = exc.reply_text.partition(" - ")
+        if command == "declare":
+            return f"{text or code} ({exc.reply_code} {code})"
         return (
             f"{text or code} ({exc.reply_code} {code}; declare it first, e.g. with 'hutch declare')"
         )
@@ -169,10 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     args.url_given = getattr(args, "url", None) is not None
-    args.url = getattr(args, "url", None) or os.environ.get(URL_ENV) or DEFAULT_URL
+    # None: the library reads HUTCH_URL (and the other HUTCH_* settings) itself
+    args.url = getattr(args, "url", None) or None
     args.verbose = getattr(args, "verbose", 0) or 0
-    args.connect_timeout = getattr(args, "connect_timeout", None) or 30.0
-    _configure_logging(args.verbose)
+    args.log_format = getattr(args, "log_format", None) or "text"
+    args.connect_timeout = getattr(args, "connect_timeout", None) or CONNECT_TIMEOUT
+    _configure_logging(args.verbose, args.log_format)
     command: Callable[[argparse.Namespace], int] = args.run
     try:
         return command(args)
@@ -181,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(one_line(exc), EXIT_USAGE)
     except HutchError as exc:
         log.debug("hutch: command failed", exc_info=True)
-        return _error(_describe_error(exc), EXIT_FAILURE)
+        return _error(_describe_error(exc, args.command), EXIT_FAILURE)
     except KeyboardInterrupt:
         return _error("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from hutch._cli.common import (
@@ -21,9 +22,20 @@ from hutch._exceptions import RemoteError, RpcTimeout
 __all__ = ["register", "run"]
 
 
+def _argument(index: int, text: str) -> Any:
+    """One ARG as JSON; a bare word gets the hint to quote it as a JSON string."""
+    try:
+        return parse_json(text, f"argument {index} ({text!r})")
+    except UsageError as exc:
+        quoted = json.dumps(text, ensure_ascii=False)
+        raise UsageError(
+            f"{exc}; each ARG is JSON: for the string {text!r} write '{quoted}'"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Make the call and print its result as JSON; the exit status."""
-    positional = [parse_json(a, f"argument {i} ({a!r})") for i, a in enumerate(args.args, 1)]
+    positional = [_argument(i, a) for i, a in enumerate(args.args, 1)]
     kwargs: dict[str, Any] = {}
     if args.kwargs is not None:
         parsed = parse_json(args.kwargs, "--kwargs")
@@ -72,13 +84,13 @@ def register(command: AddCommand) -> None:
         "--queue",
         default="rpc_queue",
         metavar="NAME",
-        help="the server's request queue (default rpc_queue)",
+        help="the server's request queue (default: %(default)s, as RpcClient)",
     )
     r.add_argument(
         "--timeout",
         type=positive_float,
         default=30.0,
         metavar="S",
-        help="seconds to wait for the reply (default 30)",
+        help="seconds to wait for the reply (default: %(default)g, as RpcClient)",
     )
     r.set_defaults(run=run)

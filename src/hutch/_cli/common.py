@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hutch._connection import Connection
 from hutch._exceptions import HutchError
+from hutch._loading import failing_line
+from hutch._settings import DEFAULT_URL, URL_ENV
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -43,17 +45,13 @@ __all__ = [
     "parse_json",
     "positive_float",
     "positive_int",
+    "run_until_signalled",
     "running",
     "status",
     "stop_on_signals",
 ]
 
 T = TypeVar("T")
-
-#: The broker URL used when neither ``--url`` nor ``HUTCH_URL`` is given.
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
-#: The environment variable holding the broker URL.
-URL_ENV = "HUTCH_URL"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -133,20 +131,37 @@ def parse_json(text: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: nested too deeply") from None
 
 
+def _abort(name: str) -> None:
+    """A second signal: exit 130 at once (unacked messages go back to their queues)."""
+    # os.write: print() is not safe inside a signal handler (re-entrant buffered I/O)
+    os.write(
+        2,
+        f"hutch: {name} again: aborting; what was in hand is not acked and the broker "
+        "redelivers it\nhutch: error: interrupted\n".encode(),
+    )
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    # not SystemExit: threads still running a handler would keep the process alive
+    os._exit(EXIT_INTERRUPTED)
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: Callable[[], None], what: str) -> Iterator[threading.Event]:
-    """On the first SIGINT/SIGTERM call ``stop()``; on the second give up (exit 130)."""
+    """On the first SIGINT/SIGTERM call ``stop()``; on the second exit 130 at once.
+
+    ``stop`` must return quickly (it runs in the signal handler); see
+    :func:`run_until_signalled` for a stop that blocks.
+    """
     received = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        if received.is_set():
-            raise KeyboardInterrupt
-        received.set()
         name = signal.Signals(signum).name
-        # os.write: print() is not safe inside a signal handler (re-entrant buffered I/O)
+        if received.is_set():
+            _abort(name)
+        received.set()
         os.write(2, f"hutch: {name}: stopping {what} (send it again to abort)\n".encode())
         stop()
 
@@ -158,17 +173,55 @@ def stop_on_signals(stop: Callable[[], None], what: str) -> Iterator[threading.E
             signal.signal(sig, old)
 
 
+def run_until_signalled(run: Callable[[], None], stop: Callable[[], None], what: str) -> None:
+    """Call ``run()`` until it returns; SIGINT/SIGTERM stop it, a second one exits 130.
+
+    ``run`` (a blocking ``run()`` of a pool or server) runs on a helper thread, so that
+    the signals are this function's whatever ``run`` does with them on the main thread:
+    the first calls ``stop()`` (on another thread: it may block while the work in hand
+    finishes), the second exits with status 130 at once. What ``run`` raises is raised
+    here. Off the main thread, ``run()`` is simply called.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        run()
+        return
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=target, name="hutch-cli-run", daemon=True)
+
+    def stop_in_background() -> None:
+        threading.Thread(target=stop, name="hutch-cli-stop", daemon=True).start()
+
+    with stop_on_signals(stop_in_background, what):
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.2)
+    if errors:
+        raise errors[0]
+
+
 def connect(args: argparse.Namespace, command: str) -> Connection:
     """Open a connection to ``args.url`` named after the command (not yet entered).
 
+    Without ``--url`` the library's rules apply: ``HUTCH_URL``, then the default; the
+    other settings from ``HUTCH_*`` variables.
+
     Raises:
-        UsageError: The URL is malformed.
+        UsageError: The URL or a ``HUTCH_*`` variable is malformed.
     """
-    url: str = args.url
+    url: str | None = args.url
     try:
         conn = Connection(url, connection_name=f"hutch-cli {command}")
     except ValueError as exc:
-        raise UsageError(f"invalid broker URL (--url / {URL_ENV}): {one_line(exc)}") from None
+        raise UsageError(
+            f"invalid broker URL or setting (--url, {URL_ENV} or HUTCH_*): {one_line(exc)}"
+        ) from None
     return conn.open(args.connect_timeout)
 
 
@@ -197,7 +250,8 @@ def load_spec(spec: str, loader: Callable[[str], T], what: str) -> T:
     except Exception as exc:
         # the module itself raised while being imported
         raise UsageError(
-            f"importing {what} {spec!r} failed: {type(exc).__name__}: {one_line(exc)}"
+            f"importing {what} {spec!r} failed{failing_line(exc)}: {type(exc).__name__}: "
+            f"{one_line(exc)}"
         ) from exc
 
 

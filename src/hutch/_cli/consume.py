@@ -20,9 +20,23 @@ from hutch._cli.common import (
     stop_on_signals,
 )
 from hutch._cli.output import MessagePrinter, dumps, parse_pairs
+from hutch._connection import Connection
+from hutch._exceptions import NotFound
 from hutch._subscriber import Subscriber
 
 __all__ = ["register", "run"]
+
+
+def _is_a_queue(conn: Connection, name: str) -> bool:
+    """Whether a queue of this name exists (a passive declare on a channel of its own)."""
+    channel = conn.channel()
+    try:
+        channel.message_count(name)
+    except NotFound:
+        return False
+    finally:
+        channel.close()
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +69,15 @@ def run(args: argparse.Namespace) -> int:
             model=bytes,
             prefetch=args.prefetch,
         )
+        try:
+            sub.open()
+        except NotFound:
+            if exchange and not queue and _is_a_queue(conn, exchange):
+                raise UsageError(
+                    f"no exchange {exchange!r}, but a queue of that name: did you mean "
+                    f"--queue {exchange}?"
+                ) from None
+            raise
         with sub:
             bound = ""
             if exchange:
@@ -139,7 +162,10 @@ def register(command: AddCommand) -> None:
         help="headers-exchange match (repeatable); KEY:=JSON for typed values",
     )
     c.add_argument(
-        "--match", choices=("all", "any"), default="all", help="x-match for -H (default all)"
+        "--match",
+        choices=("all", "any"),
+        default="all",
+        help="x-match for -H (default: %(default)s)",
     )
     c.add_argument("-q", "--queue", metavar="NAME", help="consume this existing queue instead")
     c.add_argument("-n", "--count", type=positive_int, metavar="N", help="stop after N messages")
@@ -156,6 +182,6 @@ def register(command: AddCommand) -> None:
         type=positive_int,
         default=100,
         metavar="N",
-        help="messages the broker may send ahead (default 100)",
+        help="messages the broker may send ahead (default: %(default)s, as Subscriber)",
     )
     c.set_defaults(run=run)

@@ -11,6 +11,7 @@ exclusive, since they are meant to outlive the command.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import sys
 from collections.abc import Callable, Mapping
@@ -18,8 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hutch._cli.common import EXIT_OK, AddCommand, UsageError, connect, one_line, positive_float
+from hutch._cli.common import (
+    EXIT_OK,
+    AddCommand,
+    CommandFailed,
+    UsageError,
+    connect,
+    one_line,
+    positive_float,
+    status,
+)
 from hutch._cli.output import dumps
+from hutch._connection import Connection
+from hutch._exceptions import ChannelClosed, HutchError, PreconditionFailed
 from hutch._topology import (
     Binding,
     Exchange,
@@ -227,8 +239,101 @@ def _describe(item: TopologyItem) -> str:
     return f"binding {item.exchange_name!r} -> {queue!r} with {how}"
 
 
+class Status(enum.Enum):
+    """What the broker has of one entity of the file."""
+
+    SAME = "same"  #: it exists with the file's settings (as far as the broker tells)
+    MISSING = "missing"  #: it does not exist
+    DIFFERS = "differs"  #: it exists with other settings (the broker refused a redeclare)
+    UNCHECKED = "unchecked"  #: a binding: AMQP cannot look one up
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The broker's side of one entity: its status and, when it differs, how."""
+
+    item: TopologyItem
+    status: Status
+    detail: str = ""
+    #: For a binding: the ("exchange" | "queue", name) it needs that the broker lacks.
+    absent: tuple[tuple[str, str], ...] = ()
+
+    def line(self) -> str:
+        """One line for the report, e.g. ``differs queue 'q' (...): inequivalent arg ...``."""
+        text = f"{self.status.value} {_describe(self.item)}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def _difference(exc: HutchError) -> str:
+    """The broker's refusal, once (a PreconditionFailed's message repeats its reply text)."""
+    if isinstance(exc, PreconditionFailed):
+        return f"{exc.differences or exc.reply_text} ({exc.reply_code})"
+    if isinstance(exc, ChannelClosed):
+        return f"{exc.reply_text} ({exc.reply_code})"
+    return one_line(exc)
+
+
+def compare(conn: Connection, topology: TopologyFile, timeout: float) -> list[Finding]:
+    """Compare the file with the broker, changing nothing.
+
+    Each exchange and queue is looked up with a passive declare; one that exists is
+    redeclared with the file's settings on a throwaway channel, which the broker refuses
+    (406) when a setting differs -- type, durability, auto-delete, arguments such as
+    ``x-message-ttl`` -- and accepts without change when they are equal. A binding cannot
+    be looked up over AMQP: it is MISSING when the broker lacks its exchange or queue,
+    else UNCHECKED.
+
+    Args:
+        conn: An open connection.
+        topology: What the file declares.
+        timeout: Seconds allowed for each operation.
+
+    Returns:
+        One finding per exchange, queue and binding, in the file's order.
+    """
+    probe = conn.channel()
+    findings: list[Finding] = []
+    try:
+        entities: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
+        for item in entities:
+            kind = "exchange" if isinstance(item, Exchange) else "queue"
+            if not probe.exists(kind, item.name, timeout):
+                findings.append(Finding(item, Status.MISSING))
+                continue
+            throwaway = conn.channel()
+            try:
+                throwaway.declare([item], timeout=timeout)
+            except (PreconditionFailed, ChannelClosed) as exc:
+                findings.append(Finding(item, Status.DIFFERS, _difference(exc)))
+            else:
+                findings.append(Finding(item, Status.SAME))
+            finally:
+                throwaway.close()
+        for binding in topology.bindings:
+            queue = binding.queue if isinstance(binding.queue, str) else binding.queue.name
+            absent = tuple(
+                (kind, name)
+                for kind, name in (("exchange", binding.exchange_name), ("queue", queue))
+                if name and not probe.exists(kind, name, timeout)
+            )
+            if absent:
+                text = " and ".join(f"{kind} {name!r}" for kind, name in absent) + " missing"
+                findings.append(Finding(binding, Status.MISSING, text, absent))
+            else:
+                findings.append(Finding(binding, Status.UNCHECKED, "AMQP cannot look it up"))
+    finally:
+        probe.close()
+    return findings
+
+
+def _declared_by(topology: TopologyFile) -> set[tuple[str, str]]:
+    return {("exchange", e.name) for e in topology.exchanges} | {
+        ("queue", q.name) for q in topology.queues
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    """Declare (or with ``--dry-run`` only print) what the file describes; the exit status."""
+    """Check, then declare (or only print or only check) the file; the exit status."""
     topology = load_topology(Path(args.file), args.format)
     items = topology.items()
     if not items:
@@ -238,6 +343,30 @@ def run(args: argparse.Namespace) -> int:
             print(f"would declare {_describe(item)}")
         return EXIT_OK
     with connect(args, "declare") as conn:
+        findings = compare(conn, topology, args.timeout)
+        if args.check:
+            differences = [f for f in findings if f.status in (Status.MISSING, Status.DIFFERS)]
+            for finding in findings:
+                print(finding.line(), flush=True)
+            if differences:
+                raise CommandFailed(
+                    f"{len(differences)} of {len(findings)} entities differ from {args.file} "
+                    "(nothing was changed)"
+                )
+            status(f"the broker has what {args.file} declares (bindings not compared)")
+            return EXIT_OK
+        # everything is checked before anything is declared: a conflict changes nothing
+        in_file = _declared_by(topology)
+        problems = [f for f in findings if f.status is Status.DIFFERS]
+        # a binding to an exchange or queue that neither the broker nor the file has
+        problems += [f for f in findings if any(part not in in_file for part in f.absent)]
+        if problems:
+            for finding in problems:
+                print(finding.line(), flush=True)
+            raise CommandFailed(
+                f"{len(problems)} of {len(findings)} entities in {args.file} cannot be "
+                "declared as they are; nothing was declared"
+            )
         channel = conn.channel()
         try:
             for item in items:
@@ -254,21 +383,32 @@ def register(command: AddCommand) -> None:
         "declare",
         "declare exchanges, queues and bindings from a TOML or YAML file",
         "Declare the exchanges, queues and bindings described in FILE (TOML, or YAML when "
-        "PyYAML is installed). Declaring is idempotent; an entity that exists with other "
-        "settings is an error naming the difference.\n\n" + TOPOLOGY_SCHEMA,
+        "PyYAML is installed: pip install 'hutch[yaml]'). Everything is compared with the "
+        "broker first, and declared only if nothing conflicts: an entity that exists with "
+        "other settings is reported and nothing is declared. --check only compares, prints "
+        "every difference and exits 1 if there is any.\n\n" + TOPOLOGY_SCHEMA,
         """
         hutch declare topology.toml
+        hutch declare topology.toml --check
         hutch declare topology.yaml --dry-run
         """,
     )
     d.add_argument("file", metavar="FILE", help="the topology file (.toml, .yaml or .yml)")
     d.add_argument("--format", choices=("toml", "yaml"), help="file format (default: by suffix)")
-    d.add_argument("--dry-run", action="store_true", help="check the file, print, declare nothing")
+    mode = d.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--dry-run", action="store_true", help="check the file, print, declare nothing"
+    )
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with the broker, print every difference, change nothing (exit 1 if any)",
+    )
     d.add_argument(
         "--timeout",
         type=positive_float,
         default=30.0,
         metavar="S",
-        help="seconds allowed for each declaration (default 30)",
+        help="seconds allowed for each declaration (default: %(default)g)",
     )
     d.set_defaults(run=run)

@@ -177,6 +177,39 @@ def encode_body(data: bytes, fmt: str, *, what: str = "the body") -> tuple[bytes
     return data, JSON_TYPE
 
 
+def broken_json(data: bytes) -> str | None:
+    """Why a body that looks like JSON (``{...`` or ``[...``) is not, or None.
+
+    ``publish`` sends such a body as text (it is not JSON) but warns: it is most likely a
+    quoting mistake, e.g. ``'{"id": 1,'``.
+
+    Args:
+        data: The body.
+
+    Returns:
+        The parser's complaint with its position, or None for valid JSON or plain text.
+
+    Example:
+        >>> broken_json(b'{"id": 1,')
+        'Expecting property name enclosed in double quotes at line 1 column 10'
+        >>> broken_json(b"hello") is None
+        True
+    """
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except (ValueError, RecursionError):
+        return "nested too deeply or not a JSON value"
+    return None
+
+
 def display_body(raw: bytes, content_type: str | None) -> tuple[str, object]:
     """Decode a received body for display: JSON when it says (or looks like) JSON.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,7 +20,14 @@ from hutch._cli.common import (
     positive_float,
     status,
 )
-from hutch._cli.output import BINARY_TYPE, encode_body, parse_pairs, parse_properties
+from hutch._cli.output import (
+    BINARY_TYPE,
+    TEXT_TYPE,
+    broken_json,
+    encode_body,
+    parse_pairs,
+    parse_properties,
+)
 from hutch._exceptions import PublishError
 from hutch._publisher import Publisher
 
@@ -29,8 +37,23 @@ if TYPE_CHECKING:
 __all__ = ["register", "run"]
 
 
+def _stdin_is_a_file() -> bool:
+    """True when stdin is redirected from a regular file (``< report.pdf``)."""
+    try:
+        return sys.stdin is not None and stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _read_input(body: str | None) -> bytes:
     if body is not None and body != "-":
+        if _stdin_is_a_file():
+            # `hutch publish x "" report.pdf < report.pdf` would send the word "report.pdf"
+            raise UsageError(
+                f"BODY {body!r} given and stdin is a file: send the file with BODY '-' or "
+                "without BODY (e.g. hutch publish EXCHANGE KEY --raw < file), or the text "
+                "without redirecting stdin"
+            )
         return os.fsencode(body)
     if sys.stdin is None:
         raise UsageError("no body given and no stdin to read it from")
@@ -48,12 +71,27 @@ def _bodies(args: argparse.Namespace) -> list[tuple[bytes, str]]:
         chunks = [c for c in chunks if c.strip()]
         if not chunks:
             raise UsageError("--lines: the input has no non-empty lines")
-        return [encode_body(c, fmt, what=f"line {i}") for i, c in enumerate(chunks, 1)]
+        encoded = [encode_body(c, fmt, what=f"line {i}") for i, c in enumerate(chunks, 1)]
+        for i, (chunk, content_type) in enumerate(encoded, 1):
+            _warn_broken_json(chunk, content_type, fmt, f"line {i}")
+        return encoded
     body, content_type = encode_body(data, fmt)
+    _warn_broken_json(body, content_type, fmt, "the body")
     if from_stdin and content_type != BINARY_TYPE and body.endswith(b"\n"):
         # `echo text | hutch publish ...`: the newline is the shell's, not the message's
         body = body[:-2] if body.endswith(b"\r\n") else body[:-1]
     return [(body, content_type)]
+
+
+def _warn_broken_json(body: bytes, content_type: str, fmt: str, what: str) -> None:
+    if fmt != "auto" or content_type != TEXT_TYPE:
+        return
+    problem = broken_json(body)
+    if problem is not None:
+        status(
+            f"warning: {what} looks like JSON but is not valid JSON ({problem}); it is sent "
+            "as text/plain. Use --json to refuse such a body, --text to send text quietly"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,13 +165,15 @@ def register(command: AddCommand) -> None:
         hutch publish amq.topic order.created '{"id": 1, "item": "book"}'
         hutch publish "" tasks hello --mandatory       # default exchange: key = queue
         echo '{"level": "info"}' | hutch publish logs ""
-        hutch publish reports "" report.pdf -H format=pdf -H pages:=12 --raw < report.pdf
+        hutch publish amq.headers "" --raw -H format=pdf -H pages:=12 < report.pdf
         hutch publish amq.direct rpc '[1, 2]' -p reply_to=replies -p correlation_id=42
-        hutch consume jobs.dead --json | jq -c .body | hutch publish "" jobs --lines
+        hutch consume --queue jobs.dead --json | jq -c .body | hutch publish "" jobs --lines
         """,
     )
     p.add_argument("exchange", metavar="EXCHANGE", help="exchange name; '' is the default exchange")
-    p.add_argument("routing_key", metavar="ROUTING_KEY", nargs="?", default="", help="(default '')")
+    p.add_argument(
+        "routing_key", metavar="ROUTING_KEY", nargs="?", default="", help="(default: '')"
+    )
     p.add_argument("body", metavar="BODY", nargs="?", help="the body; '-' or missing: stdin")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="format", action="store_const", const="json", help="JSON body")
@@ -166,6 +206,6 @@ def register(command: AddCommand) -> None:
         type=positive_float,
         default=30.0,
         metavar="S",
-        help="seconds to wait for the confirm (default 30)",
+        help="seconds to wait for the confirm (default: %(default)g, as Publisher)",
     )
     p.set_defaults(run=run)

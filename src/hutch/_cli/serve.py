@@ -10,9 +10,9 @@ from hutch._cli.common import (
     URL_ENV,
     AddCommand,
     load_spec,
+    run_until_signalled,
     running,
     status,
-    stop_on_signals,
 )
 
 __all__ = ["register", "run"]
@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
         f"serving {', '.join(server.procedures)} on queue {server.queue.name!r}; "
         "Ctrl-C or SIGTERM stops it gracefully"
     )
-    with stop_on_signals(server.stop, "the server after the calls in hand"):
-        server.run()
+    run_until_signalled(server.run, server.stop, "the server after the calls in hand")
     status(f"server stopped: {server.handled} calls answered, {server.failed} with an error")
     return EXIT_OK
 
@@ -44,7 +43,8 @@ def register(command: AddCommand) -> None:
         "serve",
         "run an RPC server",
         "Load SERVER (package.module:attribute, an RpcServer) and serve calls until "
-        "SIGTERM or Ctrl-C, which finishes the calls in hand first.",
+        "SIGTERM or Ctrl-C, which finishes the calls in hand first; a second Ctrl-C aborts "
+        "(exit 130). -v logs a line per call.",
         """
         hutch serve myapp.rpc:server
         hutch serve myapp.rpc:server --url amqp://user:secret@rabbit/prod

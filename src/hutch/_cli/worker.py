@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+from typing import Any
 
 from hutch._cli.common import (
     EXIT_OK,
@@ -10,12 +12,26 @@ from hutch._cli.common import (
     connect,
     load_spec,
     positive_int,
+    run_until_signalled,
     running,
     status,
 )
 from hutch._loading import load_callable
 
-__all__ = ["register", "run"]
+__all__ = ["library_defaults", "register", "run"]
+
+
+def library_defaults() -> dict[str, Any]:
+    """The defaults of ``WorkerPool`` and ``RetryPolicy`` the options share (one source)."""
+    from hutch._retry import RetryPolicy
+    from hutch._worker_pool import WorkerPool
+
+    params = inspect.signature(WorkerPool.__init__).parameters
+    return {
+        "concurrency": params["concurrency"].default,
+        "prefetch": params["prefetch"].default,
+        "max_attempts": RetryPolicy().max_attempts,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
     handler = load_spec(
         args.handler, lambda spec: load_callable(spec, what="handler", from_cwd=True), "handler"
     )
-    retry = (
-        RetryPolicy() if args.max_attempts is None else RetryPolicy(max_attempts=args.max_attempts)
-    )
+    retry = RetryPolicy(max_attempts=args.max_attempts)
     with connect(args, "worker") as conn:
         pool = WorkerPool(
             conn,
@@ -45,10 +59,9 @@ def run(args: argparse.Namespace) -> int:
         status(
             f"worker {args.handler} consuming queue {args.queue!r} with {args.concurrency} "
             f"{mode}, prefetch {args.prefetch}, up to {retry.max_attempts} attempts; "
-            "Ctrl-C or SIGTERM stops it gracefully"
+            "Ctrl-C or SIGTERM stops it gracefully, a second Ctrl-C aborts"
         )
-        # on the main thread, run() turns SIGTERM/SIGINT into a graceful stop by itself
-        pool.run()
+        run_until_signalled(pool.run, pool.stop, "the worker after the tasks in hand")
         stats = pool.stats
     status(
         f"worker stopped: {stats.processed} processed, {stats.retried} retried, "
@@ -65,7 +78,9 @@ def register(command: AddCommand) -> None:
         "Run HANDLER (package.module:function) for every message of a queue on a pool of "
         "threads (or processes), with fair dispatch. A task is acked when its handler "
         "returns; one that keeps failing goes to the dead-letter queue. SIGTERM or Ctrl-C "
-        "stops taking tasks, finishes the ones in hand and exits.",
+        "stops taking tasks, finishes the ones in hand and exits 0; a second Ctrl-C aborts "
+        "at once (exit 130; the broker redelivers the unfinished tasks). -v logs a line "
+        "per task.",
         """
         hutch worker myapp.tasks:resize --queue images
         hutch worker myapp.tasks:resize --queue images --concurrency 8 --processes
@@ -74,13 +89,14 @@ def register(command: AddCommand) -> None:
     )
     w.add_argument("handler", metavar="HANDLER", help="package.module:function")
     w.add_argument("--queue", required=True, metavar="NAME", help="the work queue")
+    defaults = library_defaults()
     w.add_argument(
         "-c",
         "--concurrency",
         type=positive_int,
-        default=1,
+        default=defaults["concurrency"],
         metavar="N",
-        help="tasks run at once (default 1)",
+        help="tasks run at once (default: %(default)s, as WorkerPool)",
     )
     w.add_argument(
         "--processes", action="store_true", help="run handlers in processes, not threads"
@@ -88,14 +104,16 @@ def register(command: AddCommand) -> None:
     w.add_argument(
         "--prefetch",
         type=positive_int,
-        default=1,
+        default=defaults["prefetch"],
         metavar="N",
-        help="unacked tasks per worker (default 1: fair dispatch)",
+        help="unacked tasks per worker (default: %(default)s; 1 is the fairest dispatch)",
     )
     w.add_argument(
         "--max-attempts",
         type=positive_int,
+        default=defaults["max_attempts"],
         metavar="N",
-        help="tries before a task is dead-lettered",
+        help="attempts, the first included, before a task is dead-lettered "
+        "(default: %(default)s, as RetryPolicy)",
     )
     w.set_defaults(run=run)
