@@ -117,7 +117,9 @@ _SHORT_STRINGS = (
     "app_id",
     "cluster_id",
 )
-_INT64 = range(-(2**63), 2**63)
+# bounds, not a range: pika decodes AMQP longs as pika.compat.long, an int subclass, and
+# `in range(...)` scans a range item by item for anything but an exact int
+_INT64_MIN, _INT64_END = -(2**63), 2**63
 
 
 class UndecodableHeaders:
@@ -246,7 +248,7 @@ def _value_problem(value: object, where: str, depth: int = 0) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        if value not in _INT64:
+        if not _INT64_MIN <= value < _INT64_END:
             # pika decodes AMQP floats as int; a large one cannot be encoded back
             return f"header {where} is an integer out of AMQP's range (a float decoded as int?)"
         return None

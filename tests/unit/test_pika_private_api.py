@@ -9,12 +9,16 @@ docs/architecture.md ("Private pika access").
 from __future__ import annotations
 
 import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pika.channel
+import pika.compat
+import pika.data
 import pytest
 from pika.adapters import select_connection
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -141,3 +145,27 @@ def test_pika_decodes_content_headers_through_hutchs_guarded_properties() -> Non
     assert isinstance(decoded, pika.frame.Header)
     assert decoded.properties == good
     assert decode_properties(decoded.properties)[1] is None
+
+
+def test_amqp_longs_decode_as_an_int_subclass_that_header_checks_take_at_once() -> None:
+    """pika decodes an AMQP long ('l', e.g. x-death's count) as ``pika.compat.long``.
+
+    That is an int subclass, for which ``x in range(...)`` scans the range item by item
+    holding the GIL: a header check written that way hung a worker on every dead-lettered
+    message. Checked in a child process so that a regression fails instead of hanging.
+    """
+    table: dict[str, Any] = {
+        "count": pika.compat.long(3),
+        "nested": {"big": pika.compat.long(2**62)},
+    }
+    encoded: list[bytes] = []
+    pika.data.encode_table(encoded, table)
+    decoded, _ = pika.data.decode_table(b"".join(encoded), 0)
+    assert type(decoded["count"]) is not int and isinstance(decoded["count"], int)
+    code = (
+        "import pika.compat; from hutch._channel import _table_problem; "
+        "L = pika.compat.long; "
+        "assert _table_problem({'count': L(3), 'x': {'big': L(2**62)}, 'y': [L(-5)]}) is None; "
+        "assert _table_problem({'huge': L(2**63)}) is not None"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
