@@ -37,6 +37,7 @@ import pika.exceptions as pex
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
 
+from hutch._checks import check_timeout
 from hutch._exceptions import (
     AccessRefused,
     AuthenticationError,
@@ -1413,7 +1414,9 @@ class Connection(Resource):
             AuthenticationError: The broker refused the credentials.
             ConnectError: No address could be reached.
             ClosedError: The connection was closed before.
+            ValueError: ``timeout`` is not a finite number of seconds greater than 0.
         """
+        timeout = check_timeout("timeout", timeout, allow_none=True)
         if self._io._closing:
             raise ClosedError("the connection is closed; create a new one")
         self._io.start(timeout)
@@ -1425,7 +1428,7 @@ class Connection(Resource):
         Args:
             timeout: Seconds to wait for the I/O thread to finish.
         """
-        self._io.close(timeout)
+        self._io.close(check_timeout("timeout", timeout, allow_none=True))
 
     def add_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
         """Be told when the connection is "lost", "restored", has "failed" or is "closed".
@@ -1491,7 +1494,7 @@ def connect(url: str | Sequence[str] | None = None, **options: Any) -> Connectio
         >>> with hutch.connect("amqp://guest:guest@localhost/") as conn:  # doctest: +SKIP
         ...     ...
     """
-    timeout = options.pop("open_timeout", 30.0)
+    timeout = check_timeout("open_timeout", options.pop("open_timeout", 30.0), allow_none=True)
     return Connection(url, **options).open(timeout)
 
 

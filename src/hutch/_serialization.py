@@ -69,13 +69,19 @@ class Codec(Generic[T]):
             self._adapter = None
         else:
             self._kind = "json"
+            if isinstance(model, (str, bytes)) or model is None:
+                raise TypeError(
+                    f"model must be a type (a pydantic model, a standard type, bytes or str), "
+                    f"got {type(model).__name__} {model!r:.60}"
+                )
             try:
                 self._adapter = TypeAdapter(model)
-            except pydantic.PydanticSchemaGenerationError as exc:
+            except Exception as exc:  # pydantic raises many kinds for a non-type
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise TypeError(
-                    f"cannot use {model!r} as a message body type: pydantic cannot validate it "
-                    f"({exc.message.splitlines()[0]}); use a pydantic model, a standard type, "
-                    "bytes or str"
+                    f"cannot use {model!r:.60} as a message body type: pydantic cannot "
+                    f"validate it ({reason}); use a pydantic model, a standard type, bytes "
+                    "or str"
                 ) from None
 
     @property

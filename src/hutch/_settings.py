@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hutch._checks import MAX_TIMEOUT
+
 __all__ = [
     "DEFAULT_URL",
     "ENV_PREFIX",
@@ -43,7 +45,10 @@ DEFAULT_TLS_PORT = 5671
 #: RabbitMQ 3.13+ limits a message to 16 MiB by default (``max_message_size``).
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
-_Seconds = Annotated[float, Field(ge=0)]
+# the rules of hutch._checks.check_timeout, as pydantic constraints (their errors leave the
+# input out, as every settings error does): finite, at most MAX_TIMEOUT
+_Seconds = Annotated[float, Field(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+_Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
 
 
 class _Frozen(BaseModel):
@@ -131,8 +136,8 @@ class RecoveryPolicy(_Frozen):
     max_attempts: int | None = Field(default=30, ge=1)
     initial_delay: _Seconds = 0.2
     max_delay: _Seconds = 10.0
-    multiplier: float = Field(default=2.0, ge=1.0)
-    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+    multiplier: float = Field(default=2.0, ge=1.0, allow_inf_nan=False)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0, allow_inf_nan=False)
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """Yield the delay before each reconnection attempt.
@@ -183,9 +188,9 @@ class ConnectionSettings(_Frozen):
     heartbeat: int = Field(default=30, ge=0, le=65535)
     connection_name: str | None = None
     tls: TlsOptions | None = None
-    connect_timeout: float = Field(default=10.0, gt=0)
-    blocked_connection_timeout: float = Field(default=300.0, gt=0)
-    publish_blocked_timeout: float = Field(default=30.0, ge=0)
+    connect_timeout: _Timeout = 10.0
+    blocked_connection_timeout: _Timeout = 300.0
+    publish_blocked_timeout: _Seconds = 30.0
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     recovery: RecoveryPolicy = RecoveryPolicy()
 

@@ -78,7 +78,7 @@ def _route_both(
     broker, mem, _ = _memory()
     rabbit.exchange_declare(exchange, kind, auto_delete=True)
     mem.exchange_declare(exchange, kind, auto_delete=True)
-    for q, (key, args) in zip(queues, bindings):
+    for q, (key, args) in zip(queues, bindings, strict=True):
         rabbit.queue_declare(q, auto_delete=True)
         rabbit.queue_bind(q, exchange, key, arguments=args)
         mem.queue_declare(q, auto_delete=True)
@@ -300,12 +300,12 @@ def test_ttl_maxlen_dead_lettering_match_rabbitmq(rabbit: Any, scenarios: list[S
     broker, mem, now = _memory()
     confirms: list[bool] = []
     mem.confirm_select(lambda seq, ok: confirms.append(ok))
-    for tag, sc in zip(tags, scenarios):
+    for tag, sc in zip(tags, scenarios, strict=True):
         _declare(rabbit, False, tag, sc)
         _declare(mem, True, tag, sc)
     start = time.time()
     rabbit_acks: list[bool] = []
-    for tag, sc in zip(tags, scenarios):
+    for tag, sc in zip(tags, scenarios, strict=True):
         names = _names(tag, len(sc.queues))
         for n, (qi, expiration, length) in enumerate(sc.messages):
             body = (str(n) * length).encode()
@@ -324,14 +324,14 @@ def test_ttl_maxlen_dead_lettering_match_rabbitmq(rabbit: Any, scenarios: list[S
     time.sleep(max(0.0, start + 1.5 - time.time()))
     now[0] = 1_700_000_000.0 + 1.5
     try:
-        for tag, sc in zip(tags, scenarios):
+        for tag, sc in zip(tags, scenarios, strict=True):
             got_rabbit = _drain_rabbit(rabbit, tag, sc)
             got_memory = _drain_memory(mem, tag, sc)
             assert got_memory == got_rabbit, sc
         assert confirms == rabbit_acks
         compared["ttl"] += len(scenarios)
     finally:
-        for tag, sc in zip(tags, scenarios):
+        for tag, sc in zip(tags, scenarios, strict=True):
             for name in _names(tag, len(sc.queues)):
                 rabbit.queue_delete(name)
             rabbit.exchange_delete(f"ttl-{tag}-fanout")
