@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
 
 pytestmark = pytest.mark.timeout(300)
@@ -335,4 +336,101 @@ def test_ttl_maxlen_dead_lettering_match_rabbitmq(rabbit: Any, scenarios: list[S
             for name in _names(tag, len(sc.queues)):
                 rabbit.queue_delete(name)
             rabbit.exchange_delete(f"ttl-{tag}-fanout")
+        broker.close()
+
+
+# ------------------------------------------------------------------------- channel errors
+
+_ERROR_CASES: list[tuple[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]]] = [
+    ("passive missing queue", [("queue_declare", ("Q",), {"passive": True})]),
+    ("passive missing exchange", [("exchange_declare", ("X",), {"passive": True})]),
+    ("reserved queue", [("queue_declare", ("amq.Q",), {})]),
+    ("reserved exchange", [("exchange_declare", ("amq.X",), {})]),
+    (
+        "durable differs",
+        [("queue_declare", ("Q",), {"durable": True}), ("queue_declare", ("Q",), {})],
+    ),
+    (
+        "ttl differs",
+        [
+            ("queue_declare", ("Q",), {"arguments": {"x-message-ttl": 5}}),
+            ("queue_declare", ("Q",), {"arguments": {"x-message-ttl": 6}}),
+        ],
+    ),
+    (
+        "ttl added",
+        [
+            ("queue_declare", ("Q",), {}),
+            ("queue_declare", ("Q",), {"arguments": {"x-max-length": 6}}),
+        ],
+    ),
+    (
+        "exchange type differs",
+        [("exchange_declare", ("X", "direct"), {}), ("exchange_declare", ("X", "fanout"), {})],
+    ),
+    (
+        "exclusive differs",
+        [("queue_declare", ("Q",), {}), ("queue_declare", ("Q",), {"exclusive": True})],
+    ),
+    ("bind missing exchange", [("queue_declare", ("Q",), {}), ("queue_bind", ("Q", "X"), {})]),
+    ("bind default exchange", [("queue_declare", ("Q",), {}), ("queue_bind", ("Q", ""), {})]),
+    ("delete system exchange", [("exchange_delete", ("amq.direct",), {})]),
+    ("bad overflow", [("queue_declare", ("Q",), {"arguments": {"x-overflow": "x"}})]),
+    ("negative ttl", [("queue_declare", ("Q",), {"arguments": {"x-message-ttl": -1}})]),
+    ("zero expires", [("queue_declare", ("Q",), {"arguments": {"x-expires": 0}})]),
+    (
+        "dlrk without dlx",
+        [("queue_declare", ("Q",), {"arguments": {"x-dead-letter-routing-key": "a"}})],
+    ),
+    ("unknown delivery tag", [("basic_ack", (7,), {})]),
+    (
+        "bad x-match",
+        [
+            ("queue_declare", ("Q",), {}),
+            ("exchange_declare", ("X", "headers"), {}),
+            ("queue_bind", ("Q", "X"), {"arguments": {"x-match": "some"}}),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "steps"), _ERROR_CASES, ids=[c[0] for c in _ERROR_CASES])
+def test_channel_errors_match_rabbitmq(amqp_url: str, label: str, steps: list[Any]) -> None:
+    tag = uuid.uuid4().hex[:8]
+    names = {
+        "Q": f"err-q-{tag}",
+        "X": f"err-x-{tag}",
+        "amq.Q": f"amq.q-{tag}",
+        "amq.X": f"amq.x-{tag}",
+    }
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    broker, mem, _ = _memory()
+    outcomes = []
+    try:
+        for side in ("rabbit", "memory"):
+            ch = conn.channel() if side == "rabbit" else mem
+            result: tuple[int, str] | None = None
+            for method, args, kwargs in steps:
+                args = tuple(names.get(a, a) if isinstance(a, str) else a for a in args)
+                if side == "rabbit" and method == "queue_bind" and len(args) == 2:
+                    kwargs = {**kwargs, "routing_key": ""}
+                try:
+                    getattr(ch, method)(*args, **kwargs)
+                    if side == "rabbit":
+                        ch.queue_declare(names["Q"] + "-probe", auto_delete=True, passive=False)
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    result = (exc.reply_code, exc.reply_text)
+                    break
+                except ChannelClosed as exc:
+                    result = (exc.reply_code, exc.reply_text)
+                    break
+            outcomes.append(result)
+        assert outcomes[0] is not None, label
+        assert outcomes[1] == outcomes[0]
+    finally:
+        ch = conn.channel()
+        ch.queue_delete(names["Q"])
+        ch.queue_delete(names["Q"] + "-probe")
+        ch.exchange_delete(names["X"])
+        conn.close()
         broker.close()
