@@ -193,7 +193,9 @@ def test_publish_warns_about_broken_json(
         code, _, err = run(capsys, amqp_url, "publish", "", unique_name, "[1,", "--json")
         assert code == 2  # --json refuses it
         with hutch.Subscriber(conn, queue=unique_name, model=bytes) as sub:
-            got = [(m.body, m.content_type.split(";")[0]) for m in sub.messages(timeout=0.5)]
+            got = [
+                (m.body, (m.content_type or "").split(";")[0]) for m in sub.messages(timeout=0.5)
+            ]
         assert got == [
             (b'{"id": 1,', "text/plain"),
             (b'{"id": 1}', "application/json"),

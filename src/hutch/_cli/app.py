@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             hutch worker myapp.tasks:resize --queue images --concurrency 8
             hutch serve myapp.rpc:server
             hutch call add 1 2
-            HUTCH_URL=amqp://user:secret@rabbit:5672/prod hutch consume logs
+            HUTCH_URL=amqp://user:secret@rabbit:5672/prod hutch consume amq.fanout
 
             Run 'hutch COMMAND --help' for a command's options. Exit status: 0 ok,
             1 failure, 2 bad usage, 130 interrupted.

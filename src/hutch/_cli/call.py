@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from typing import Any
 
@@ -63,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _client_default(name: str) -> Any:
+    """The default of one of :class:`~hutch.RpcClient`'s options (one source of truth)."""
+    from hutch._rpc import RpcClient
+
+    return inspect.signature(RpcClient.__init__).parameters[name].default
+
+
 def register(command: AddCommand) -> None:
     """Add ``hutch call`` and its options to the parser."""
     r = command(
@@ -82,14 +90,14 @@ def register(command: AddCommand) -> None:
     r.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
     r.add_argument(
         "--queue",
-        default="rpc_queue",
+        default=_client_default("queue"),
         metavar="NAME",
         help="the server's request queue (default: %(default)s, as RpcClient)",
     )
     r.add_argument(
         "--timeout",
         type=positive_float,
-        default=30.0,
+        default=_client_default("timeout"),
         metavar="S",
         help="seconds to wait for the reply (default: %(default)g, as RpcClient)",
     )

@@ -140,7 +140,7 @@ def register(command: AddCommand) -> None:
         """
         hutch consume amq.fanout                          # everything published to it
         hutch consume amq.topic -k 'order.*' -k 'refund.#'
-        hutch consume reports -H format=pdf -H type=report --match any
+        hutch consume amq.headers -H format=pdf -H type=report --match any
         hutch consume --queue tasks --count 10 --json > tasks.jsonl
         hutch consume amq.topic -k '#' --timeout 5        # listen for 5 seconds
         """,

@@ -164,10 +164,10 @@ def register(command: AddCommand) -> None:
         """
         hutch publish amq.topic order.created '{"id": 1, "item": "book"}'
         hutch publish "" tasks hello --mandatory       # default exchange: key = queue
-        echo '{"level": "info"}' | hutch publish logs ""
+        echo '{"level": "info"}' | hutch publish amq.fanout ""
         hutch publish amq.headers "" --raw -H format=pdf -H pages:=12 < report.pdf
         hutch publish amq.direct rpc '[1, 2]' -p reply_to=replies -p correlation_id=42
-        hutch consume --queue jobs.dead --json | jq -c .body | hutch publish "" jobs --lines
+        hutch consume -q jobs.dead --json -t 2 | jq -c .body | hutch publish "" jobs --lines
         """,
     )
     p.add_argument("exchange", metavar="EXCHANGE", help="exchange name; '' is the default exchange")
