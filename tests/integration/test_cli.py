@@ -473,7 +473,7 @@ def test_serve_the_module_from_the_docs(
         cwd=tmp_path,
     )
     cli.append(c)
-    c.wait_for(f"serving add on queue '{queue}'")
+    c.wait_for(f"serving add, add_point, divide, greet on queue '{queue}'")
     assert run(capsys, amqp_url, "call", "add", "20", "22", "--queue", queue)[:2] == (0, "42\n")
     c.proc.send_signal(signal.SIGTERM)
     assert c.finish() == 0, c.err
