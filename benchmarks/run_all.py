@@ -1,13 +1,18 @@
 """Run every benchmark against one broker and write docs/performance.md with a chart.
 
 Each benchmark module next to this file (``publish``, ``consume``, ``fair_dispatch``,
-``rpc``; a missing one is skipped) exposes ``run(url) -> dict`` returning::
+``rpc``, ``scale_out``, ``cpu_memory``; a missing one is skipped) exposes
+``run(url) -> dict`` returning::
 
     {"title": "Publishing (20000 x 100 B persistent)",
      "rows": [{"name": ..., "hutch": float, "baseline": float, "ratio": float,
                "unit": "msg/s", "baseline_name": "pika basic_publish",   # optional
                "target": 0.9,                                            # optional
-               "lower_is_better": False}, ...]}                          # optional
+               "lower_is_better": False}, ...],                          # optional
+     "notes": ["..."]}                                                   # optional
+
+A module that also has ``draw_chart(result, path) -> bool`` gets its own chart
+(``docs/img/<module>.svg``) in its section instead of bars in the summary chart.
 
 Every module runs against the same broker: ``--url``, else ``HUTCH_URL``, else one throwaway
 broker from :func:`hutch.testing.throwaway_broker` for the whole run. The results are
@@ -15,7 +20,11 @@ printed, saved as JSON (``benchmarks/results.json``), rendered as Markdown table
 ``docs/performance.md`` and drawn as a chart of the ratios (``docs/img/performance.svg``).
 
     python benchmarks/run_all.py [--url amqp://...] [--only publish,consume]
+    python benchmarks/run_all.py --smoke      # tiny counts: checks that all of it works
     nox -s bench
+
+Counts scale with ``$HUTCH_BENCH_SCALE`` (``--smoke`` sets it to a tiny factor and writes
+nothing unless ``--output`` / ``--chart`` / ``--json`` are given).
 """
 
 from __future__ import annotations
@@ -38,11 +47,18 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODULES = ["publish", "consume", "fair_dispatch", "rpc"]
+MODULES = ["publish", "consume", "fair_dispatch", "rpc", "scale_out", "cpu_memory"]
 
 DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
 DEFAULT_CHART = ROOT / "docs" / "img" / "performance.svg"
 DEFAULT_JSON = HERE / "results.json"
+# --smoke: tiny counts for the modules that take them as arguments (the others read
+# $HUTCH_BENCH_SCALE themselves)
+SMOKE_ARGS: dict[str, dict[str, int]] = {
+    "publish": {"messages": 500, "repeats": 1},
+    "consume": {"messages": 500, "repeats": 1},
+    "fair_dispatch": {"tasks": 100, "empty": 300, "repeats": 1},
+}
 
 
 @contextlib.contextmanager
@@ -175,7 +191,7 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:,.0f}"
 
 
-def run_all(url: str, only: list[str]) -> dict[str, Any]:
+def run_all(url: str, only: list[str], *, smoke: bool = False) -> dict[str, Any]:
     """Run the benchmark modules against ``url``; return their results by module name."""
     sys.path.insert(0, str(HERE))
     results: dict[str, Any] = {}
@@ -190,7 +206,7 @@ def run_all(url: str, only: list[str]) -> dict[str, Any]:
             run = getattr(module, "run", None)
             if not callable(run):
                 raise TypeError(f"benchmarks/{name}.py has no run(url) function")
-            result = run(url)
+            result = run(url, **(SMOKE_ARGS.get(name, {}) if smoke else {}))
             if not isinstance(result, dict):
                 raise TypeError(f"{name}.run() returned {type(result).__name__}, not a dict")
         except Exception as exc:
@@ -208,6 +224,20 @@ def run_all(url: str, only: list[str]) -> dict[str, Any]:
     return results
 
 
+def draw_module_charts(results: dict[str, Any], directory: Path) -> None:
+    """Let each module with a ``draw_chart`` draw its own figures to ``<directory>/<name>.svg``."""
+    for name, result in results.items():
+        draw = getattr(sys.modules.get(name), "draw_chart", None)
+        if not callable(draw) or "error" in result:
+            continue
+        path = directory / f"{name}.svg"
+        try:
+            if draw(result, path):
+                result["chart"] = str(path)
+        except Exception:
+            traceback.print_exc()
+
+
 def draw_chart(results: dict[str, Any], path: Path) -> bool:
     """Draw the ratios as horizontal bars with their targets; False if matplotlib is missing."""
     try:
@@ -223,6 +253,8 @@ def draw_chart(results: dict[str, Any], path: Path) -> bool:
     targets: list[float | None] = []
     colors: list[str] = []
     for name, result in results.items():
+        if callable(getattr(sys.modules.get(name), "draw_chart", None)):
+            continue  # it draws its own chart
         for row in _rows_of(result):
             ratio = row.get("ratio", math.nan)
             if not isinstance(ratio, (int, float)) or math.isnan(ratio):
@@ -293,6 +325,9 @@ def render(results: dict[str, Any], *, broker: str, chart: Path | None, output: 
         if "error" in result:
             lines += [f"This benchmark failed in this run: `{result['error']}`.", ""]
             continue
+        if result.get("chart"):
+            rel = os.path.relpath(result["chart"], output.parent).replace(os.sep, "/")
+            lines += [f"![{title}]({rel})", ""]
         rows = _rows_of(result)
         if rows:
             lines += [
@@ -310,7 +345,11 @@ def render(results: dict[str, Any], *, broker: str, chart: Path | None, output: 
                     f"| {_fmt(row['ratio'])} | {target_text} |"
                 )
             lines.append("")
-        extra = {k: v for k, v in result.items() if k not in ("rows", "title", "seconds")}
+        notes = result.get("notes")
+        if isinstance(notes, list) and notes:
+            lines += [*(f"- {note}" for note in notes), ""]
+        skip = ("rows", "title", "seconds", "notes", "chart")
+        extra = {k: v for k, v in result.items() if k not in skip}
         if extra:
             lines += [
                 '??? note "All figures"',
@@ -352,23 +391,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(MODULES), help=f"modules to run (default {','.join(MODULES)})"
     )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--output", type=Path, default=None, help=f"default {DEFAULT_OUTPUT}")
+    parser.add_argument("--chart", type=Path, default=None, help=f"default {DEFAULT_CHART}")
+    parser.add_argument("--json", type=Path, default=None, help=f"default {DEFAULT_JSON}")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts (HUTCH_BENCH_SCALE); writes only the files given explicitly",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        sys.path.insert(0, str(HERE))
+        from _common import set_smoke
+
+        set_smoke()
+    else:
+        args.output = args.output or DEFAULT_OUTPUT
+        args.chart = args.chart or DEFAULT_CHART
+        args.json = args.json or DEFAULT_JSON
     only = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = sorted(set(only) - set(MODULES))
     if unknown:
         parser.error(f"unknown benchmark modules {unknown}; known: {', '.join(MODULES)}")
     with _broker(args.url) as (url, broker):
-        results = run_all(url, only)
+        results = run_all(url, only, smoke=args.smoke)
     if not results:
         print("no benchmark ran", file=sys.stderr)
         return 1
-    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    chart = args.chart if draw_chart(results, args.chart) else None
-    args.output.write_text(render(results, broker=broker, chart=chart, output=args.output))
-    print(f"wrote {args.output}" + (f", {args.chart}" if chart else "") + f" and {args.json}")
+    written: list[str] = []
+    if args.chart is not None:
+        draw_module_charts(results, args.chart.parent)
+        written += [str(r["chart"]) for r in results.values() if r.get("chart")]
+    chart = args.chart if args.chart is not None and draw_chart(results, args.chart) else None
+    if chart is not None:
+        written.append(str(chart))
+    if args.output is not None:
+        output = render(results, broker=broker, chart=chart, output=args.output)
+        args.output.write_text(output)
+        written.append(str(args.output))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        written.append(str(args.json))
+    print(f"wrote {', '.join(written)}" if written else "wrote nothing (--smoke)")
     failed = [name for name, result in results.items() if "error" in result]
     return 1 if failed else 0
 

@@ -1,0 +1,132 @@
+"""The scale-out, RPC latency and CPU/memory benchmarks run end to end in smoke mode.
+
+Tiny counts against the test broker: each benchmark must complete, print its ratios and
+(through ``run_all.py``) render its section of the performance page. No speed is asserted:
+speed is measured by ``nox -s bench``, never in a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+NEW = ["rpc", "scale_out", "cpu_memory"]
+RATIO = re.compile(r"\bratio\b")
+
+
+def run_script(url: str, *args: str, timeout: float = 150) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "HUTCH_BENCH_SCALE"}
+    result = subprocess.run(
+        [sys.executable, *args, "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=BENCHMARKS.parent,
+        env={**env, "HUTCH_URL": url},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stdout
+
+
+def floats_after(label: str, text: str) -> list[float]:
+    """The numbers on the line that starts with ``label``."""
+    for line in text.splitlines():
+        if line.strip().startswith(label):
+            return [float(v.replace(",", "")) for v in re.findall(r"[-+]?[\d,]*\.?\d+", line)]
+    raise AssertionError(f"no line starting with {label!r} in:\n{text}")
+
+
+def test_run_all_smoke_renders_every_new_benchmark(amqp_url: str, tmp_path: Path) -> None:
+    output, results = tmp_path / "performance.md", tmp_path / "results.json"
+    stdout = run_script(
+        amqp_url,
+        str(BENCHMARKS / "run_all.py"),
+        "--smoke",
+        "--only",
+        ",".join(NEW),
+        "--output",
+        str(output),
+        "--json",
+        str(results),
+    )
+    figures = json.loads(results.read_text())
+    assert sorted(figures) == sorted(NEW)
+    for name in NEW:
+        assert "error" not in figures[name], figures[name]
+    # every row of the new benchmarks carries a finite, positive hutch/pika ratio
+    for name in ("scale_out", "cpu_memory"):
+        rows = figures[name]["rows"]
+        assert rows, name
+        for row in rows:
+            assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
+            assert row["ratio"] == pytest.approx(row["hutch"] / row["baseline"]), row
+    series = figures["scale_out"]["series"]
+    assert set(series) == {"empty", "slow", "rpc"}
+    for data in series.values():
+        assert data["processes"] == [1, 2]  # smoke: 1 and 2 processes
+        assert all(rate > 0 for rate in data["hutch"] + data["pika"])
+    cpu = figures["cpu_memory"]["cpu_us_per_message"]
+    assert len(cpu) == 4  # publish, confirm each, consume, RPC call
+    memory = figures["cpu_memory"]["memory"]
+    for what in ("messages", "rpc"):
+        for kind in ("hutch", "pika"):
+            assert memory[what][kind]["after_mib"] > 0
+    rpc = figures["rpc"]
+    assert len(rpc["hutch"]["round_p50s_ms"]) == 3  # the p50 is a median of 3 rounds
+    assert rpc["hutch"]["p50_ms"] == pytest.approx(sorted(rpc["hutch"]["round_p50s_ms"])[1])
+    page = output.read_text()
+    for title in ("## Scale-out", "## Client CPU per message", "## Rpc"):
+        assert title in page
+    assert "ceiling" in page
+    assert stdout.count("ratio") >= len(figures["scale_out"]["rows"])
+
+
+def test_rpc_smoke_prints_the_p50_ratio(amqp_url: str) -> None:
+    stdout = run_script(amqp_url, str(BENCHMARKS / "rpc.py"), "--smoke")
+    ratio = floats_after("hutch/pika sequential p50 ratio:", stdout)[-1]
+    p50 = floats_after("sequential p50 (ms)", stdout)  # [50, hutch, pika(, aio-pika)]
+    assert ratio > 0 and ratio == pytest.approx(p50[1] / p50[2], abs=0.01)
+    assert floats_after("flight_vs_pika", stdout)[0] > 0
+
+
+def test_scale_out_smoke_prints_table_and_ceilings(amqp_url: str) -> None:
+    stdout = run_script(
+        amqp_url,
+        str(BENCHMARKS / "scale_out.py"),
+        "--smoke",
+        "--processes",
+        "1",
+        "--rpc-clients",
+        "1",
+    )
+    table = stdout[stdout.index("CPUs busy") : stdout.index("where the ceiling is:")]
+    rows = re.findall(r"^(.+?, 1 proc)\s+([\d,]+)\s+([\d,]+)\s+(\d+\.\d\d)\s", table, re.M)
+    assert [label.split(",")[0].split(" (")[0] for label, *_ in rows] == [
+        "empty tasks",
+        "5 ms tasks",
+        "RPC calls",
+    ], table
+    for _label, hutch_rate, pika_rate, ratio in rows:
+        h, p = float(hutch_rate.replace(",", "")), float(pika_rate.replace(",", ""))
+        assert h > 0 and p > 0
+        assert float(ratio) == pytest.approx(h / p, abs=0.01)
+    assert stdout.count("only 1 process measured") == 6  # 3 shapes x (hutch, pika)
+
+
+def test_cpu_smoke_prints_us_per_message(amqp_url: str) -> None:
+    stdout = run_script(amqp_url, str(BENCHMARKS / "cpu_memory.py"), "--smoke", "--only", "cpu")
+    for label in ("publish (", "publish, confirm each", "consume + ack", "RPC call"):
+        hutch_us, pika_us, ratio = floats_after(label, stdout)[-3:]
+        assert hutch_us > 0 and pika_us > 0
+        assert ratio == pytest.approx(hutch_us / pika_us, abs=0.01)
