@@ -586,11 +586,27 @@ class OutgoingMessage:
 
 
 class _Pending:
-    __slots__ = ("message", "returned")
+    """A publish awaiting its confirm: sequence number (delivery tag) and any return."""
 
-    def __init__(self, message: OutgoingMessage) -> None:
+    __slots__ = ("message", "returned", "seq")
+
+    def __init__(self, message: OutgoingMessage, seq: int) -> None:
         self.message = message
+        self.seq = seq
         self.returned: tuple[int, str] | None = None
+
+
+# how many same-route candidates a return is compared with before the oldest one is taken
+_RETURN_SCAN = 1000
+
+
+def _same_content(m: OutgoingMessage, props: pika.BasicProperties, body: bytes) -> bool:
+    """Whether a returned message is a copy of ``m`` (same body and identifying fields)."""
+    return (
+        m.message_id == props.message_id
+        and m.properties.correlation_id == props.correlation_id
+        and m.body == body
+    )
 
 
 class _Consumer:
@@ -637,6 +653,10 @@ class Channel:
         self._consumers: dict[str, _Consumer] = {}
         self._unconfirmed: OrderedDict[int, _Pending] = OrderedDict()
         self._seq = 0
+        # see _on_return: the highest delivery tag of a confirm so far, and the sequence
+        # number of the publish the last return was matched to (both on this pika channel)
+        self._confirmed_high = 0
+        self._returned_seq = 0
         self._closed = False
         self._retry_queue: list[OutgoingMessage] = []
         #: Called (driving the connection) as ``on_return(reply_code, reply_text, properties)`` for
@@ -966,6 +986,8 @@ class Channel:
         impl.add_on_return_callback(self._on_return)
         ch.add_on_cancel_callback(self._on_broker_cancel)
         self._seq = 0
+        self._confirmed_high = 0
+        self._returned_seq = 0
         if self.confirms:
             # No need to wait for Confirm.SelectOk: the broker handles frames in order, so
             # every publish after this one is confirmed (delivery tags start at 1).
@@ -1092,7 +1114,7 @@ class Channel:
             return
         if self.confirms:
             self._seq += 1
-            self._unconfirmed[self._seq] = _Pending(m)
+            self._unconfirmed[self._seq] = _Pending(m, self._seq)
         else:
             m.succeed()
 
@@ -1100,6 +1122,8 @@ class Channel:
         method = frame.method
         tag: int = method.delivery_tag
         nack = isinstance(method, pika.spec.Basic.Nack)
+        if tag > self._confirmed_high:
+            self._confirmed_high = tag
         if method.multiple:
             done = []
             while self._unconfirmed:
@@ -1138,12 +1162,53 @@ class Channel:
             else:
                 m.succeed()
 
-    def _on_return(self, _ch: Any, method: Any, props: pika.BasicProperties, _body: bytes) -> None:
-        for pending in self._unconfirmed.values():
+    def _match_return(
+        self, exchange: str, routing_key: str, props: pika.BasicProperties, body: bytes
+    ) -> _Pending | None:
+        """The unconfirmed publish a ``basic.return`` belongs to, or None.
+
+        Matched by publish sequence, never by message id alone. The broker handles a
+        channel's publishes in order and sends the return of an unroutable mandatory
+        publish while handling it, before that publish's confirm (RabbitMQ's "Publisher
+        Confirms": ``basic.return`` comes before ``basic.ack``); confirms of later publishes
+        can only come later still. So the returned publish:
+
+        * is newer than every confirm received so far (``seq > _confirmed_high``),
+        * is newer than the publish the previous return belonged to (``_returned_seq``),
+        * is mandatory, and went to the exchange and routing key the return names.
+
+        Among those the oldest wins: the first whose body, message id and correlation id
+        are the returned ones, else the first with that exchange and routing key. (Two
+        such publishes differ in routability only if the topology changed between them;
+        then their content tells them apart.) The scan starts where the previous one
+        stopped, so a stream of returns costs one pass over the publishes in flight.
+        """
+        fallback: _Pending | None = None
+        looked = 0
+        for seq in range(max(self._confirmed_high, self._returned_seq) + 1, self._seq + 1):
+            pending = self._unconfirmed.get(seq)
+            if pending is None or pending.returned is not None:
+                continue
             m = pending.message
-            if pending.returned is None and m.message_id == props.message_id:
-                pending.returned = (method.reply_code, method.reply_text)
-                return
+            if not m.mandatory or m.exchange != exchange or m.routing_key != routing_key:
+                continue
+            if _same_content(m, props, body):
+                fallback = pending
+                break
+            if fallback is None:
+                fallback = pending
+            looked += 1
+            if looked >= _RETURN_SCAN:
+                break
+        if fallback is not None:
+            self._returned_seq = fallback.seq
+        return fallback
+
+    def _on_return(self, _ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
+        pending = self._match_return(method.exchange, method.routing_key, props, body)
+        if pending is not None:
+            pending.returned = (method.reply_code, method.reply_text)
+            return
         if self.on_return is not None:
             try:
                 properties = from_pika_properties(props)

@@ -2,44 +2,145 @@
 
 RabbitMQ's own dead-lettering (``x-dead-letter-exchange``) records only that a message was
 rejected or expired. hutch wants the *why* next to the message, so a consumer that gives
-up on a message publishes a copy (confirmed) to the dead-letter queue with headers naming
-the reason, and only then acks the original: nothing is lost, nothing loops hot.
+up on a message publishes a copy to the dead-letter queue with headers naming the reason,
+and only then acks the original.
+
+Every consumed message that fails ends in exactly one of the states of
+:class:`Disposition`, and the consumer's counters say which:
+
+==================  ================================================================
+``DEAD_LETTERED``   a copy was published *mandatory* and *confirmed* to the
+                    dead-letter queue (declared again if it was deleted meanwhile),
+                    then the original was acked
+``RETRIED``         a copy was published the same way to a delay queue of the work
+                    queue (see :class:`~hutch.WorkerPool`), then the original was acked
+``REQUEUED``        neither copy could be placed: the original stays unacked for
+                    :data:`REQUEUE_DELAY` seconds and is then requeued, never acked
+==================  ================================================================
+
+A copy the broker returns (no queue to route to: the queue was deleted) is not a dead
+letter: the queue is declared again and the copy published once more; if that fails too,
+the original is requeued after the pause. Nothing is lost, nothing loops hot.
+
+The headers of both copies come from :func:`failure_headers`. What goes to a delay queue
+carries no ``x-death``/``x-first-death-*``/``x-last-death-*`` headers (RabbitMQ writes its
+own when the delay expires, and refuses, or worse, crashes the queue, on foreign values),
+and the attempt count there is hutch's own: ``x-hutch-attempts`` together with
+``x-hutch-retry-of`` naming the work queue (see :func:`~hutch._retry.attempts_made`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
-from hutch._exceptions import HutchError
+from hutch._exceptions import HutchError, Unroutable
+from hutch._retry import ATTEMPTS_HEADER, RETRY_OF_HEADER
 from hutch._topology import Queue
 
 if TYPE_CHECKING:
     from hutch._connection import Connection
 
-__all__ = ["DeadLetters", "dead_letter_headers", "requeue_later"]
+__all__ = [
+    "DeadLetters",
+    "Disposition",
+    "dead_letter_headers",
+    "failure_headers",
+    "publish_to_queue",
+    "requeue_later",
+    "retry_headers",
+]
 
 log = logging.getLogger("hutch")
 
 ERROR = "x-hutch-error"
 ERROR_TYPE = "x-hutch-error-type"
-ATTEMPTS = "x-hutch-attempts"
+ATTEMPTS = ATTEMPTS_HEADER
+RETRY_OF = RETRY_OF_HEADER
 ORIGINAL_EXCHANGE = "x-hutch-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-hutch-original-routing-key"
 ORIGINAL_QUEUE = "x-hutch-original-queue"
 FAILED_AT = "x-hutch-failed-at"
+
+#: RabbitMQ's dead-lettering history, never copied into a delay queue.
+DEATH_HEADER = "x-death"
+_DEATH_PREFIXES = ("x-first-death-", "x-last-death-")
 
 _MAX_REASON = 2000
 #: Seconds a message whose dead-lettering failed is held before it is requeued.
 REQUEUE_DELAY = 5.0
 
 
+class Disposition(enum.Enum):
+    """Where a failed message went (see the table in this module's docstring)."""
+
+    DEAD_LETTERED = "dead-lettered"
+    RETRIED = "retried"
+    REQUEUED = "requeued"
+
+
+def _is_death_header(key: object) -> bool:
+    return isinstance(key, str) and (key == DEATH_HEADER or key.startswith(_DEATH_PREFIXES))
+
+
+def failure_headers(
+    headers: Mapping[str, Any] | None,
+    *,
+    reason: str,
+    error_type: str,
+    attempts: int | None,
+    retry_of: str | None = None,
+    origin: tuple[str, str, str] | None = None,
+) -> dict[str, Any]:
+    """Return ``headers`` plus the ``x-hutch-*`` headers of a failed message's copy.
+
+    The one builder for both kinds of copy: a retry (``retry_of`` given) and a dead letter
+    (``origin`` given).
+
+    Args:
+        headers: The message's original headers (not changed).
+        reason: One-line reason (exception message); truncated to 2000 characters.
+        error_type: The exception's type name, e.g. ``"ValidationError"``.
+        attempts: How many times the message was tried, if known.
+        retry_of: For a retry: the work queue it goes back to. The copy then carries no
+            ``x-death``/``x-first-death-*``/``x-last-death-*`` headers, and
+            ``x-hutch-retry-of`` marks ``x-hutch-attempts`` as hutch's own count.
+        origin: For a dead letter: the exchange, routing key and queue the message came
+            from (``x-hutch-original-*``), with the time it failed (``x-hutch-failed-at``).
+
+    Returns:
+        The new headers.
+    """
+    merged = {
+        k: v
+        for k, v in (headers or {}).items()
+        if k != RETRY_OF and (retry_of is None or not _is_death_header(k))
+    }
+    merged[ERROR] = reason[:_MAX_REASON]
+    merged[ERROR_TYPE] = error_type
+    if attempts is not None:
+        merged[ATTEMPTS] = attempts
+    else:
+        merged.pop(ATTEMPTS, None)
+    if retry_of is not None:
+        merged[RETRY_OF] = retry_of
+    if origin is not None:
+        exchange, routing_key, queue = origin
+        merged[ORIGINAL_EXCHANGE] = exchange
+        merged[ORIGINAL_ROUTING_KEY] = routing_key
+        merged[ORIGINAL_QUEUE] = queue
+        merged[FAILED_AT] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return merged
+
+
 def dead_letter_headers(
-    headers: dict[str, Any] | None,
+    headers: Mapping[str, Any] | None,
     *,
     reason: str,
     error_type: str,
@@ -49,6 +150,9 @@ def dead_letter_headers(
     queue: str,
 ) -> dict[str, Any]:
     """Return ``headers`` plus the ``x-hutch-*`` headers that explain a dead letter.
+
+    A dead letter carries no ``x-hutch-retry-of``: replayed into its work queue, it is a
+    fresh message that gets every attempt again.
 
     Args:
         headers: The message's original headers.
@@ -62,16 +166,38 @@ def dead_letter_headers(
     Returns:
         The merged headers.
     """
-    merged = dict(headers or {})
-    merged[ERROR] = reason[:_MAX_REASON]
-    merged[ERROR_TYPE] = error_type
-    if attempts is not None:
-        merged[ATTEMPTS] = attempts
-    merged[ORIGINAL_EXCHANGE] = exchange
-    merged[ORIGINAL_ROUTING_KEY] = routing_key
-    merged[ORIGINAL_QUEUE] = queue
-    merged[FAILED_AT] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-    return merged
+    return failure_headers(
+        headers,
+        reason=reason,
+        error_type=error_type,
+        attempts=attempts,
+        origin=(exchange, routing_key, queue),
+    )
+
+
+def retry_headers(
+    headers: Mapping[str, Any] | None,
+    *,
+    reason: str,
+    error_type: str,
+    attempts: int,
+    queue: str,
+) -> dict[str, Any]:
+    """Return the headers of a retry's copy for a delay queue of work queue ``queue``.
+
+    Args:
+        headers: The message's original headers.
+        reason: Why the attempt failed.
+        error_type: The exception's type name.
+        attempts: Attempts made so far (the one that just failed included).
+        queue: The work queue the copy returns to.
+
+    Returns:
+        The headers, without RabbitMQ's ``x-death`` family.
+    """
+    return failure_headers(
+        headers, reason=reason, error_type=error_type, attempts=attempts, retry_of=queue
+    )
 
 
 def requeue_later(delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
@@ -89,8 +215,44 @@ def requeue_later(delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
     timer.start()
 
 
+def publish_to_queue(
+    channel: Callable[[], Channel],
+    queue: str,
+    build: Callable[[], OutgoingMessage],
+    redeclare: Callable[[], None],
+    timeout: float,
+) -> None:
+    """Publish a copy to ``queue`` (mandatory, confirmed); declare the queue again if gone.
+
+    A copy the broker returns (the queue was deleted) is not confirmed as placed: the queue
+    is declared again with ``redeclare`` and a fresh copy from ``build`` published once
+    more.
+
+    Args:
+        channel: Returns the confirm channel to publish on.
+        queue: The queue's name (for the log).
+        build: Makes the message to publish (``mandatory=True``); called once per try.
+        redeclare: Declares the queue again.
+        timeout: Seconds to wait for each confirm.
+
+    Raises:
+        Unroutable: Returned again after declaring the queue again.
+        HutchError: Nacked, channel or connection failure, or the declaration failed.
+        concurrent.futures.TimeoutError: No confirm within ``timeout``.
+    """
+    try:
+        channel().publish(build()).result(timeout)
+        return
+    except Unroutable:
+        log.warning("hutch: queue %r is gone (message returned); declaring it again", queue)
+    redeclare()
+    channel().publish(build()).result(timeout)
+
+
 class DeadLetters:
     """Publishes failed messages to a dead-letter queue on a confirm channel (internal).
+
+    Thread-safe: the workers of a pool share one.
 
     Args:
         connection: The connection to use (a channel is opened on first use).
@@ -117,6 +279,9 @@ class DeadLetters:
                 self._channel = ch
             return self._channel
 
+    def _redeclare(self) -> None:
+        self._ensure().declare([self.queue])
+
     def declare(self) -> None:
         """Declare the dead-letter queue now."""
         self._ensure()
@@ -129,17 +294,22 @@ class DeadLetters:
         error_type: str,
         attempts: int | None = None,
         timeout: float = 30.0,
-    ) -> None:
+    ) -> Disposition:
         """Publish a copy of ``delivery`` with the reason, wait for the confirm, ack the original.
 
-        If the copy cannot be published the original is requeued (never dropped).
+        The copy is mandatory: if the dead-letter queue was deleted it is declared again and
+        the copy published once more. If the copy cannot be placed the original is requeued
+        after :data:`REQUEUE_DELAY` seconds (never acked, never dropped).
 
         Args:
             delivery: The delivery that failed.
             reason: Why it failed.
             error_type: The exception type name.
             attempts: How many attempts were made.
-            timeout: Seconds to wait for the confirm.
+            timeout: Seconds to wait for each confirm.
+
+        Returns:
+            ``DEAD_LETTERED`` or ``REQUEUED``: what really happened to the message.
         """
         log.warning(
             "hutch: dead-lettering message %s from queue %r to %r: %s: %s",
@@ -149,26 +319,32 @@ class DeadLetters:
             error_type,
             reason,
         )
-        props = delivery.properties
-        headers = dead_letter_headers(
-            dict(props.headers or {}),
-            reason=reason,
-            error_type=error_type,
-            attempts=attempts,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key,
-            queue=self.source_queue,
-        )
-        out = props.merged(headers=headers, delivery_mode=2, expiration=None)
-        message = OutgoingMessage("", self.queue.name, delivery.body, to_pika_properties(out))
+        name = self.queue.name
         try:
-            self._ensure().publish(message).result(timeout)
-        except (HutchError, FutureTimeout, OSError) as exc:
+            props = delivery.properties
+            headers = dead_letter_headers(
+                props.headers,
+                reason=reason,
+                error_type=error_type,
+                attempts=attempts,
+                exchange=delivery.exchange,
+                routing_key=delivery.routing_key,
+                queue=self.source_queue,
+            )
+            pika_props = to_pika_properties(
+                props.merged(headers=headers, delivery_mode=2, expiration=None)
+            )
+
+            def build() -> OutgoingMessage:
+                return OutgoingMessage("", name, delivery.body, pika_props, mandatory=True)
+
+            publish_to_queue(self._ensure, name, build, self._redeclare, timeout)
+        except (HutchError, FutureTimeout, OSError, ValueError, TypeError, OverflowError) as exc:
             # Keep the message (unacked, so it still counts against prefetch) and requeue
             # it only after a pause: never dropped, and never a hot redelivery loop.
             log.error(
                 "hutch: could not dead-letter message to %r, requeueing it in %.0f s: %s",
-                self.queue.name,
+                name,
                 REQUEUE_DELAY,
                 exc,
             )
@@ -177,8 +353,9 @@ class DeadLetters:
                     self._channel.close()
                     self._channel = None  # declare the queue again next time
             requeue_later(delivery)
-            return
+            return Disposition.REQUEUED
         delivery.ack()
+        return Disposition.DEAD_LETTERED
 
     def close(self) -> None:
         """Close the channel."""

@@ -15,10 +15,14 @@ from typing import Any
 
 from hutch._checks import MAX_TIMEOUT, check_float, check_int
 
-__all__ = ["ATTEMPTS_HEADER", "Reject", "Retry", "RetryPolicy", "attempts_made"]
+__all__ = ["ATTEMPTS_HEADER", "RETRY_OF_HEADER", "Reject", "Retry", "RetryPolicy", "attempts_made"]
 
 #: Header counting how many times a message has been handled and failed.
 ATTEMPTS_HEADER = "x-hutch-attempts"
+#: Header naming the work queue a retry is for: only with it is ``x-hutch-attempts`` hutch's own.
+RETRY_OF_HEADER = "x-hutch-retry-of"
+# an attempt count read from a header is capped here (a huge value means "many")
+_MAX_COUNT = 1_000_000
 
 
 class Retry(Exception):
@@ -194,25 +198,33 @@ class RetryPolicy:
         return isinstance(exc, (Retry, *self.retry_on))
 
 
-def attempts_made(headers: Mapping[str, Any] | None) -> int:
-    """How many attempts a message has already had, from its ``x-hutch-attempts`` header.
+def attempts_made(headers: Mapping[str, Any] | None, queue: str) -> int:
+    """How many attempts a message has already had on ``queue``.
+
+    The count is hutch's own: ``x-hutch-attempts`` is read only when ``x-hutch-retry-of``
+    names ``queue``, which is what a worker pool writes when it sends a failed message to
+    its delay queue. Anything else is a fresh message with 0 attempts: a copy replayed from
+    the dead-letter queue, a message from another program carrying ``x-hutch-*`` headers
+    of its own, or values of the wrong type (RabbitMQ's ``x-death`` is never consulted).
 
     Args:
-        headers: The message's headers.
+        headers: The message's headers (any values; nothing here raises).
+        queue: The work queue the message was consumed from.
 
     Returns:
-        The count (0 for a fresh message or an unreadable header).
+        The count, from 0 to 1,000,000.
     """
     if not headers:
         return 0
-    value = headers.get(ATTEMPTS_HEADER)
-    if isinstance(value, bool):
+    try:
+        marker = headers.get(RETRY_OF_HEADER)
+        value = headers.get(ATTEMPTS_HEADER)
+    except Exception:  # a mapping that is not a dict: treat as no headers
         return 0
-    if isinstance(value, (int, float)) and value >= 0:
-        return int(value)
-    if isinstance(value, (str, bytes)):
-        try:
-            return max(0, int(value))
-        except ValueError:
-            return 0
-    return 0
+    if isinstance(marker, bytes):
+        marker = marker.decode("utf-8", "replace")
+    if not isinstance(marker, str) or marker != queue:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return min(max(0, value), _MAX_COUNT)

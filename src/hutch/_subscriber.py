@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overloa
 from hutch._channel import Channel, Delivery
 from hutch._checks import check_field_table, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
-from hutch._dead_letter import DeadLetters
+from hutch._dead_letter import DeadLetters, Disposition
 from hutch._exceptions import (
     ClosedError,
     ConsumerCancelled,
@@ -265,8 +265,12 @@ class Subscriber(Resource, Generic[T]):
         self.on_cancel = on_cancel
         self._lock = threading.Lock()
         self._closed = False
+        #: Messages the handler took and that were acked.
         self.handled = 0
+        #: Messages whose copy the dead-letter queue confirmed (then acked).
         self.dead_lettered = 0
+        #: Failed messages whose dead letter could not be placed: requeued after a pause.
+        self.requeued = 0
 
     def __repr__(self) -> str:
         return f"<Subscriber queue={self.queue_name!r} conn={self._conn!r}>"
@@ -423,10 +427,13 @@ class Subscriber(Resource, Generic[T]):
 
     def _dead_letter(self, delivery: Delivery, exc: BaseException) -> None:
         assert self._dead is not None
-        self.dead_lettered += 1
-        self._dead.send(
+        went = self._dead.send(
             delivery, reason=str(exc), error_type=type(exc).__name__, timeout=self.timeout
         )
+        if went is Disposition.DEAD_LETTERED:
+            self.dead_lettered += 1
+        else:
+            self.requeued += 1
 
     def run(
         self, handler: Handler[T], *, limit: int | None = None, timeout: float | None = None

@@ -40,7 +40,6 @@ import queue as _queue
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -51,7 +50,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
 from hutch._checks import check_bool, check_int, check_timeout
 from hutch._connection import Connection, resolve_connection
-from hutch._dead_letter import ERROR, ERROR_TYPE, REQUEUE_DELAY, DeadLetters, requeue_later
+from hutch._dead_letter import (
+    REQUEUE_DELAY,
+    DeadLetters,
+    Disposition,
+    publish_to_queue,
+    requeue_later,
+    retry_headers,
+)
 from hutch._exceptions import (
     ClosedError,
     ConsumerCancelled,
@@ -63,7 +69,7 @@ from hutch._loading import load_callable
 from hutch._message import Message, Properties
 from hutch._publisher import BatchResult, Publisher
 from hutch._resource import Resource
-from hutch._retry import ATTEMPTS_HEADER, Reject, Retry, RetryPolicy, attempts_made
+from hutch._retry import Reject, Retry, RetryPolicy, attempts_made
 from hutch._serialization import Codec, codec_for, decode_any
 from hutch._subscriber import decode_delivery, wants_message
 from hutch._topology import Queue
@@ -137,7 +143,9 @@ class WorkerStats:
         failed: Failed attempts (handler raised, body invalid, child process died).
         retried: Messages sent to a delay queue for another attempt.
         dead_lettered: Messages sent to the dead-letter queue.
-        requeued: Messages handed back to the broker unstarted (shutdown, child crash).
+        requeued: Messages handed back to the broker: unstarted (shutdown, child crash),
+            or failed but their copy for the dead-letter or a delay queue could not be
+            placed (requeued after a pause, never acked).
         crashed: Child processes that died under this worker.
         busy_seconds: Time spent handling messages.
     """
@@ -1127,7 +1135,7 @@ class WorkerPool(Generic[T]):
                     log.debug("hutch: nack failed", exc_info=True)
 
     def _handle(self, w: _Worker, delivery: Delivery) -> None:
-        attempt = attempts_made(delivery.headers) + 1
+        attempt = attempts_made(delivery.headers, self.queue.name) + 1
         started = time.monotonic()
         problem = delivery.problem
         if problem is not None:
@@ -1184,26 +1192,27 @@ class WorkerPool(Generic[T]):
             outcome.kind == "error" and outcome.retryable
         )
         policy = self.retry
+        went: Disposition | None = None
         if retryable and policy is not None and attempt < policy.max_attempts:
             delay = outcome.delay if outcome.delay is not None else policy.delay_for(attempt)
-            result = self._retry_later(delivery, attempt, delay, outcome)
-            if result != "impossible":
-                with self._stats_lock:
-                    if result == "retried":
-                        w.retried += 1
-                    else:
-                        w.requeued += 1
-                return
+            went = self._retry_later(delivery, attempt, delay, outcome)
         elif retryable and policy is not None:
             outcome.reason = f"{outcome.reason} (gave up after {attempt} attempts)"
-        if self._dead_letter(delivery, attempt, outcome):
-            with self._stats_lock:
+        if went is None:
+            went = self._dead_letter(delivery, attempt, outcome)
+        # count what really happened: a copy the broker did not confirm is no dead letter
+        with self._stats_lock:
+            if went is Disposition.RETRIED:
+                w.retried += 1
+            elif went is Disposition.DEAD_LETTERED:
                 w.dead_lettered += 1
+            else:
+                w.requeued += 1
 
-    def _dead_letter(self, delivery: Delivery, attempt: int, outcome: _Outcome) -> bool:
+    def _dead_letter(self, delivery: Delivery, attempt: int, outcome: _Outcome) -> Disposition:
         assert self._dead is not None
         try:
-            self._dead.send(
+            return self._dead.send(
                 delivery,
                 reason=outcome.reason,
                 error_type=outcome.error_type,
@@ -1211,12 +1220,17 @@ class WorkerPool(Generic[T]):
                 timeout=self.timeout,
             )
         except Exception:
-            log.exception("hutch: dead-lettering failed; requeueing the message")
-            delivery.nack(requeue=True)
-            return False
-        return True
+            log.exception(
+                "hutch: dead-lettering failed; requeueing the message in %.0f s", REQUEUE_DELAY
+            )
+            requeue_later(delivery)
+            return Disposition.REQUEUED
 
-    def _delay_queue(self, delay: float) -> str:
+    def _delay_queue(self, delay: float, *, again: bool = False) -> str:
+        """Declare (or renew) the delay queue for ``delay`` seconds; return its name.
+
+        With ``again``, declare it even if it was declared recently (it was deleted).
+        """
         ms = max(1, round(delay * 1000))
         now = time.monotonic()
         with self._delay_lock:
@@ -1234,38 +1248,63 @@ class WorkerPool(Generic[T]):
                 )
             # an idle queue expires after DELAY_QUEUE_GRACE past its TTL even with messages
             # in it: renew the lease well before that
-            if entry.declared_at is None or now - entry.declared_at > DELAY_QUEUE_GRACE / 2:
+            if (
+                again
+                or entry.declared_at is None
+                or now - entry.declared_at > DELAY_QUEUE_GRACE / 2
+            ):
                 assert self._retry_channel is not None
                 self._retry_channel.declare([entry.queue], timeout=self.timeout)
                 entry.declared_at = now
                 self._delay_queues[ms] = entry
             return entry.queue.name
 
+    def _retry_channel_now(self) -> Channel:
+        assert self._retry_channel is not None
+        return self._retry_channel
+
     def _retry_later(
         self, delivery: Delivery, attempt: int, delay: float, outcome: _Outcome
-    ) -> str:
-        """Publish a copy to a delay queue, then ack: "retried", "requeued" or "impossible"."""
-        assert self._retry_channel is not None
+    ) -> Disposition | None:
+        """Publish a copy to a delay queue, then ack the original.
+
+        The copy carries hutch's own attempt count and none of RabbitMQ's ``x-death``
+        headers (see :func:`~hutch._dead_letter.retry_headers`); it is mandatory and
+        confirmed, and a deleted delay queue is declared again.
+
+        Returns:
+            ``RETRIED``; ``REQUEUED`` when the copy could not be placed (the original is
+            requeued after a pause); None when no delay queue can be declared at all (the
+            caller dead-letters the message instead).
+        """
         try:
             target = self._delay_queue(delay)
         except HutchError as exc:
             log.error("hutch: cannot declare the delay queue for a retry (%s); dead-lettering", exc)
             outcome.reason = f"{outcome.reason} (retry impossible: {exc})"
-            return "impossible"
-        props = delivery.properties
-        headers: dict[str, Any] = dict(props.headers or {})
-        headers[ATTEMPTS_HEADER] = attempt
-        headers[ERROR] = outcome.reason[:_MAX_REASON]
-        headers[ERROR_TYPE] = outcome.error_type
-        out = props.merged(
-            headers=headers,
-            delivery_mode=2,
-            expiration=None,
-            message_id=props.message_id or uuid.uuid4().hex,  # returns are matched by id
-        )
-        message = OutgoingMessage(
-            "", target, delivery.body, to_pika_properties(out), mandatory=True
-        )
+            return None
+        try:
+            props = delivery.properties
+            headers = retry_headers(
+                props.headers,
+                reason=outcome.reason,
+                error_type=outcome.error_type,
+                attempts=attempt,
+                queue=self.queue.name,
+            )
+            out = props.merged(headers=headers, delivery_mode=2, expiration=None)
+            pika_props = to_pika_properties(out)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # properties hutch cannot send again: retrying cannot work, dead-letter it
+            outcome.reason = f"{outcome.reason} (retry impossible: {exc})"
+            return None
+
+        def build() -> OutgoingMessage:
+            return OutgoingMessage("", target, delivery.body, pika_props, mandatory=True)
+
+        def redeclare() -> None:
+            self._delay_queue(delay, again=True)
+
         log.info(
             "hutch: retrying message %s of queue %r in %.3f s (attempt %d failed: %s: %s)",
             out.message_id,
@@ -1276,7 +1315,13 @@ class WorkerPool(Generic[T]):
             outcome.reason,
         )
         try:
-            self._retry_channel.publish(message).result(self.timeout)
+            publish_to_queue(
+                self._retry_channel_now,
+                target,
+                build,
+                redeclare,
+                self.timeout,
+            )
         except (HutchError, FutureTimeout, OSError) as exc:
             log.error(
                 "hutch: could not publish a retry (%s); requeueing the message in %.0f s",
@@ -1284,9 +1329,9 @@ class WorkerPool(Generic[T]):
                 REQUEUE_DELAY,
             )
             requeue_later(delivery)
-            return "requeued"
+            return Disposition.REQUEUED
         delivery.ack()
-        return "retried"
+        return Disposition.RETRIED
 
     def _replace_child(self, w: _Worker) -> None:
         child = w.child

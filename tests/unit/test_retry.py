@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hutch import HutchError, Reject, Retry, RetryPolicy
-from hutch._retry import ATTEMPTS_HEADER, attempts_made
+from hutch._retry import ATTEMPTS_HEADER, RETRY_OF_HEADER, attempts_made
 
 
 def test_backoff_grows_by_the_multiplier_up_to_max_delay() -> None:
@@ -77,21 +79,72 @@ def test_signals() -> None:
         Retry(-1)
 
 
+_MINE = {RETRY_OF_HEADER: "work"}
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
         (None, 0),
         ({}, 0),
-        ({ATTEMPTS_HEADER: 2}, 2),
-        ({ATTEMPTS_HEADER: "3"}, 3),
-        ({ATTEMPTS_HEADER: b"4"}, 4),
-        ({ATTEMPTS_HEADER: "junk"}, 0),
-        ({ATTEMPTS_HEADER: -5}, 0),
-        ({ATTEMPTS_HEADER: True}, 0),
-        ({ATTEMPTS_HEADER: [1]}, 0),
+        ({**_MINE, ATTEMPTS_HEADER: 2}, 2),
+        ({RETRY_OF_HEADER: b"work", ATTEMPTS_HEADER: 2}, 2),
+        ({**_MINE, ATTEMPTS_HEADER: 2**63 - 1}, 1_000_000),
+        # hutch writes an int; anything else is not its count
+        ({**_MINE, ATTEMPTS_HEADER: "3"}, 0),
+        ({**_MINE, ATTEMPTS_HEADER: b"4"}, 0),
+        ({**_MINE, ATTEMPTS_HEADER: "junk"}, 0),
+        ({**_MINE, ATTEMPTS_HEADER: -5}, 0),
+        ({**_MINE, ATTEMPTS_HEADER: True}, 0),
+        ({**_MINE, ATTEMPTS_HEADER: [1]}, 0),
+        # without the marker naming this queue the count is somebody else's
+        ({ATTEMPTS_HEADER: 2}, 0),
+        ({RETRY_OF_HEADER: "other", ATTEMPTS_HEADER: 2}, 0),
+        ({RETRY_OF_HEADER: 7, ATTEMPTS_HEADER: 2}, 0),
+        ({RETRY_OF_HEADER: b"\xff", ATTEMPTS_HEADER: 2}, 0),
+        # RabbitMQ's x-death is never consulted
+        ({"x-death": [{"count": 5, "queue": "work.retry.100", "reason": "expired"}]}, 0),
     ],
 )
-def test_attempts_made_reads_the_header_tolerantly(
+def test_attempts_made_counts_only_hutchs_own_header(
     headers: dict[str, object] | None, expected: int
 ) -> None:
-    assert attempts_made(headers) == expected
+    assert attempts_made(headers, "work") == expected
+
+
+_header_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=10),
+        st.binary(max_size=10),
+        st.decimals(),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.dictionaries(
+        st.sampled_from([ATTEMPTS_HEADER, RETRY_OF_HEADER, "x-death", "x-hutch-error"]),
+        _header_values,
+    ),
+    queue=st.sampled_from(["work", ""]),
+)
+def test_attempts_made_never_raises_and_stays_in_range(
+    headers: dict[str, object], queue: str
+) -> None:
+    n = attempts_made(headers, queue)
+    assert 0 <= n <= 1_000_000
+    mine = headers.get(RETRY_OF_HEADER) in (queue, queue.encode())
+    value = headers.get(ATTEMPTS_HEADER)
+    if not mine or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        assert n == 0
+    else:
+        assert n == min(value, 1_000_000)
