@@ -1066,7 +1066,6 @@ class Channel:
                     method.delivery_tag,
                 )
 
-
         self._run_sync(
             lambda c: c.basic_consume(
                 queue,

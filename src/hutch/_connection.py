@@ -388,8 +388,20 @@ class IoLoop:
         return self._failure
 
     def start(self, timeout: float | None) -> None:
-        """Start the I/O thread and wait until the first connection is open."""
+        """Start the I/O thread and wait until the first connection is open.
+
+        An open that fails or runs out of time leaves nothing behind: the I/O thread's
+        connection attempts end by the same deadline, and a connection that still got
+        through is closed at once (the loop is closing for good).
+
+        Raises:
+            OperationTimeout: The connection was not open within ``timeout`` seconds.
+            ConnectError: No address could be reached (or the credentials were refused).
+        """
         if self._thread is None:
+            if timeout is not None:
+                self._open_timeout = timeout
+                self._open_deadline = time.monotonic() + timeout
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
@@ -399,26 +411,14 @@ class IoLoop:
             self._thread.start()
             self._io_ident = self._thread.ident
         try:
-            if timeout is not None:
-                self._open_timeout = timeout
-                self._open_deadline = time.monotonic() + timeout
             self._opened.result(timeout)
         except FutureTimeout:
-            raise OperationTimeout(f"connecting took longer than {timeout} s") from None
-
-    def check_usable(self) -> None:
-        """Raise if the connection was closed or failed for good."""
-        if self._failure is not None:
-            raise self._failure
-        if self._closing:
-            raise ClosedError("the connection is closed")
-        if self._thread is None:
             # give up on this connection for good: the attempt in progress ends by the
             # same deadline, and one that got through is closed by the closing loop
             self._closing = True
             self._wake_io()
             self._join_failed_open()
-            raise ClosedError(
+            raise OperationTimeout(f"connecting took longer than {timeout} s") from None
         except HutchError:
             self._join_failed_open()
             raise
@@ -451,6 +451,15 @@ class IoLoop:
             "a consumer callback runs there): nothing would read the broker's answer while "
             f"it waits; {instead}"
         )
+
+    def check_usable(self) -> None:
+        """Raise if the connection was closed or failed for good."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise ClosedError("the connection is closed")
+        if self._thread is None:
+            raise ClosedError(
                 "the connection is not open: call open() or use it as a context manager"
             )
 
@@ -1000,6 +1009,11 @@ class IoLoop:
             return conn
         # next time, start with the node after the one that failed first
         self._address_index = (self._address_index + 1) % n
+        if deadline is not None and time.monotonic() >= deadline:
+            raise OperationTimeout(
+                f"connecting took longer than {self._open_timeout} s"
+                + (": " + "; ".join(errors) if errors else "")
+            )
         raise ConnectError(
             "cannot connect to the broker: " + "; ".join(errors),
             host=",".join(str(a) for a in s.addresses),
@@ -1008,13 +1022,12 @@ class IoLoop:
     def _parameters(self, address: Address, limit: float | None) -> pika.ConnectionParameters:
         """The parameters for ``address``; ``limit``: seconds the attempt may take at most."""
         s = self.settings
+        socket_timeout, stack_timeout = s.connect_timeout, s.connect_timeout * 2
+        if limit is not None:
+            socket_timeout = max(0.001, min(socket_timeout, limit))
+            stack_timeout = max(0.001, min(stack_timeout, limit))
         ssl_options = None
         if s.tls is not None:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise OperationTimeout(
-                f"connecting took longer than {self._open_timeout} s"
-                + (": " + "; ".join(errors) if errors else "")
-            )
             ssl_options = pika.SSLOptions(
                 s.tls.ssl_context(), server_hostname=s.tls.server_hostname or address.host
             )
@@ -1022,10 +1035,6 @@ class IoLoop:
             host=address.host,
             port=address.port,
             virtual_host=s.vhost,
-        socket_timeout, stack_timeout = s.connect_timeout, s.connect_timeout * 2
-        if limit is not None:
-            socket_timeout = max(0.001, min(socket_timeout, limit))
-            stack_timeout = max(0.001, min(stack_timeout, limit))
             credentials=pika.PlainCredentials(s.username, s.password.get_secret_value()),
             heartbeat=s.heartbeat,
             blocked_connection_timeout=s.blocked_connection_timeout,
@@ -1314,6 +1323,10 @@ class IoLoop:
         if not self._opened.done():
             self._opened.set_exception(reason)
         self._unblocked.set()
+        if self._failure is None:
+            # closed by close(), from any thread or a handler (a failure was told as
+            # "failed"): whoever serves on it stops instead of waiting for ever
+            self._notify("closed", reason)
         self._closed.set()
         log.info("hutch: connection %r closed", self.name)
 
@@ -1323,10 +1336,6 @@ def _root_cause(exc: BaseException) -> str:
     while True:
         # pika wraps socket errors: AMQPConnectionError(AMQPConnectorSocketConnectError(
         # exception=ConnectionRefusedError(...)))
-        if self._failure is None:
-            # closed by close(), from any thread or a handler (a failure was told as
-            # "failed"): whoever serves on it stops instead of waiting for ever
-            self._notify("closed", reason)
         nxt = seen.__cause__ or getattr(seen, "exception", None)
         if nxt is None and seen.args and isinstance(seen.args[0], BaseException):
             nxt = seen.args[0]
@@ -1443,6 +1452,14 @@ class Connection(Resource):
         """
         self._io.add_listener(listener)
 
+    def remove_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
+        """Stop telling ``listener`` about events (no error if it was not added).
+
+        Args:
+            listener: A listener given to :meth:`add_listener`.
+        """
+        self._io.remove_listener(listener)
+
     def channel(self, *, confirms: bool = False) -> Channel:
         """Open a low-level channel (used by publishers, subscribers and pools).
 
@@ -1452,14 +1469,6 @@ class Connection(Resource):
         Returns:
             The channel.
         """
-    def remove_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
-        """Stop telling ``listener`` about events (no error if it was not added).
-
-        Args:
-            listener: A listener given to :meth:`add_listener`.
-        """
-        self._io.remove_listener(listener)
-
         from hutch._channel import Channel
 
         ch = Channel(self._io, confirms=confirms)

@@ -890,6 +890,10 @@ class WorkerPool(Generic[T]):
                 if wait <= 0:
                     break
                 self._stop_requested.wait(wait)
+                if not self._conn.is_open and not self._stop_requested.is_set():
+                    # closed before the pool's listener was in place: same as "closed"
+                    failure = self._conn.io.failure
+                    self._fail(failure or ClosedError("the pool's connection was closed"))
             self.stop(stop_timeout)
         finally:
             for sig, handler in previous.items():
@@ -898,10 +902,6 @@ class WorkerPool(Generic[T]):
             raise self._failure
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-                if not self._conn.is_open and not self._stop_requested.is_set():
-                    # closed before the pool's listener was in place: same as "closed"
-                    failure = self._conn.io.failure
-                    self._fail(failure or ClosedError("the pool's connection was closed"))
         self._signals_seen += 1
         name = signal.Signals(signum).name
         if self._signals_seen == 1:
@@ -966,6 +966,9 @@ class WorkerPool(Generic[T]):
         def left() -> float:
             return max(0.1, deadline - time.monotonic())
 
+        # a stopped pool leaves nothing registered on a shared connection
+        self._conn.remove_listener(self._on_connection_event)
+
         for w in self._workers:
             if w.channel is not None and w.consumer_tag and self._conn.is_open:
                 try:
@@ -974,9 +977,6 @@ class WorkerPool(Generic[T]):
                     log.debug("hutch: cancelling consumer %s failed: %s", w.consumer_tag, exc)
         # every delivery for a cancelled consumer is in its inbox now: the sentinel comes last
         for w in self._workers:
-        # a stopped pool leaves nothing registered on a shared connection
-        self._conn.remove_listener(self._on_connection_event)
-
             w.inbox.put(_STOP)
         for w in self._workers:
             if w.thread is not None:
