@@ -394,7 +394,8 @@ def _ceiling(counts: list[int], rates: list[float], busy: list[float | None]) ->
             why = (
                 f"all {os.cpu_count()} CPUs {cpu:.0%} busy: the machine's ceiling"
                 if cpu is not None and cpu >= BUSY_AT_CEILING
-                else f"CPUs {cpu:.0%} busy: the broker's ceiling (its queue is the limit)"
+                else f"CPUs {cpu:.0%} busy, short of the machine's ceiling: the broker's (one "
+                "queue is served by one broker process)"
                 if cpu is not None
                 else "CPU share unknown"
             )
