@@ -179,6 +179,10 @@ class ConnectionSettings(_Frozen):
             before raising :class:`~hutch.ConnectionBlocked`.
         max_message_size: Largest body accepted by ``publish``, in bytes.
         recovery: The recovery policy.
+        tracing: Record OpenTelemetry traces and metrics when ``opentelemetry-api`` is
+            installed (the default); False turns telemetry off for this connection without
+            importing OpenTelemetry. ``HUTCH_TRACING=false`` does the same from the
+            environment.
     """
 
     addresses: tuple[Address, ...] = Field(min_length=1)
@@ -193,6 +197,7 @@ class ConnectionSettings(_Frozen):
     publish_blocked_timeout: _Seconds = 30.0
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     recovery: RecoveryPolicy = RecoveryPolicy()
+    tracing: bool = True
 
     @field_validator("connection_name")
     @classmethod
@@ -245,9 +250,9 @@ class ConnectionSettings(_Frozen):
         environment variable ``HUTCH_<FIELD>`` (``HUTCH_HEARTBEAT``, ``HUTCH_USERNAME``,
         ``HUTCH_PASSWORD``, ``HUTCH_VHOST``, ``HUTCH_CONNECTION_NAME``,
         ``HUTCH_CONNECT_TIMEOUT``, ``HUTCH_BLOCKED_CONNECTION_TIMEOUT``,
-        ``HUTCH_PUBLISH_BLOCKED_TIMEOUT``, ``HUTCH_MAX_MESSAGE_SIZE``), the default. A URL
-        sets only what it spells out: ``amqp://rabbit/`` leaves the user, password and
-        vhost to the environment.
+        ``HUTCH_PUBLISH_BLOCKED_TIMEOUT``, ``HUTCH_MAX_MESSAGE_SIZE``, ``HUTCH_TRACING``),
+        the default. A URL sets only what it spells out: ``amqp://rabbit/`` leaves the user,
+        password and vhost to the environment.
 
         Args:
             url: The broker URL(s); None reads ``HUTCH_URL``.
@@ -341,6 +346,7 @@ class _Environment(BaseSettings):
     blocked_connection_timeout: str | None = None
     publish_blocked_timeout: str | None = None
     max_message_size: str | None = None
+    tracing: str | None = None
 
 
 def _environment() -> dict[str, Any]:
