@@ -7,7 +7,8 @@ import os.path
 import pytest
 
 from hutch import Queue, RetryPolicy, TaskQueue, WorkerPool
-from hutch._worker_pool import _jsonable, load_handler
+from hutch._worker_pool import load_handler
+from hutch._worker_pool.process import jsonable as _jsonable
 
 URL = "amqp://guest:guest@localhost:1/"  # never connected: constructors do no I/O
 
