@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from hutch._channel import Channel, Delivery, OutgoingMessage, to_pika_properties
+from hutch._amqp import Channel, Delivery, OutgoingMessage, to_pika_properties
 from hutch._exceptions import HutchError, Unroutable
 from hutch._retry import ATTEMPTS_HEADER, RETRY_OF_HEADER
 from hutch._topology import Queue

@@ -13,7 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from hutch._channel import (
+from hutch._amqp import (
     SEND_EVERY,
     Batch,
     Channel,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
 
-from hutch._channel import Channel, Delivery, OutgoingMessage, basic_properties
+from hutch._amqp import Channel, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_shortstr, check_str, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (

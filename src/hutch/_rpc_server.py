@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from hutch._channel import Channel, Delivery, OutgoingMessage, basic_properties
+from hutch._amqp import Channel, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_bool, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError

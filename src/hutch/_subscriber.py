@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
-from hutch._channel import Channel, Delivery
+from hutch._amqp import Channel, Delivery
 from hutch._checks import check_field_table, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters, Disposition

@@ -1,7 +1,7 @@
 """pika's private API as hutch uses it, exercised on a real connection to a real broker.
 
-hutch reaches below ``BlockingConnection``'s public API in a few helpers of
-``hutch._connection`` and in ``hutch._channel._async_channel`` (the list, with why, is in
+hutch reaches below ``BlockingConnection``'s public API only in the helpers of
+``hutch._amqp.pika_private`` (the list, with why, is in
 docs/architecture.md, "Private pika access"). Each test here drives one of those helpers
 with a real pika connection and checks the behaviour hutch relies on, so a pika release
 that drops or changes it fails here, by name, instead of somewhere deep in the suite.
@@ -26,19 +26,19 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 
 from hutch import Connection, Publisher, Queue
-from hutch._channel import _async_channel
-from hutch._connection import (
-    _MAX_IDLE,
-    _Alarm,
-    _coalesce,
-    _dispatch,
-    _has_events,
-    _idle_interval,
-    _io_until,
-    _output_pending,
-    _pika_fds,
-    _poke,
-    _send_now,
+from hutch._amqp.pika_private import (
+    MAX_IDLE,
+    Alarm,
+    async_channel,
+    coalesce,
+    dispatch_events,
+    has_events,
+    idle_interval,
+    io_until,
+    output_pending,
+    pika_fds,
+    poke,
+    send_now,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,7 +91,7 @@ def test_async_channel_under_blocking_channel_publishes_with_pipelined_confirms(
     raw: pika.BlockingConnection, queue: str
 ) -> None:
     ch = raw.channel()
-    impl = _async_channel(ch)
+    impl = async_channel(ch)
     assert isinstance(impl, pika.channel.Channel)
     assert impl.channel_number == ch.channel_number
     acks: list[tuple[str, int, bool]] = []
@@ -103,7 +103,7 @@ def test_async_channel_under_blocking_channel_publishes_with_pipelined_confirms(
     impl.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _f: None)
     for i in range(5):  # no wait between them: the confirms come back pipelined
         impl.basic_publish("", queue, b"m%d" % i, pika.BasicProperties(), False)
-    _io_until(raw, lambda: bool(acks) and max(tag for _n, tag, _m in acks) >= 5)
+    io_until(raw, lambda: bool(acks) and max(tag for _n, tag, _m in acks) >= 5)
     assert {name for name, _t, _m in acks} == {"Basic.Ack"}
     assert _drain_queue(ch, queue, 5) == [b"m%d" % i for i in range(5)]
 
@@ -112,7 +112,7 @@ def test_async_channel_returns_unroutable_mandatory_and_reports_close(
     raw: pika.BlockingConnection, unique_name: str
 ) -> None:
     ch = raw.channel()
-    impl = _async_channel(ch)
+    impl = async_channel(ch)
     returned: list[tuple[Any, bytes]] = []
     closed: list[Exception] = []
     impl.add_on_return_callback(
@@ -120,11 +120,11 @@ def test_async_channel_returns_unroutable_mandatory_and_reports_close(
     )
     impl.add_on_close_callback(lambda _c, reason: closed.append(reason))
     impl.basic_publish("", f"{unique_name}.nowhere", b"lost", pika.BasicProperties(), True)
-    _io_until(raw, lambda: bool(returned))
+    io_until(raw, lambda: bool(returned))
     assert returned == [(312, b"lost")]  # NO_ROUTE
     # a passive declare of a missing queue: the broker closes the channel (404)
     impl.queue_declare(f"{unique_name}.missing", passive=True)
-    _io_until(raw, lambda: bool(closed))
+    io_until(raw, lambda: bool(closed))
     assert isinstance(closed[0], pika.exceptions.ChannelClosedByBroker)
     assert closed[0].reply_code == 404
 
@@ -135,11 +135,11 @@ def test_async_channel_acks_and_nacks_deliveries(raw: pika.BlockingConnection, q
         ch.basic_publish("", queue, b"%d" % i)
     got: list[Any] = []
     ch.basic_consume(queue, lambda _c, m, _p, _b: got.append(m.delivery_tag))
-    _io_until(raw, lambda: _has_events(raw))
-    _dispatch(raw)
+    io_until(raw, lambda: has_events(raw))
+    dispatch_events(raw)
     while len(got) < 4:
         raw.process_data_events(0.1)
-    impl = _async_channel(ch)
+    impl = async_channel(ch)
     impl.basic_ack(got[1], multiple=True)  # 1 and 2
     impl.basic_nack(got[2], requeue=False)  # dropped
     impl.basic_ack(got[3])
@@ -152,15 +152,15 @@ def test_async_channel_acks_and_nacks_deliveries(raw: pika.BlockingConnection, q
 
 
 def test_pending_events_are_dispatched_on_request(raw: pika.BlockingConnection) -> None:
-    """_has_events/_dispatch: pika queues callbacks and runs them only when asked."""
+    """has_events/dispatch_events: pika queues callbacks and runs them only when asked."""
     ran: list[int] = []
-    assert not _has_events(raw)
+    assert not has_events(raw)
     raw.add_callback_threadsafe(lambda: ran.append(1))  # a connection event
-    _io_until(raw, lambda: _has_events(raw))
+    io_until(raw, lambda: has_events(raw))
     assert ran == []  # queued, not run, until dispatched
-    _dispatch(raw)
+    dispatch_events(raw)
     assert ran == [1]
-    assert not _has_events(raw)
+    assert not has_events(raw)
 
 
 def test_deliveries_wait_in_the_channel_dispatch_queue(
@@ -170,20 +170,20 @@ def test_deliveries_wait_in_the_channel_dispatch_queue(
     ch.basic_publish("", queue, b"hello")
     got: list[bytes] = []
     ch.basic_consume(queue, lambda _c, _m, _p, body: got.append(body), auto_ack=True)
-    _io_until(raw, lambda: _has_events(raw))
+    io_until(raw, lambda: has_events(raw))
     assert got == []
-    _dispatch(raw)
+    dispatch_events(raw)
     assert got == [b"hello"]
-    assert not _has_events(raw)
+    assert not has_events(raw)
 
 
 def test_io_until_returns_when_a_waiter_is_true(raw: pika.BlockingConnection) -> None:
     fired: list[bool] = []
     raw.call_later(0.05, lambda: fired.append(True))  # a connection event once due
     start = time.monotonic()
-    _io_until(raw, lambda: _has_events(raw))
+    io_until(raw, lambda: has_events(raw))
     assert 0.03 <= time.monotonic() - start < 5
-    _io_until(raw)  # nothing to send, no waiter: returns at once
+    io_until(raw)  # nothing to send, no waiter: returns at once
     assert time.monotonic() - start < 5
 
 
@@ -191,22 +191,22 @@ def test_pending_output_is_coalesced_and_sent_without_a_poll(
     raw: pika.BlockingConnection, queue: str
 ) -> None:
     ch = raw.channel()
-    impl = _async_channel(ch)
+    impl = async_channel(ch)
     transport = _transport(raw)
-    # plain TCP takes the direct path (hutch._connection._send_now checks this class)
+    # plain TCP takes the direct path (hutch._amqp.pika_private.send_now checks this class)
     assert isinstance(_transport(raw), _AsyncPlaintextTransport)
-    assert not _output_pending(raw)
+    assert not output_pending(raw)
     bodies = [b"%04d" % i + b"x" * 100 for i in range(50)]
     for body in bodies:
         impl.basic_publish("", queue, body, pika.BasicProperties(), False)
-    assert _output_pending(raw)  # pika queues frames until its poller runs
+    assert output_pending(raw)  # pika queues frames until its poller runs
     size = transport.get_write_buffer_size()
     assert len(transport._tx_buffers) >= 50  # a buffer per frame, each sent on its own
-    _coalesce(raw)
+    coalesce(raw)
     assert len(transport._tx_buffers) == 1  # joined: one send for the batch
     assert transport.get_write_buffer_size() == size  # nothing lost or doubled
-    _send_now(raw)  # hands it to the socket, no round of pika's poller
-    assert not _output_pending(raw)
+    send_now(raw)  # hands it to the socket, no round of pika's poller
+    assert not output_pending(raw)
     assert _drain_queue(ch, queue, 50) == bodies  # intact and in order
 
 
@@ -214,31 +214,31 @@ def test_large_output_is_coalesced_in_bounded_pieces(
     raw: pika.BlockingConnection, queue: str
 ) -> None:
     ch = raw.channel()
-    impl = _async_channel(ch)
+    impl = async_channel(ch)
     transport = _transport(raw)
     bodies = [b"%04d" % i + b"y" * 20_000 for i in range(40)]  # ~800 KB of frames
     for body in bodies:
         impl.basic_publish("", queue, body, pika.BasicProperties(), False)
-    _coalesce(raw)
+    coalesce(raw)
     assert 2 <= len(transport._tx_buffers) < 80  # the first ~256 KiB joined, rest as is
-    _io_until(raw)  # the socket may be full: pika's poller sends the rest
-    assert not _output_pending(raw)
+    io_until(raw)  # the socket may be full: pika's poller sends the rest
+    assert not output_pending(raw)
     assert _drain_queue(ch, queue, 40) == bodies
 
 
 def test_poller_descriptors_are_the_broker_socket_and_the_interrupt(
     raw: pika.BlockingConnection, amqp_url: str
 ) -> None:
-    socks, interrupt = _pika_fds(raw)
+    socks, interrupt = pika_fds(raw)
     assert len(socks) == 1
     sock = socket.socket(fileno=os.dup(socks[0]))
     try:
         assert sock.getpeername()[1] == (urlsplit(amqp_url).port or 5672)
     finally:
         sock.close()
-    # the interrupt is what add_callback_threadsafe (_poke) rings, from any thread
+    # the interrupt is what add_callback_threadsafe (poke) rings, from any thread
     assert select.select([interrupt], [], [], 0)[0] == []
-    threading.Thread(target=_poke, args=(raw,)).start()
+    threading.Thread(target=poke, args=(raw,)).start()
     assert select.select([interrupt], [], [], 5)[0] == [interrupt]
     raw.process_data_events(0)  # pika reads the interrupt and runs the no-op callback
     assert select.select([interrupt], [], [], 0)[0] == []
@@ -247,28 +247,28 @@ def test_poller_descriptors_are_the_broker_socket_and_the_interrupt(
 def test_idle_interval_is_the_time_to_the_next_timer_or_zero_for_callbacks(
     raw: pika.BlockingConnection,
 ) -> None:
-    assert 0 < _idle_interval(raw) <= _MAX_IDLE  # heartbeat timer (30 s away), capped
+    assert 0 < idle_interval(raw) <= MAX_IDLE  # heartbeat timer (30 s away), capped
     raw.call_later(0.3, lambda: None)
-    assert 0.1 < _idle_interval(raw) <= 0.3
-    _poke(raw)  # a pending callback: pika's poller would not sleep at all
-    assert _idle_interval(raw) == 0.0
+    assert 0.1 < idle_interval(raw) <= 0.3
+    poke(raw)  # a pending callback: pika's poller would not sleep at all
+    assert idle_interval(raw) == 0.0
     raw.process_data_events(0)
-    assert _idle_interval(raw) > 0.1
+    assert idle_interval(raw) > 0.1
 
 
 def test_pump_alarm_fires_by_its_deadline_and_is_reused(raw: pika.BlockingConnection) -> None:
-    """_Alarm: what ends a pumped wait; later waits reuse it, earlier ones get their own."""
+    """Alarm: what ends a pumped wait; later waits reuse it, earlier ones get their own."""
     deadline = time.monotonic() + 0.2
-    alarm = _Alarm.by(raw, deadline, None)
-    assert _Alarm.by(raw, deadline + 1, alarm) is alarm  # fires early enough: reused
-    earlier = _Alarm.by(raw, deadline - 0.1, alarm)
+    alarm = Alarm.by(raw, deadline, None)
+    assert Alarm.by(raw, deadline + 1, alarm) is alarm  # fires early enough: reused
+    earlier = Alarm.by(raw, deadline - 0.1, alarm)
     assert earlier is not alarm
-    assert 0.05 < _idle_interval(raw) <= 0.1  # the idle I/O thread would wake for it
-    _io_until(raw, lambda: earlier.fired)
+    assert 0.05 < idle_interval(raw) <= 0.1  # the idle I/O thread would wake for it
+    io_until(raw, lambda: earlier.fired)
     assert not alarm.fired
-    _io_until(raw, lambda: alarm.fired)
+    io_until(raw, lambda: alarm.fired)
     assert time.monotonic() >= deadline - 0.01
-    assert _Alarm.by(raw, deadline + 1, alarm) is not alarm  # a fired one is not reused
+    assert Alarm.by(raw, deadline + 1, alarm) is not alarm  # a fired one is not reused
 
 
 def test_pumped_waits_leave_no_cancelled_timers_in_pika(conn: Connection, unique_name: str) -> None:

@@ -20,7 +20,7 @@ from hutch import (
     Subscriber,
     Unroutable,
 )
-from hutch._channel import OutgoingMessage
+from hutch._amqp import OutgoingMessage
 
 
 class Order(BaseModel):

@@ -26,7 +26,7 @@ from hutch import (
     TaskQueue,
     WorkerPool,
 )
-from hutch._channel import Delivery
+from hutch._amqp import Delivery
 from tests.integration import worker_script
 from tests.integration.worker_script import Task, read_log, work_queue
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hutch._channel import Batch
+from hutch._amqp import Batch
 
 
 def test_sealed_batch_of_zero_is_done_at_once() -> None:

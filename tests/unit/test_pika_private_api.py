@@ -37,19 +37,19 @@ def ioloop() -> Iterator[Any]:
 
 
 def test_remaining_interval_is_what_the_poller_would_sleep(ioloop: Any) -> None:
-    """hutch._connection._idle_interval asks pika's IOLoop this, read only."""
+    """hutch._amqp.pika_private.idle_interval asks pika's IOLoop this, read only."""
     assert ioloop._get_remaining_interval() is None  # no timers, no callbacks
     far = ioloop.call_later(30, lambda: None)
     near = ioloop.call_later(0.5, lambda: None)
     assert 0.3 < ioloop._get_remaining_interval() <= 0.5
-    ioloop.remove_timeout(near)  # hutch's pump alarms are never cancelled (_Alarm)...
+    ioloop.remove_timeout(near)  # hutch's pump alarms are never cancelled (Alarm)...
     ioloop.add_callback_threadsafe(lambda: None)
     assert ioloop._get_remaining_interval() == 0  # ...and a pending callback means now
     ioloop.remove_timeout(far)
 
 
 def test_timers_fire_in_process_timeouts_and_closed_timers_refuse(ioloop: Any) -> None:
-    """The pump's alarm (hutch._connection._Alarm) fires once due, from the poll loop."""
+    """The pump's alarm (hutch._amqp.pika_private.Alarm) fires once due, from the poll loop."""
     fired: list[float] = []
     start = time.monotonic()
     ioloop.call_later(0.05, lambda: fired.append(time.monotonic() - start))
@@ -58,12 +58,12 @@ def test_timers_fire_in_process_timeouts_and_closed_timers_refuse(ioloop: Any) -
         ioloop.process_timeouts()  # as BlockingConnection._flush_output does after a poll
     assert fired and fired[0] >= 0.04
     ioloop.close()
-    with pytest.raises(ValueError):  # caught by IoLoop._pump as a connection going away
+    with pytest.raises(ValueError):  # caught by Driver._pump as a connection going away
         ioloop.call_later(1, lambda: None)
 
 
 def test_callback_threadsafe_rings_the_poller_interrupt(ioloop: Any) -> None:
-    """hutch._connection._poke and _pika_fds: the interrupt descriptor wakes a watcher."""
+    """hutch._amqp.pika_private.poke and pika_fds: the interrupt descriptor wakes a watcher."""
     poller = ioloop._poller
     interrupt = poller._r_interrupt.fileno()
     assert interrupt in poller._fd_handlers  # watched, like the broker socket once open
@@ -95,7 +95,7 @@ def test_blocking_classes_have_what_hutch_calls() -> None:
 
 
 def test_pika_decodes_content_headers_through_hutchs_guarded_properties() -> None:
-    """hutch._channel._install_guarded_properties_decoder, checked by what pika does.
+    """hutch._amqp.properties._install_guarded_properties_decoder, checked by what pika does.
 
     A content-header frame whose headers table holds an AMQP timestamp past year 9999 is
     fed to pika's own frame decoder: it must come out with the table replaced by hutch's
@@ -106,7 +106,7 @@ def test_pika_decodes_content_headers_through_hutchs_guarded_properties() -> Non
     import pika.frame
     import pika.spec
 
-    from hutch._channel import UndecodableHeaders, decode_properties
+    from hutch._amqp import UndecodableHeaders, decode_properties
 
     table = b"\x02okI\x00\x00\x00\x05\x04whenT" + struct.pack(">Q", 2**40)
     flags = (
@@ -163,7 +163,7 @@ def test_amqp_longs_decode_as_an_int_subclass_that_header_checks_take_at_once() 
     decoded, _ = pika.data.decode_table(b"".join(encoded), 0)
     assert type(decoded["count"]) is not int and isinstance(decoded["count"], int)
     code = (
-        "import pika.compat; from hutch._channel import _table_problem; "
+        "import pika.compat; from hutch._amqp.properties import _table_problem; "
         "L = pika.compat.long; "
         "assert _table_problem({'count': L(3), 'x': {'big': L(2**62)}, 'y': [L(-5)]}) is None; "
         "assert _table_problem({'huge': L(2**63)}) is not None"

@@ -1,0 +1,39 @@
+"""hutch's AMQP layer: the only package that imports pika.
+
+The patterns (Publisher, Subscriber, WorkerPool, RPC) use what is exported here and
+nothing else: a :class:`Channel` (declare, consume, publish with a confirm handle,
+ack/nack, wait), the messages and batches it publishes, the :class:`Delivery` it hands
+over, and hutch's properties converted to the wire. :class:`Driver` (the thread rules of
+pika's BlockingConnection) is used by :class:`hutch.Connection` alone.
+See docs/architecture.md.
+"""
+
+from hutch._amqp.channel import SEND_EVERY, Channel
+from hutch._amqp.confirms import Batch, OutgoingMessage
+from hutch._amqp.driver import Driver
+from hutch._amqp.errors import map_pika_error
+from hutch._amqp.properties import (
+    RAW_HEADERS,
+    Delivery,
+    UndecodableHeaders,
+    basic_properties,
+    decode_properties,
+    from_pika_properties,
+    to_pika_properties,
+)
+
+__all__ = [
+    "RAW_HEADERS",
+    "SEND_EVERY",
+    "Batch",
+    "Channel",
+    "Delivery",
+    "Driver",
+    "OutgoingMessage",
+    "UndecodableHeaders",
+    "basic_properties",
+    "decode_properties",
+    "from_pika_properties",
+    "map_pika_error",
+    "to_pika_properties",
+]

@@ -1,0 +1,96 @@
+"""pika's exceptions mapped to hutch's, most specific first: the one place that does it."""
+
+from __future__ import annotations
+
+import logging
+
+import pika.exceptions as pex
+
+from hutch._exceptions import (
+    AccessRefused,
+    AuthenticationError,
+    ChannelClosed,
+    ConnectionBlocked,
+    ConnectionLost,
+    HutchError,
+    NotFound,
+    PreconditionFailed,
+)
+
+__all__ = ["CONNECTION_ERRORS", "map_pika_error", "root_cause"]
+
+log = logging.getLogger("hutch")
+
+
+def map_pika_error(exc: BaseException, *, entity: str = "") -> HutchError:
+    """Translate a pika exception into hutch's hierarchy (most specific first).
+
+    Args:
+        exc: The exception pika raised.
+        entity: What was being acted on, for the error message (e.g. ``"queue 'q'"``).
+
+    Returns:
+        The hutch exception to raise ``from exc``.
+    """
+    if isinstance(exc, HutchError):
+        return exc
+    if isinstance(exc, (pex.ProbableAuthenticationError, pex.AuthenticationError)):
+        return AuthenticationError(
+            "the broker refused the credentials (ACCESS_REFUSED): check user name and password"
+        )
+    if isinstance(exc, pex.ProbableAccessDeniedError):
+        return AuthenticationError(
+            "the broker refused access to the virtual host: "
+            "check the vhost and the user's permissions"
+        )
+    if isinstance(exc, pex.ConnectionClosedByBroker) and exc.reply_code in (403, 530):
+        # 403 ACCESS_REFUSED, 530 NOT_ALLOWED (e.g. the vhost is gone): retrying cannot help
+        return AuthenticationError(f"the broker refused the connection: {exc.reply_text}")
+    if isinstance(exc, pex.ConnectionBlockedTimeout):
+        return ConnectionBlocked("the broker blocked the connection for too long (resource alarm)")
+    if isinstance(exc, pex.ChannelClosed):
+        code, text = exc.reply_code, exc.reply_text
+        if code == 406:
+            return PreconditionFailed(code, text, **_describe_406(text, entity))
+        if code == 404:
+            return NotFound(code, text, message=f"{entity or 'entity'} not found ({code} {text})")
+        if code == 403:
+            return AccessRefused(code, text)
+        return ChannelClosed(code, text)
+    if isinstance(exc, (pex.AMQPConnectionError, OSError)):
+        return ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
+    return HutchError(f"unexpected pika error: {type(exc).__name__}: {exc}")
+
+
+def _describe_406(text: str, entity: str) -> dict[str, str]:
+    # e.g. "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/':
+    #       received 'false' but current is 'true'"
+    body = text.split(" - ", 1)[-1]
+    if " for " in body and "inequivalent arg" in body:
+        arg, _, rest = body.partition(" for ")
+        ent, _, tail = rest.partition(" in vhost ")
+        detail = tail.split(":", 1)[1].strip() if ":" in tail else ""
+        return {
+            "entity": ent.strip() or entity,
+            "differences": f"{arg.strip()}: {detail}".strip(": "),
+        }
+    return {"entity": entity, "differences": body}
+
+
+def root_cause(exc: BaseException) -> str:
+    seen = exc
+    while True:
+        # pika wraps socket errors: AMQPConnectionError(AMQPConnectorSocketConnectError(
+        # exception=ConnectionRefusedError(...)))
+        nxt = seen.__cause__ or getattr(seen, "exception", None)
+        if nxt is None and seen.args and isinstance(seen.args[0], BaseException):
+            nxt = seen.args[0]
+        if not isinstance(nxt, BaseException) or nxt is seen:
+            break
+        seen = nxt
+    text = str(seen) or type(seen).__name__
+    return f"{type(seen).__name__}: {text}" if text != type(seen).__name__ else text
+
+
+#: What a dead connection raises (pika's own, or the socket's).
+CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionWrongStateError, OSError)
