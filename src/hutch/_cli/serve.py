@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 
 from hutch._cli.common import (
     EXIT_OK,
@@ -14,6 +15,7 @@ from hutch._cli.common import (
     running,
     status,
 )
+from hutch._cli.metrics import add_metrics_options, serving
 
 __all__ = ["register", "run"]
 
@@ -26,13 +28,28 @@ def run(args: argparse.Namespace) -> int:
         # the server's module opens its own connection; this is how it learns --url
         os.environ[URL_ENV] = args.url
     server = load_spec(args.server, load_server, "server")
-    server.start()
-    running(args)
-    status(
-        f"serving {', '.join(server.procedures)} on queue {server.queue.name!r}; "
-        "Ctrl-C or SIGTERM stops it gracefully"
-    )
-    run_until_signalled(server.run, server.stop, "the server after the calls in hand")
+    with serving(args) as probe:
+        server.start()
+        # RpcServer has no public "running" state: this command knows when run() is over
+        stopped = threading.Event()
+
+        def serve_calls() -> None:
+            try:
+                server.run()
+            finally:
+                stopped.set()
+
+        def stop() -> None:
+            stopped.set()  # /healthz fails while the calls in hand finish
+            server.stop()
+
+        probe.watch(lambda: {"consumers_active": not stopped.is_set()})
+        running(args)
+        status(
+            f"serving {', '.join(server.procedures)} on queue {server.queue.name!r}; "
+            "Ctrl-C or SIGTERM stops it gracefully"
+        )
+        run_until_signalled(serve_calls, stop, "the server after the calls in hand")
     status(f"server stopped: {server.handled} calls answered, {server.failed} with an error")
     return EXIT_OK
 
@@ -48,7 +65,9 @@ def register(command: AddCommand) -> None:
         """
         hutch serve myapp.rpc:server
         hutch serve myapp.rpc:server --url amqp://user:secret@rabbit/prod
+        hutch serve myapp.rpc:server --metrics-port 9102
         """,
     )
     s.add_argument("server", metavar="SERVER", help="package.module:attribute")
+    add_metrics_options(s)
     s.set_defaults(run=run)

@@ -16,6 +16,7 @@ from hutch._cli.common import (
     running,
     status,
 )
+from hutch._cli.metrics import add_metrics_options, connected, serving
 from hutch._loading import load_callable
 
 __all__ = ["library_defaults", "register", "run"]
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         args.handler, lambda spec: load_callable(spec, what="handler", from_cwd=True), "handler"
     )
     retry = RetryPolicy(max_attempts=args.max_attempts)
-    with connect(args, "worker") as conn:
+    with serving(args) as probe, connect(args, "worker") as conn:
         pool = WorkerPool(
             conn,
             queue=args.queue,
@@ -54,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
             retry=retry,
         )
         pool.start()
+        is_connected = connected(conn)
+        probe.watch(
+            lambda: {"connection_open": is_connected(), "consumers_active": pool.is_running}
+        )
         running(args)
         mode = "processes" if args.processes else "threads"
         status(
@@ -85,6 +90,7 @@ def register(command: AddCommand) -> None:
         hutch worker myapp.tasks:resize --queue images
         hutch worker myapp.tasks:resize --queue images --concurrency 8 --processes
         hutch worker myapp.tasks:send_mail --queue mail --prefetch 1 --max-attempts 5
+        hutch worker myapp.tasks:resize --queue images --metrics-port 9102
         """,
     )
     w.add_argument("handler", metavar="HANDLER", help="package.module:function")
@@ -116,4 +122,5 @@ def register(command: AddCommand) -> None:
         help="attempts, the first included, before a task is dead-lettered "
         "(default: %(default)s, as RetryPolicy)",
     )
+    add_metrics_options(w)
     w.set_defaults(run=run)
