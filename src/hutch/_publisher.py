@@ -417,7 +417,7 @@ class Publisher(Resource, Generic[T]):
         """
         message = self._build(body, routing_key, headers, mandatory, properties)
         ch = self._ensure_channel()
-        self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
+        ch.wait_unblocked()
         return ch.publish(message)
 
     def publish_many(
@@ -459,11 +459,11 @@ class Publisher(Resource, Generic[T]):
             self._build(b, routing_key, headers, None, properties, batch, i)
             for i, b in enumerate(items)
         ]
-        self._check_may_wait(self.routing_key if routing_key is None else routing_key)
         ch = self._ensure_channel()
-        self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
+        self._check_may_wait(ch, self.routing_key if routing_key is None else routing_key)
+        ch.wait_unblocked()
         ch.publish_many(messages, direct=True)
-        return self._settle_batch(batch, [m.message_id or "" for m in messages], timeout)
+        return self._settle_batch(ch, batch, [m.message_id or "" for m in messages], timeout)
 
     def batch(
         self,
@@ -515,13 +515,15 @@ class Publisher(Resource, Generic[T]):
             check_basic_properties(_expiration_as_str(properties))
         return ConfirmBatch(self, routing_key, headers, timeout, max_in_flight, properties)
 
-    def _settle_batch(self, batch: Batch, ids: list[str], timeout: float | None) -> BatchResult:
+    def _settle_batch(
+        self, ch: Channel, batch: Batch, ids: list[str], timeout: float | None
+    ) -> BatchResult:
         wait = self.timeout if timeout is None else timeout
         started = time.monotonic()
         # read the confirms on this thread (for as long as the batch may take)
-        self._conn.io.pump(batch.future, wait)
+        ch.pump(batch.future, wait)
         self._wait_confirmed(
-            batch.future, wait, started, f"batch of {len(ids)} messages not confirmed"
+            ch, batch.future, wait, started, f"batch of {len(ids)} messages not confirmed"
         )
         result = BatchResult(message_ids=ids)
         for i, exc in sorted(batch.errors.items()):
@@ -533,11 +535,11 @@ class Publisher(Resource, Generic[T]):
             result.failed.append((i, error))
         return result
 
-    def _check_may_wait(self, routing_key: str) -> None:
+    def _check_may_wait(self, ch: Channel, routing_key: str) -> None:
         """Refuse at once a confirmed publish on the connection's I/O thread (it would hang)."""
         if not self.confirm:
             return
-        reason = self._conn.io.blocking_refused(
+        reason = ch.blocking_refused(
             "a confirmed publish",
             "use publish_async() there and do not wait on its future, or hand the work to "
             "another thread",
@@ -546,9 +548,9 @@ class Publisher(Resource, Generic[T]):
             raise PublishError(reason, exchange=self.exchange_name, routing_key=routing_key)
 
     def _send(self, message: OutgoingMessage, timeout: float | None) -> None:
-        self._check_may_wait(message.routing_key)
         ch = self._ensure_channel()
-        self._conn.io.wait_unblocked(self._conn.settings.publish_blocked_timeout)
+        self._check_may_wait(ch, message.routing_key)
+        ch.wait_unblocked()
         wait = self.timeout if timeout is None else timeout
         started = time.monotonic()
         if not self.confirm:
@@ -569,6 +571,7 @@ class Publisher(Resource, Generic[T]):
             fut.result()  # raises what the broker said (nack, unroutable...)
             return
         self._wait_confirmed(
+            ch,
             fut,
             wait,
             started,
@@ -577,7 +580,13 @@ class Publisher(Resource, Generic[T]):
         )
 
     def _wait_confirmed(
-        self, fut: Future[None], wait: float, started: float, what: str, after: str = ""
+        self,
+        ch: Channel,
+        fut: Future[None],
+        wait: float,
+        started: float,
+        what: str,
+        after: str = "",
     ) -> None:
         """Wait for ``fut`` for what is left of ``wait`` seconds since ``started``.
 
@@ -587,7 +596,7 @@ class Publisher(Resource, Generic[T]):
         """
         try:
             # time spent reading confirms on this thread counts against the timeout too
-            self._conn.io.wait_settled(fut, max(0.0, wait - (time.monotonic() - started)))
+            ch.wait_settled(fut, max(0.0, wait - (time.monotonic() - started)))
         except ConnectionBlocked:
             raise  # a TimeoutError too: must not be taken for the confirm timeout
         except FutureTimeout:
@@ -639,7 +648,8 @@ class ConfirmBatch(Generic[T]):
     def __exit__(self, *exc_info: object) -> None:
         self._send(window=False)
         self._batch.seal()
-        self.result = self._pub._settle_batch(self._batch, self._ids, self._timeout)
+        ch = self._channel if self._channel is not None else self._pub._ensure_channel()
+        self.result = self._pub._settle_batch(ch, self._batch, self._ids, self._timeout)
 
     def publish(
         self,
@@ -686,13 +696,12 @@ class ConfirmBatch(Generic[T]):
             return
         if self._buffer:
             messages, self._buffer = self._buffer, []
-            self._pub._conn.io.wait_unblocked(self._pub._conn.settings.publish_blocked_timeout)
+            ch.wait_unblocked()
             ch.publish_many(messages, direct=True)
         if window and self._batch.unsettled >= self._max:
             # the window is full: read confirms (on this thread if it can) until there is room
-            io = self._pub._conn.io
             started = time.monotonic()
-            io.pump_until(lambda: self._batch.unsettled < self._max, self._timeout)
+            ch.pump_until(lambda: self._batch.unsettled < self._max, self._timeout)
             left = max(0.0, self._timeout - (time.monotonic() - started))
             if not self._batch.wait_below(self._max, left):
                 raise OperationTimeout(

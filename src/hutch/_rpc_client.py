@@ -210,7 +210,7 @@ class RpcClient(Resource):
         with self._timer_cv:
             self._timer_cv.notify_all()
         if self._channel is not None:
-            self._conn.io.remove_listener(self._on_connection_event)
+            self._conn.remove_listener(self._on_connection_event)
             self._channel.close()
         if self._owns_conn:
             self._conn.close()
@@ -387,7 +387,8 @@ class RpcClient(Resource):
 
     # ----------------------------------------------------------------- internals
     def _check_may_block(self) -> None:
-        if self._conn.io.in_io_thread:
+        # the channel is opened first (inline, on the I/O thread) to ask it
+        if self._ensure_channel().in_io_thread:
             raise RpcError(
                 "a blocking call cannot run on the connection's I/O thread (in a future's "
                 "callback, say): the reply could never be read; use call_async() there"
@@ -422,14 +423,13 @@ class RpcClient(Resource):
         """Publish a request. ``direct``: a blocking call, sent by the calling thread."""
         timeout = self.timeout if timeout is None else check_timeout("timeout", timeout)
         ch = self._ensure_channel()
-        io = self._conn.io
-        io.check_usable()
+        ch.check_connection()
         limit = self._conn.settings.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(size=len(body), limit=limit, routing_key=self.queue)
         deadline = time.monotonic() + timeout
-        if io.blocked:
-            io.wait_unblocked(min(timeout, self._conn.settings.publish_blocked_timeout))
+        if ch.blocked:
+            ch.wait_unblocked(min(timeout, self._conn.settings.publish_blocked_timeout))
             timeout = max(0.001, deadline - time.monotonic())
         cid = f"{self._prefix}.{next(self._ids)}"
         call = _Call(cid, procedure or "", decode, deadline)
@@ -469,7 +469,9 @@ class RpcClient(Resource):
     def _wait(self, call: _Call) -> object:
         call.blocking = threading.get_ident()
         # read the reply on this thread when it can: no hand-over from the I/O thread
-        self._conn.io.pump(call.future, min(_PUMP_LIMIT, call.deadline - time.monotonic()))
+        ch = self._channel  # set: the request was sent on it
+        if ch is not None:
+            ch.pump(call.future, min(_PUMP_LIMIT, call.deadline - time.monotonic()))
         try:
             return call.future.result(max(0.0, call.deadline - time.monotonic()))
         except FutureTimeout:
@@ -548,7 +550,7 @@ class RpcClient(Resource):
         if call.blocking and call.blocking != threading.get_ident():
             # hand the GIL to the caller just woken, rather than keep it until this thread
             # next blocks in pika's poll: measurably lower latency for blocking calls (not
-            # needed when the caller reads its reply itself, see IoLoop.pump)
+            # needed when the caller reads its reply itself, see Channel.pump)
             time.sleep(0)
 
     def _on_return(self, reply_code: int, reply_text: str, properties: Properties) -> None:

@@ -351,6 +351,7 @@ class RpcServer(Resource):
                 self._workers = [
                     threading.Thread(
                         target=self._work,
+                        args=(ch,),
                         name=f"hutch-rpc-{self.queue.name}-{i}",
                         daemon=True,
                     )
@@ -368,7 +369,10 @@ class RpcServer(Resource):
                 raise
             self._channel = ch
             self._supervisor = threading.Thread(
-                target=self._supervise, name=f"hutch-rpc-{self.queue.name}", daemon=True
+                target=self._supervise,
+                args=(ch,),
+                name=f"hutch-rpc-{self.queue.name}",
+                daemon=True,
             )
             self._supervisor.start()
         log.info(
@@ -440,7 +444,7 @@ class RpcServer(Resource):
         self._cancelled = queue
         self._wake.set()
 
-    def _supervise(self) -> None:
+    def _supervise(self, ch: Channel) -> None:
         try:
             while not self._stop_requested:
                 self._wake.wait(0.1)
@@ -448,7 +452,7 @@ class RpcServer(Resource):
                 if self._cancelled is not None:
                     self._error = ConsumerCancelled(self._cancelled)
                     break
-                failure = self._conn.io.failure
+                failure = ch.connection_failure
                 if failure is not None:
                     self._error = failure
                     break
@@ -507,7 +511,7 @@ class RpcServer(Resource):
         else:
             self._inbox.put((delivery, time.monotonic()))
 
-    def _next_request(self, mine: list[Any]) -> Any:
+    def _next_request(self, ch: Channel, mine: list[Any]) -> Any:
         try:
             return self._inbox.get_nowait()
         except _queue.Empty:
@@ -520,17 +524,17 @@ class RpcServer(Resource):
             # on through the inbox, which under load also batches them.
             self._leading.mine = mine
             try:
-                self._conn.io.pump_until(lambda: bool(mine) or self._stop_requested, _LEAD, wait=0)
+                ch.pump_until(lambda: bool(mine) or self._stop_requested, _LEAD, wait=0)
             finally:
                 self._leading.mine = None
             if mine:
                 return mine.pop()
         return self._inbox.get()
 
-    def _work(self) -> None:
+    def _work(self, ch: Channel) -> None:
         mine: list[Any] = []
         while True:
-            item = self._next_request(mine)
+            item = self._next_request(ch, mine)
             if item is _STOP:
                 return
             if self._stop_requested:

@@ -368,7 +368,9 @@ class Subscriber(Resource, Generic[T]):
             try:
                 item = self._buffer.get(timeout=wait)
             except _queue.Empty:
-                self._conn.io.check_usable()
+                ch = self._channel
+                if ch is not None:  # set while consuming
+                    ch.check_connection()
                 continue
             if isinstance(item, Delivery):
                 if not item.channel.is_current(item):

@@ -138,3 +138,15 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
     graph = _import_graph()
     assert "hutch._amqp.channel" in graph["hutch._amqp"]  # the graph sees real edges
+
+
+def test_only_the_connection_facade_reaches_the_driver() -> None:
+    """The patterns use the channel API: no ``.io`` (the driver) outside hutch._amqp."""
+    offenders = []
+    for name, path in _hutch_modules().items():
+        if name in ("hutch._connection", "hutch._amqp") or name.startswith("hutch._amqp."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("io", "_io"):
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []

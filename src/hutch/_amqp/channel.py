@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pika
 import pika.channel
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["SEND_EVERY", "Channel"]
 
 log = logging.getLogger("hutch")
+
+R = TypeVar("R")
 
 
 # how long a reply waits for the connection held briefly by another thread before it is
@@ -116,11 +118,96 @@ class Channel(AckCoalescing):
         self._settled: set[int] = set()
         self._ack_flush_scheduled = False
 
-    # ------------------------------------------------------------- any thread
+    # ----------------------------------- the connection, as the patterns see it (any thread)
+    def check_connection(self) -> None:
+        """Raise if the connection was closed or failed for good.
+
+        Raises:
+            ClosedError: The connection was closed (or never opened).
+            HutchError: The error that ended the connection (recovery gave up, say).
+        """
+        self._io.check_usable()
+
     @property
-    def io(self) -> Driver:
-        """The I/O loop this channel runs on."""
-        return self._io
+    def connection_failure(self) -> HutchError | None:
+        """The error that ended the connection for good, if any."""
+        return self._io.failure
+
+    @property
+    def in_io_thread(self) -> bool:
+        """True when the calling thread drives the connection right now.
+
+        Then it must not block waiting for the broker: only it could read the answer.
+        """
+        return self._io.in_io_thread
+
+    def blocking_refused(self, what: str, instead: str) -> str | None:
+        """Why ``what``, which waits for the broker, must not run here; None if it may.
+
+        Args:
+            what: The blocking call, e.g. ``"a confirmed publish"``.
+            instead: What to do instead.
+
+        Returns:
+            The error message to raise, or None when the calling thread may block.
+        """
+        return self._io.blocking_refused(what, instead)
+
+    @property
+    def blocked(self) -> bool:
+        """True while the broker blocks publishing (resource alarm)."""
+        return self._io.blocked
+
+    def wait_unblocked(self, timeout: float | None = None) -> None:
+        """Wait while the broker blocks publishing.
+
+        Args:
+            timeout: Seconds to wait; None: the connection's ``publish_blocked_timeout``.
+
+        Raises:
+            ConnectionBlocked: Still blocked after ``timeout`` seconds.
+        """
+        io = self._io
+        if io._unblocked.is_set():  # the common case, on every publish: no further call
+            return
+        io.wait_unblocked(io.settings.publish_blocked_timeout if timeout is None else timeout)
+
+    # ------------------------------------ waiting for the broker's answer on this thread
+    def pump(self, fut: Future[Any], limit: float) -> None:
+        """Do the connection's I/O on the calling thread until ``fut`` is done (best effort).
+
+        Returns early, leaving the rest to the I/O thread, when another thread pumps
+        already, another caller needs the connection, ``limit`` seconds passed or the
+        connection is in trouble; callers then wait for ``fut`` as usual.
+        """
+        self._io.pump_until(fut.done, limit)
+
+    def pump_until(self, done: Callable[[], bool], limit: float, *, wait: float = 0.005) -> None:
+        """:meth:`pump` until ``done()`` is true (checked after each round of I/O).
+
+        Args:
+            done: The condition to pump for.
+            limit: Seconds at most.
+            wait: How long to wait for the connection when another thread (not pumping)
+                holds it; 0 to pump only if it is free.
+        """
+        self._io.pump_until(done, limit, wait=wait)
+
+    def wait_settled(self, fut: Future[R], timeout: float | None) -> R:
+        """Wait for a future the connection resolves, not counting time spent recovering.
+
+        Args:
+            fut: A publish's or a batch's future.
+            timeout: Seconds of connected time; None: no limit.
+
+        Returns:
+            The future's result.
+
+        Raises:
+            concurrent.futures.TimeoutError: ``timeout`` seconds of connected time passed.
+            ConnectionBlocked: The broker has blocked publishing for too long.
+        """
+        return self._io.wait_settled(fut, timeout)
 
     def is_current(self, delivery: Delivery) -> bool:
         """False once the pika channel that delivered ``delivery`` is gone (any thread).

@@ -355,15 +355,16 @@ class WorkerPool(Generic[T]):
         conn = self._conn
         if self._owns_conn and not conn.is_open:
             conn.open(self.timeout)
-        conn.io.check_usable()
-        conn.add_listener(self._on_connection_event)
         with self._stats_lock:
             self._workers = [
                 Worker(i, i * self.channels // self.concurrency, self._crew)
                 for i in range(self.concurrency)
             ]
         for _ in range(self.channels):
+            # raises at once if the connection was closed or failed for good
             self._channels.append(conn.channel())
+        # events before this are ignored anyway (not running yet); run() covers a close
+        conn.add_listener(self._on_connection_event)
         self._channels[0].declare([self.queue], timeout=self.timeout)
         self._router.open()
         if self.processes:
@@ -425,7 +426,8 @@ class WorkerPool(Generic[T]):
                 self._stop_requested.wait(wait)
                 if not self._conn.is_open and not self._stop_requested.is_set():
                     # closed before the pool's listener was in place: same as "closed"
-                    failure = self._conn.io.failure
+                    ch = self._channels[0] if self._channels else None
+                    failure = ch.connection_failure if ch is not None else None
                     self._fail(failure or ClosedError("the pool's connection was closed"))
             self.stop(stop_timeout)
         finally:
