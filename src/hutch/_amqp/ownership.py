@@ -90,6 +90,7 @@ import pika.channel
 import pika.exceptions as pex
 import pika.spec
 
+from hutch._amqp.ownership_rules import View, Wake, submit_wake
 from hutch._amqp.pika_private import (
     Alarm,
     poke,
@@ -203,21 +204,42 @@ class Ownership:
                 return
             self._wake_pending = True
         self._wake.set()
-        thread = self._thread
-        if thread is not None and self._owner == self._io_ident:
-            # the I/O thread is at work: it looks at the queue again before it idles
-            # (_serve, _idle), so waking it would only cost a system call
-            return
         conn = self._pika
-        if conn is not None:
+        # the I/O thread at work looks at the queue again before it idles (_serve, _idle):
+        # waking it would only cost a system call
+        io_owns = self._thread is not None and self._owner == self._io_ident
+        wake = submit_wake(False, io_owns, conn is not None)
+        if wake is Wake.POKE and conn is not None:
             try:
                 poke(conn)  # wakes the idle I/O thread, or makes a pumping caller drain
             except (AttributeError, OSError):
                 self._wake_io()
-        else:
+        elif wake is Wake.SOCKET:
             self._wake_io()  # the loop drains queued tasks after recovery or fails them
 
+    def view(self) -> View:
+        """A snapshot of the fields the connection's state is derived from (any thread).
+
+        Not atomic (read without the lock): for :func:`~hutch._amqp.ownership_rules.state_of`
+        in logs and tests; the driver's own decisions read the fields themselves.
+        """
+        conn = self._pika
+        return View(
+            started=self._thread is not None,
+            opened=self._opened.done(),
+            has_connection=conn is not None,
+            connection_closed=conn is not None and conn.is_closed,
+            broken=self._broken is not None,
+            recovering=self._down_since is not None,
+            closing=self._closing,
+            closed=self._closed.is_set(),
+            failed=self._failure is not None,
+            unblocked=self._unblocked.is_set(),
+        )
+
     def _direct_ok(self) -> bool:
+        # ownership_rules.may_take_direct(self.view()), inline: it runs on every direct
+        # call; tests/unit/test_ownership_rules.py checks that the two agree
         conn = self._pika
         return (
             conn is not None
