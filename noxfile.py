@@ -73,9 +73,35 @@ TEST_DEPS = [
 ]
 
 
+def _ensure_system_tools(session: nox.Session, *tools: str) -> None:
+    """Install missing command-line tools the tests call (e.g. ``jq`` in the CLI examples).
+
+    Only as root on Debian/Ubuntu with apt-get, as for rabbitmq-server; elsewhere the tests
+    that need a tool say which one is missing.
+    """
+    import shutil
+
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing or shutil.which("apt-get") is None or os.geteuid() != 0:
+        return
+    if BROKER_ENV["HUTCH_TEST_INSTALL_BROKER"] != "1":
+        return
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        *missing,
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite against a real broker."""
+    _ensure_system_tools(session, "jq")  # the docs' `hutch consume --json | jq` examples
     session.install("-e", ".[testing,cli]", *TEST_DEPS)
     session.run("pytest", *(session.posargs or ["-q"]), env=BROKER_ENV)
 
