@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from hutch._amqp import Channel, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_bool, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
+from hutch._dead_letter import DeadLetters, Disposition, requeue_later
 from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError
+from hutch._lifecycle import Lifecycle, LifecycleState
 from hutch._resource import Resource
 from hutch._rpc_protocol import (
     PROCEDURE_HEADER,
@@ -27,6 +29,8 @@ from hutch._rpc_protocol import (
     interface_methods,
 )
 from hutch._serialization import JSON
+from hutch._signals import graceful_signals
+from hutch._telemetry import NOOP_SCOPE, Scope
 from hutch._topology import Queue
 
 if TYPE_CHECKING:
@@ -73,7 +77,10 @@ class RpcServer(Resource):
     order on the server's one channel), so a server that dies mid-call leaves the request
     to be redelivered: procedures should be idempotent. A request whose ``expiration``
     (the time its caller waits) has run out before a worker picks it up is acked and not
-    run; the broker itself drops requests that expire in the queue.
+    run; the broker itself drops requests that expire in the queue. A request that fails
+    and has no ``reply_to`` (nobody would learn why), or that hutch itself fails on, is
+    published to ``dead_letter_queue`` with the reason and then acked; if that copy
+    cannot be placed, the request is requeued after a pause, never dropped.
 
     The queue is declared non-durable and not auto-deleted, as in RabbitMQ's RPC
     tutorial: requests are worthless once their callers have timed out, so they need not
@@ -94,6 +101,12 @@ class RpcServer(Resource):
             to finish when the server closes.
         default: The raw procedure that receives requests naming no procedure (plain
             AMQP clients). Default: the only raw procedure, if exactly one is registered.
+        dead_letter_queue: Where requests go that cannot be answered: those that fail
+            (cannot be decoded, name no procedure, the procedure raised...) and carry no
+            ``reply_to`` to send the error to, and those hutch itself failed on. Each
+            copy is published *mandatory* and *confirmed* with the reason in
+            ``x-hutch-error``, as by :class:`~hutch.Subscriber`. Default
+            ``<queue>.dead`` (declared durable on first use).
 
     Raises:
         TypeError: A wrong argument type.
@@ -117,6 +130,7 @@ class RpcServer(Resource):
         include_traceback: bool = False,
         timeout: float = 30.0,
         default: str | None = None,
+        dead_letter_queue: Queue | str | None = None,
     ) -> None:
         if isinstance(queue, str):
             if not queue:
@@ -140,6 +154,17 @@ class RpcServer(Resource):
         check_bool("include_traceback", include_traceback)
         if default is not None and not isinstance(default, str):
             raise TypeError("default must be a procedure name")
+        if dead_letter_queue is None:
+            dead_letter_queue = f"{queue.name}.dead"
+        if isinstance(dead_letter_queue, str):
+            if not dead_letter_queue:
+                raise ValueError("dead_letter_queue must name a queue, e.g. 'rpc_queue.dead'")
+            check_shortstr("dead_letter_queue", dead_letter_queue)
+            dead_letter_queue = Queue(dead_letter_queue)
+        elif not isinstance(dead_letter_queue, Queue):
+            raise TypeError("dead_letter_queue must be a queue name or a hutch.Queue")
+        elif dead_letter_queue.server_named:
+            raise ValueError("dead_letter_queue needs a named queue, e.g. 'rpc_queue.dead'")
         self._conn, self._owns_conn = resolve_connection(connection)
         self.queue = queue
         self.concurrency = concurrency
@@ -148,6 +173,9 @@ class RpcServer(Resource):
         self.timeout = float(timeout)
         self._drain_timeout = self.timeout
         self.default = default
+        #: The queue of requests that could not be answered (see the class docstring).
+        self.dead_letter_queue = dead_letter_queue
+        self._dead: DeadLetters | None = None
         self._procedures: dict[str, _Procedure] = {}
         self._default: _Procedure | None = None
         self._lock = threading.Lock()
@@ -164,16 +192,22 @@ class RpcServer(Resource):
         self._done = threading.Event()
         self._cancelled: str | None = None
         self._error: HutchError | None = None
-        self._closed = False
+        self._life = LifecycleState("the server", "the server is closed; create a new one")
         #: Requests answered (with a result or an error).
         self.handled = 0
         #: Requests answered with an error.
         self.failed = 0
         #: Requests dropped unrun because their caller had given up.
         self.expired = 0
+        #: Requests not answered (no ``reply_to``, or hutch failed on them) whose copy the
+        #: dead-letter queue confirmed; the original was then acked.
+        self.dead_lettered = 0
+        #: Requests that could neither be answered nor dead-lettered: requeued after a
+        #: pause (or given back by the broker when their channel was gone), never acked.
+        self.requeued = 0
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("serving" if self._supervisor else "idle")
+        state = "closed" if self._life.closed else ("serving" if self._supervisor else "idle")
         return (
             f"<RpcServer queue={self.queue.name!r} procedures={sorted(self._procedures)} {state}>"
         )
@@ -182,6 +216,18 @@ class RpcServer(Resource):
     def procedures(self) -> list[str]:
         """The registered procedure names, sorted."""
         return sorted(self._procedures)
+
+    @property
+    def is_running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop` (False once it stopped by itself).
+
+        Safe to read from any thread, e.g. by a health check.
+        """
+        return (
+            self._life.state is Lifecycle.OPEN
+            and not self._stop_requested
+            and not self._done.is_set()
+        )
 
     # ----------------------------------------------------------------- registration
     @overload
@@ -335,8 +381,7 @@ class RpcServer(Resource):
             PreconditionFailed: The queue exists with other settings.
         """
         with self._lock:
-            if self._closed:
-                raise ClosedError("the server is closed; create a new one")
+            self._life.check_usable()
             if self._supervisor is not None:
                 return self
             if not self._procedures:
@@ -348,6 +393,8 @@ class RpcServer(Resource):
             try:
                 ch.declare([self.queue], timeout=self.timeout)
                 ch.qos(self.prefetch, timeout=self.timeout)
+                # no I/O yet: its confirm channel opens on the first dead letter
+                self._dead = DeadLetters(self._conn, self.dead_letter_queue, self.queue.name)
                 self._workers = [
                     threading.Thread(
                         target=self._work,
@@ -374,6 +421,7 @@ class RpcServer(Resource):
                 name=f"hutch-rpc-{self.queue.name}",
                 daemon=True,
             )
+            self._life.move(Lifecycle.OPEN)
             self._supervisor.start()
         log.info(
             "hutch: RPC server on queue %r serving %s (%d workers)",
@@ -383,21 +431,32 @@ class RpcServer(Resource):
         )
         return self
 
-    def run(self) -> None:
+    def run(self, *, handle_signals: bool = True) -> None:
         """Serve until :meth:`stop` is called (blocking), then close the server.
 
         In-flight requests are answered before it returns; requests received but not
-        started are requeued for other servers.
+        started are requeued for other servers. On the main thread, the first SIGTERM
+        or SIGINT stops it that way and ``run`` returns; a second one raises
+        :class:`KeyboardInterrupt` at once (see :mod:`hutch._signals`). The previous
+        handlers are restored on return.
+
+        Args:
+            handle_signals: False leaves SIGTERM/SIGINT to the caller.
 
         Raises:
             ConsumerCancelled: The broker cancelled the consumer (the queue was deleted).
             ConnectionLost: The connection failed for good.
             ClosedError: The connection was closed under the server (from another thread,
                 a handler, a ``with`` block's exit).
+            TypeError: ``handle_signals`` is not a bool.
+            KeyboardInterrupt: A second SIGTERM/SIGINT while finishing the requests in hand.
         """
+        check_bool("handle_signals", handle_signals)
         self.start()
-        while not self._done.wait(0.2):
-            pass
+        what = f"the RPC server on {self.queue.name!r}"
+        with graceful_signals(self.stop, what, enabled=handle_signals):
+            while not self._done.wait(0.2):
+                pass
         if self._error is not None:
             raise self._error
 
@@ -418,9 +477,8 @@ class RpcServer(Resource):
         """
         check_timeout("timeout", timeout, allow_none=True)
         with self._lock:
-            if self._closed:
+            if not self._life.move(Lifecycle.CLOSING):
                 return
-            self._closed = True
             supervisor = self._supervisor
             if timeout is not None:
                 self._drain_timeout = timeout
@@ -430,6 +488,9 @@ class RpcServer(Resource):
             supervisor.join(self._drain_timeout + 2 * self.timeout)
         elif self._owns_conn:
             self._conn.close()
+        if supervisor is None:  # never served: nothing else ends the lifecycle
+            with self._lock:
+                self._life.move(Lifecycle.CLOSED)
 
     def open(self) -> Self:
         """Start serving in the background; what ``with`` does.
@@ -463,7 +524,9 @@ class RpcServer(Resource):
             self._shutdown()
         finally:
             with self._lock:
-                self._closed = True
+                if self._error is not None:
+                    self._life.fail(self._error)
+                self._life.move(Lifecycle.CLOSED)
             self._done.set()
 
     def _shutdown(self) -> None:
@@ -499,6 +562,8 @@ class RpcServer(Resource):
             log.info("hutch: requeued %d RPC requests not yet started", requeued)
         if ch is not None:
             ch.close(timeout=self.timeout)
+        if self._dead is not None:
+            self._dead.close()
         if self._owns_conn:
             self._conn.close()
         log.info("hutch: RPC server on queue %r stopped", self.queue.name)
@@ -543,15 +608,35 @@ class RpcServer(Resource):
             with self._counter_lock:
                 self._busy += 1
             try:
-                self._handle(*item)
-            except BaseException:  # never lose a worker; never requeue into a hot loop
-                log.exception("hutch: RPC worker failed; the request is dropped")
-                item[0].nack(requeue=False)
+                if self._conn.telemetry.enabled:
+                    self._handle_traced(*item)
+                else:
+                    self._handle(*item)
+            except BaseException as exc:  # never lose a worker, nor the request
+                log.exception("hutch: RPC worker failed on a request; dead-lettering it")
+                self._dead_letter(
+                    item[0], f"the RPC server failed on the request: {exc}", type(exc).__name__
+                )
             finally:
                 with self._counter_lock:
                     self._busy -= 1
 
-    def _handle(self, delivery: Delivery, received: float) -> None:
+    def _handle_traced(self, delivery: Delivery, received: float) -> None:
+        """:meth:`_handle` inside a server span, child of the caller's (telemetry on)."""
+        name = delivery.headers.get(PROCEDURE_HEADER)
+        if isinstance(name, bytes):
+            name = name.decode(errors="replace")
+        with self._conn.telemetry.rpc_server_span(
+            procedure=name if isinstance(name, str) else "",
+            service=self.queue.name,
+            headers=delivery.headers,
+            correlation_id=delivery.correlation_id,
+            message_id=delivery.properties.message_id,
+            body_size=len(delivery.body),
+        ) as span:
+            self._handle(delivery, received, span)
+
+    def _handle(self, delivery: Delivery, received: float, span: Scope = NOOP_SCOPE) -> None:
         expiration = delivery.expiration
         if (
             expiration is not None
@@ -569,10 +654,11 @@ class RpcServer(Resource):
         if isinstance(name, bytes):
             name = name.decode(errors="replace")
         status = STATUS_OK
+        error_type = reason = ""
         try:
             problem = delivery.problem
             if problem is not None:
-                # the caller learns why at once (the request has no dead-letter queue)
+                # the caller learns why at once (or, without reply_to, the dead-letter queue)
                 raise CallError("DecodeError", f"the request cannot be decoded: {problem}")
             proc = self._lookup(name)
             sig = proc.signature
@@ -585,16 +671,21 @@ class RpcServer(Resource):
             body, content_type = sig.encode_result(result)
         except CallError as exc:
             status = STATUS_ERROR
+            error_type, reason = exc.type_name, exc.message
             body, content_type = encode_error(exc.type_name, exc.message), JSON
             log.debug("hutch: RPC request %r refused: %s: %s", name, exc.type_name, exc.message)
+            span.fail(exc)
         except Exception as exc:
             status = STATUS_ERROR
+            span.fail(exc)
+            error_type, reason = type(exc).__name__, str(exc)
             tb = traceback.format_exc() if self.include_traceback else None
             body, content_type = encode_error(type(exc).__name__, str(exc), tb), JSON
             log.debug("hutch: RPC procedure %r raised", name, exc_info=True)
         limit = self._conn.settings.max_message_size
         if len(body) > limit:
             status = STATUS_ERROR
+            error_type, reason = "MessageTooLarge", "the reply exceeds max_message_size"
             body = encode_error(
                 "MessageTooLarge",
                 f"the reply of {len(body)} bytes exceeds max_message_size={limit} bytes",
@@ -608,11 +699,17 @@ class RpcServer(Resource):
             "ok" if status == STATUS_OK else "error",
             time.monotonic() - received,
         )
+        reply_to = delivery.reply_to
+        if not isinstance(reply_to, str):  # bytes: not UTF-8, no queue can be named so
+            reply_to = None
+        if status == STATUS_ERROR and not reply_to:
+            # nobody to tell: the dead-letter queue keeps the request and why it failed
+            self._dead_letter(delivery, reason or "the request failed", error_type or "Error")
+            return
         with self._counter_lock:  # counted before the caller can see the reply
             self.handled += 1
             if status == STATUS_ERROR:
                 self.failed += 1
-        reply_to = delivery.reply_to
         ch = delivery.channel
         if reply_to:
             reply = OutgoingMessage(
@@ -632,6 +729,25 @@ class RpcServer(Resource):
         else:
             log.debug("hutch: RPC request %r has no reply_to; result dropped", name)
             delivery.ack()
+
+    def _dead_letter(self, delivery: Delivery, reason: str, error_type: str) -> None:
+        """Account for a request that gets no reply: dead-lettered, or requeued."""
+        dead = self._dead
+        went = Disposition.REQUEUED
+        if dead is not None and delivery.channel.is_current(delivery):
+            try:
+                went = dead.send(
+                    delivery, reason=reason, error_type=error_type, timeout=self.timeout
+                )
+            except Exception as exc:  # never ack what was not placed
+                log.error("hutch: could not dead-letter an RPC request, requeueing it: %s", exc)
+                requeue_later(delivery)
+        # else the channel that delivered it is gone: the broker gives it back
+        with self._counter_lock:
+            if went is Disposition.DEAD_LETTERED:
+                self.dead_lettered += 1
+            else:
+                self.requeued += 1
 
     def _lookup(self, name: object) -> _Procedure:
         if name is None:

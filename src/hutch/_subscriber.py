@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import inspect
 import logging
 import queue as _queue
@@ -11,19 +12,27 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
 from hutch._amqp import Channel, Delivery
-from hutch._checks import check_field_table, check_int, check_shortstr, check_timeout
+from hutch._checks import (
+    check_bool,
+    check_field_table,
+    check_field_value,
+    check_int,
+    check_shortstr,
+    check_timeout,
+)
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters, Disposition
 from hutch._exceptions import (
-    ClosedError,
     ConsumerCancelled,
     DecodeError,
     MessageError,
     NotFound,
 )
+from hutch._lifecycle import Lifecycle, LifecycleState
 from hutch._message import Message
 from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, decode_any
+from hutch._signals import graceful_signals
 from hutch._topology import Binding, Exchange, ExchangeType, Queue, TopologyItem
 
 if TYPE_CHECKING:
@@ -139,6 +148,17 @@ class Subscriber(Resource, Generic[T]):
             :class:`~hutch.ConsumerCancelled`; ``"resubscribe"`` logs it, waits until the
             queue exists again (polling every second; a server-named queue is declared anew
             at once), re-declares the bindings and consumes again. Never silent either way.
+        offset: For a stream (``Queue(..., queue_type="stream")``): where to start
+            reading, sent as the consumer argument ``x-stream-offset``. ``"first"`` (the
+            oldest message kept), ``"last"`` (the last chunk written), ``"next"`` (only
+            messages published from now on; the broker's default), a whole number (that
+            offset in the log), or a :class:`~datetime.datetime` (naive means local
+            time): the first chunk written at or after it. The broker stores time per
+            chunk of messages, not per message, so a datetime offset may also return a
+            few messages published shortly before it. After a reconnect the consumer
+            starts again from the same offset.
+        consumer_arguments: Further ``basic.consume`` arguments, e.g. ``{"x-priority":
+            10}``; ``offset`` wins over an ``x-stream-offset`` given here.
 
     Raises:
         TypeError: A wrong argument type.
@@ -167,6 +187,8 @@ class Subscriber(Resource, Generic[T]):
         dead_letter_queue: Queue | str | None = None,
         timeout: float = 30.0,
         on_cancel: Literal["raise", "resubscribe"] = "raise",
+        offset: StreamOffset | None = None,
+        consumer_arguments: Mapping[str, FieldValue] | None = None,
     ) -> None: ...
 
     @overload
@@ -185,6 +207,8 @@ class Subscriber(Resource, Generic[T]):
         dead_letter_queue: Queue | str | None = None,
         timeout: float = 30.0,
         on_cancel: Literal["raise", "resubscribe"] = "raise",
+        offset: StreamOffset | None = None,
+        consumer_arguments: Mapping[str, FieldValue] | None = None,
     ) -> None: ...
 
     def __init__(
@@ -202,9 +226,12 @@ class Subscriber(Resource, Generic[T]):
         dead_letter_queue: Queue | str | None = None,
         timeout: float = 30.0,
         on_cancel: Literal["raise", "resubscribe"] = "raise",
+        offset: StreamOffset | None = None,
+        consumer_arguments: Mapping[str, FieldValue] | None = None,
     ) -> None:
         if on_cancel not in ("raise", "resubscribe"):
             raise ValueError("on_cancel must be 'raise' or 'resubscribe'")
+        self._consumer_arguments = consumer_args(offset, consumer_arguments)
         exchanges = [exchange] if isinstance(exchange, (Exchange, str)) else list(exchange)
         for ex in exchanges:
             if not isinstance(ex, (Exchange, str)):
@@ -264,7 +291,7 @@ class Subscriber(Resource, Generic[T]):
         self._cancelled: str | None = None
         self.on_cancel = on_cancel
         self._lock = threading.Lock()
-        self._closed = False
+        self._life = LifecycleState("the subscriber")
         #: Messages the handler took and that were acked.
         self.handled = 0
         #: Messages whose copy the dead-letter queue confirmed (then acked).
@@ -298,8 +325,7 @@ class Subscriber(Resource, Generic[T]):
             ClosedError: The subscriber was closed.
         """
         with self._lock:
-            if self._closed:
-                raise ClosedError("the subscriber is closed")
+            self._life.check_usable()
             if self._channel is not None:
                 return self
             if self._owns_conn and not self._conn.is_open:
@@ -312,12 +338,17 @@ class Subscriber(Resource, Generic[T]):
                     self._conn, self.dead_letter_queue, ch.queue_name(self.queue)
                 )
                 self._tag = ch.consume(
-                    self.queue, self._buffer.put, on_cancel=self._on_cancel, timeout=self.timeout
+                    self.queue,
+                    self._buffer.put,
+                    arguments=self._consumer_arguments,
+                    on_cancel=self._on_cancel,
+                    timeout=self.timeout,
                 )
             except BaseException:
                 ch.close()
                 raise
             self._channel = ch
+            self._life.move(Lifecycle.OPEN)
         return self
 
     def _on_cancel(self, queue: str) -> None:  # I/O thread
@@ -332,9 +363,8 @@ class Subscriber(Resource, Generic[T]):
     def close(self) -> None:
         """Stop consuming, requeue buffered messages, close the channel. Idempotent."""
         with self._lock:
-            if self._closed:
+            if not self._life.move(Lifecycle.CLOSING):
                 return
-            self._closed = True
         self.stop()
         ch = self._channel
         if ch is not None:
@@ -355,6 +385,7 @@ class Subscriber(Resource, Generic[T]):
             self._dead.close()
         if self._owns_conn:
             self._conn.close()
+        self._life.move(Lifecycle.CLOSED)
 
     # ----------------------------------------------------------------- receiving
     def _next_delivery(self, timeout: float | None) -> Delivery | None:
@@ -415,7 +446,11 @@ class Subscriber(Resource, Generic[T]):
             self._cancelled = None
             ch.declare(self._topology, timeout=self.timeout)
             self._tag = ch.consume(
-                self.queue, self._buffer.put, on_cancel=self._on_cancel, timeout=self.timeout
+                self.queue,
+                self._buffer.put,
+                arguments=self._consumer_arguments,
+                on_cancel=self._on_cancel,
+                timeout=self.timeout,
             )
         log.warning("hutch: re-subscribed to queue %r", ch.queue_name(self.queue))
         return True
@@ -438,17 +473,28 @@ class Subscriber(Resource, Generic[T]):
             self.requeued += 1
 
     def run(
-        self, handler: Handler[T], *, limit: int | None = None, timeout: float | None = None
+        self,
+        handler: Handler[T],
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        handle_signals: bool = True,
     ) -> int:
         """Call ``handler`` for each message until :meth:`stop` (blocking).
 
         ``handler(body)`` or ``handler(body, message)`` (for headers, routing key,
         redelivered...). It runs on this thread; the message is acked when it returns.
 
+        On the main thread, the first SIGTERM or SIGINT stops it gracefully: the message
+        in hand is handled and acked, then ``run`` returns the count; a second one
+        raises :class:`KeyboardInterrupt` at once (see :mod:`hutch._signals`). The
+        previous handlers are restored on return.
+
         Args:
             handler: The message handler.
             limit: Return after this many messages.
             timeout: Return when no message arrives for this many seconds.
+            handle_signals: False leaves SIGTERM/SIGINT to the caller.
 
         Returns:
             How many messages were handled successfully.
@@ -460,12 +506,19 @@ class Subscriber(Resource, Generic[T]):
             TypeError: ``handler`` is not callable, or a wrong argument type.
             ValueError: A negative ``limit`` or a timeout that is not a finite number of
                 seconds greater than 0.
+            KeyboardInterrupt: A second SIGTERM/SIGINT while finishing the message in hand.
         """
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         _check_run_args(limit, timeout)
+        check_bool("handle_signals", handle_signals)
         self.open()
         self._stopping.clear()
+        what = f"the subscriber of {self.queue_name!r}"
+        with graceful_signals(self.stop, what, enabled=handle_signals):
+            return self._run(handler, limit, timeout)
+
+    def _run(self, handler: Handler[T], limit: int | None, timeout: float | None) -> int:
         call_with_message = wants_message(handler)
         done = 0
         while limit is None or done < limit:
@@ -545,6 +598,53 @@ class Subscriber(Resource, Generic[T]):
         for message in self.messages(timeout=timeout, limit=1):
             return message
         return None
+
+
+StreamOffset = Union[Literal["first", "last", "next"], int, _dt.datetime]
+
+
+def consumer_args(
+    offset: object, arguments: Mapping[str, FieldValue] | None
+) -> dict[str, FieldValue]:
+    """Check ``offset`` and further consumer arguments; return the ``basic.consume`` table.
+
+    Args:
+        offset: ``"first"``, ``"last"``, ``"next"``, a whole number >= 0, a datetime, or
+            None.
+        arguments: Further consumer arguments, or None.
+
+    Returns:
+        The arguments, with ``x-stream-offset`` set from ``offset`` (a datetime in UTC).
+
+    Raises:
+        TypeError: An offset or a table of the wrong type.
+        ValueError: A negative offset, an unknown word, or a value the wire cannot carry.
+    """
+    args: dict[str, FieldValue] = {}
+    if arguments is not None:
+        check_field_table("consumer_arguments", arguments)
+        args.update(arguments)
+    if offset is None:
+        return args
+    if isinstance(offset, str):
+        if offset not in ("first", "last", "next"):
+            raise ValueError(
+                f"offset must be 'first', 'last', 'next', a whole number or a datetime, "
+                f"got {offset!r}"
+            )
+        args["x-stream-offset"] = offset
+    elif isinstance(offset, _dt.datetime):
+        moment = offset.astimezone(_dt.timezone.utc)
+        check_field_value("offset", moment)
+        args["x-stream-offset"] = moment  # type: ignore[assignment]
+    elif isinstance(offset, int) and not isinstance(offset, bool):
+        args["x-stream-offset"] = check_int("offset", offset, 0, 2**63 - 1)
+    else:
+        raise TypeError(
+            "offset must be 'first', 'last', 'next', a whole number or a datetime, "
+            f"got {type(offset).__name__}"
+        )
+    return args
 
 
 def _check_run_args(limit: object, timeout: object) -> None:

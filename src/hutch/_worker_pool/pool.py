@@ -26,7 +26,6 @@ it out. See :class:`~hutch.RetryPolicy`.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -40,11 +39,13 @@ from hutch._exceptions import (
     ConsumerCancelled,
     HutchError,
 )
+from hutch._lifecycle import Lifecycle, LifecycleState
 from hutch._loading import load_callable
 from hutch._message import Message
 from hutch._publisher import BatchResult
 from hutch._retry import RetryPolicy
 from hutch._serialization import Codec, codec_for
+from hutch._signals import graceful_signals
 from hutch._subscriber import wants_message
 from hutch._topology import Queue
 from hutch._worker_pool.process import Child, check_picklable_by_name
@@ -54,7 +55,7 @@ from hutch._worker_pool.task_queue import TaskQueue, work_queue
 from hutch._worker_pool.worker import Crew, Worker
 
 if TYPE_CHECKING:
-    from types import FrameType, TracebackType
+    from types import TracebackType
 
     from typing_extensions import Self
 
@@ -69,6 +70,16 @@ T = TypeVar("T")
 Handler = Union[Callable[[T], object], Callable[[T, Message[T]], object]]
 
 _DEFAULT_RETRY = RetryPolicy()
+
+# how repr() names the pool's lifecycle states
+_WORDS = {
+    Lifecycle.NEW: "new",
+    Lifecycle.OPENING: "starting",
+    Lifecycle.OPEN: "running",
+    Lifecycle.CLOSING: "stopping",
+    Lifecycle.CLOSED: "stopped",
+    Lifecycle.FAILED: "failed",
+}
 
 
 def load_handler(spec: str) -> Callable[..., object]:
@@ -253,7 +264,7 @@ class WorkerPool(Generic[T]):
         self._conn, self._owns_conn = resolve_connection(connection)
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
-        self._state = "new"  # new -> running -> stopping -> stopped
+        self._life = LifecycleState("the worker pool")  # NEW -> OPEN (running) -> CLOSED
         self._stopping = threading.Event()  # workers start nothing new
         self._stop_requested = threading.Event()  # run() should return
         self._stopped = threading.Event()
@@ -275,14 +286,15 @@ class WorkerPool(Generic[T]):
             stopping=self._stopping,
             stats_lock=self._stats_lock,
             fail=self._fail,
+            telemetry=self._conn.telemetry,
         )
         self._tasks: TaskQueue[T] | None = None
-        self._signals_seen = 0
 
     def __repr__(self) -> str:
         mode = "processes" if self.processes else "threads"
         return (
-            f"<WorkerPool queue={self.queue.name!r} {self._state} concurrency={self.concurrency} "
+            f"<WorkerPool queue={self.queue.name!r} {_WORDS[self._life.state]} "
+            f"concurrency={self.concurrency} "
             f"channels={self.channels} prefetch={self.prefetch} {mode}>"
         )
 
@@ -290,7 +302,7 @@ class WorkerPool(Generic[T]):
     @property
     def is_running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._state == "running"
+        return self._life.state is Lifecycle.OPEN
 
     @property
     def failure(self) -> HutchError | None:
@@ -324,22 +336,23 @@ class WorkerPool(Generic[T]):
             ConnectError: The owned connection could not be opened.
         """
         with self._lock:
-            if self._state == "running":
+            if self._life.state is Lifecycle.OPEN:
                 return self
-            if self._state != "new":
+            if self._life.state is not Lifecycle.NEW:
                 raise ClosedError("the worker pool was stopped; create a new one")
+            self._life.move(Lifecycle.OPENING)
             try:
                 self._start_now()
             except BaseException:
-                self._state = "stopping"
+                self._life.move(Lifecycle.CLOSING)
                 self._stopping.set()
                 try:
                     self._shutdown(time.monotonic() + self.timeout)
                 finally:
-                    self._state = "stopped"
+                    self._life.move(Lifecycle.CLOSED)
                     self._stopped.set()
                 raise
-            self._state = "running"
+            self._life.move(Lifecycle.OPEN)
         log.info(
             "hutch: worker pool %r on queue %r: %d workers (%s) over %d channels, prefetch %d",
             self.name,
@@ -391,16 +404,26 @@ class WorkerPool(Generic[T]):
                 self.queue, w.inbox.put, on_cancel=self._on_cancel, timeout=self.timeout
             )
 
-    def run(self, *, timeout: float | None = None, stop_timeout: float = 30.0) -> None:
+    def run(
+        self,
+        *,
+        timeout: float | None = None,
+        stop_timeout: float = 30.0,
+        handle_signals: bool = True,
+    ) -> None:
         """Start (if needed) and block until stopped, then stop gracefully.
 
-        On the main thread, SIGTERM and SIGINT stop the pool gracefully (the previous
-        handlers are restored on return). Elsewhere, call :meth:`stop` from another thread.
+        On the main thread, the first SIGTERM or SIGINT stops the pool gracefully (no
+        new messages, those in hand finish and are acked, ``run`` returns); a second one
+        raises :class:`KeyboardInterrupt` at once (see :mod:`hutch._signals`). The
+        previous handlers are restored on return. Elsewhere, call :meth:`stop` from
+        another thread.
 
         Args:
             timeout: Stop by itself after this many seconds. None (the default) serves
                 until stopped, as a worker process should.
             stop_timeout: Seconds the graceful stop waits for handlers in hand.
+            handle_signals: False leaves SIGTERM/SIGINT to the caller.
 
         Raises:
             ConnectionLost: The connection was lost for good.
@@ -409,15 +432,15 @@ class WorkerPool(Generic[T]):
             ClosedError: The pool was stopped before, or its connection was closed under
                 it (from another thread, a handler, a ``with`` block's exit).
             ValueError: A timeout that is not a finite number of seconds greater than 0.
+            KeyboardInterrupt: A second SIGTERM/SIGINT while stopping.
         """
         check_timeout("timeout", timeout, allow_none=True)
         check_timeout("stop_timeout", stop_timeout)
+        check_bool("handle_signals", handle_signals)
         self.start()
-        previous: dict[signal.Signals, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, self._on_signal)
-        try:
+        with graceful_signals(
+            self._stop_requested.set, f"worker pool {self.name!r}", enabled=handle_signals
+        ):
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._stop_requested.is_set():
                 wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
@@ -430,20 +453,8 @@ class WorkerPool(Generic[T]):
                     failure = ch.connection_failure if ch is not None else None
                     self._fail(failure or ClosedError("the pool's connection was closed"))
             self.stop(stop_timeout)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         if self._failure is not None:
             raise self._failure
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._signals_seen += 1
-        name = signal.Signals(signum).name
-        if self._signals_seen == 1:
-            log.info("hutch: %s received: finishing the messages in hand, then stopping", name)
-        else:
-            log.warning("hutch: %s received again: still finishing the messages in hand", name)
-        self._stop_requested.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully: take no new messages, finish and ack those in hand, close.
@@ -469,14 +480,14 @@ class WorkerPool(Generic[T]):
             ).start()
             return
         with self._lock:
-            if self._state == "new":
-                self._state = "stopped"
+            if self._life.state is Lifecycle.NEW:
+                self._life.move(Lifecycle.CLOSED)
                 self._stopped.set()
                 if self._owns_conn:
                     self._conn.close()
                 return
-            if self._state == "running":
-                self._state = "stopping"
+            if self._life.state is Lifecycle.OPEN:
+                self._life.move(Lifecycle.CLOSING)
                 owner = True
             else:
                 owner = False
@@ -490,7 +501,7 @@ class WorkerPool(Generic[T]):
             self._shutdown(time.monotonic() + timeout)
         finally:
             with self._lock:
-                self._state = "stopped"
+                self._life.move(Lifecycle.CLOSED)
             self._stopped.set()
 
     def close(self) -> None:
@@ -557,19 +568,19 @@ class WorkerPool(Generic[T]):
             threading.Thread(target=self.stop, name=f"hutch-stop-{self.name}", daemon=True).start()
 
     def _on_connection_event(self, event: str, error: BaseException | None) -> None:  # I/O thread
-        if event in ("failed", "closed") and self._state == "running":
+        if event in ("failed", "closed") and self._life.state is Lifecycle.OPEN:
             # "closed": the shared connection was closed under the pool (by another thread,
             # a handler, a with block's exit): run() raises ClosedError
             self._fail(error if isinstance(error, HutchError) else ClosedError(str(error)))
 
     def _on_cancel(self, queue: str) -> None:  # I/O thread
-        if self._state == "running":
+        if self._life.state is Lifecycle.OPEN:
             self._fail(ConsumerCancelled(queue))
 
     # ----------------------------------------------------------------- submitting
     def _task_queue(self) -> TaskQueue[T]:
         with self._lock:
-            if self._state == "stopped":
+            if self._life.state is Lifecycle.CLOSED:
                 raise ClosedError("the worker pool is stopped")
             if self._tasks is None:
                 if self._owns_conn and not self._conn.is_open:
