@@ -12,11 +12,12 @@ constructor, so a dict obeys exactly the rules the constructor does; a bad dict 
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar, Union
+
+from hutch._checks import check_bool, check_float, check_int, check_shortstr, check_str
 
 __all__ = [
     "Binding",
@@ -38,19 +39,30 @@ FieldValue = Union[
 
 
 class ExchangeType(str, enum.Enum):
-    """The four AMQP 0-9-1 exchange types. Plain strings (``"topic"``) are accepted too."""
+    """The four AMQP 0-9-1 exchange types, and RabbitMQ's consistent-hash exchange.
+
+    Plain strings (``"topic"``) are accepted too. ``CONSISTENT_HASH``
+    (``x-consistent-hash``) needs the ``rabbitmq_consistent_hash_exchange`` plugin, which
+    ships with the server: it hashes the routing key and the binding keys are weights.
+    """
 
     FANOUT = "fanout"
     DIRECT = "direct"
     TOPIC = "topic"
     HEADERS = "headers"
+    CONSISTENT_HASH = "x-consistent-hash"
 
 
 class QueueType(str, enum.Enum):
-    """Queue implementations (``x-queue-type``)."""
+    """Queue implementations (``x-queue-type``).
+
+    A ``stream`` is an append-only log: consuming does not remove messages, and a
+    consumer says where to start reading (``Subscriber(..., offset=...)``).
+    """
 
     CLASSIC = "classic"
     QUORUM = "quorum"
+    STREAM = "stream"
 
 
 class Overflow(str, enum.Enum):
@@ -111,28 +123,40 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# The schema checks of from_dict() decide types with hutch._checks, the helpers every
+# class uses, and word the refusal like a schema validator ("Input should be ...").
 def _check_str(value: object) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"Input should be a valid string, got {_short(value)}")
-    return value
+    try:
+        check_str("value", value)
+    except TypeError:
+        raise _Bad(f"Input should be a valid string, got {_short(value)}") from None
+    return value  # type: ignore[return-value]  # checked above
 
 
 def _check_bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"Input should be a valid boolean (true or false), got {_short(value)}")
-    return value
+    try:
+        return check_bool("value", value)
+    except TypeError:
+        shown = _short(value)
+        raise _Bad(f"Input should be a valid boolean (true or false), got {shown}") from None
 
 
 def _check_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"Input should be a valid integer, got {_short(value)}")
-    return value
+    try:
+        check_int("value", value)
+    except TypeError:
+        raise _Bad(f"Input should be a valid integer, got {_short(value)}") from None
+    return value  # type: ignore[return-value]  # checked above (an int subclass stays itself)
 
 
 def _check_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"Input should be a valid number, got {_short(value)}")
-    return value
+    try:
+        check_float("value", value)
+    except TypeError:
+        raise _Bad(f"Input should be a valid number, got {_short(value)}") from None
+    except ValueError:
+        pass  # NaN, infinity: the constructor refuses them, naming the field
+    return value  # type: ignore[return-value]  # checked above
 
 
 def _check_table(value: object) -> dict[str, FieldValue]:
@@ -200,10 +224,7 @@ def _construct(entity: str, build: Callable[[], _T]) -> _T:
 
 
 def _check_name(kind: str, name: object) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
-    if len(name.encode()) > 255:
-        raise ValueError(f"{kind} name {name[:40]!r}... is longer than 255 bytes")
+    check_shortstr(f"{kind} name", name)
 
 
 @dataclass(frozen=True)
@@ -341,8 +362,15 @@ class Queue:
         max_length: Maximum number of ready messages (``x-max-length``).
         max_length_bytes: Maximum total body size of ready messages (``x-max-length-bytes``).
         overflow: Behaviour at max length (``x-overflow``).
-        queue_type: ``classic`` or ``quorum`` (quorum queues are always durable).
+        queue_type: ``classic``, ``quorum`` or ``stream`` (quorum queues and streams are
+            always durable, never exclusive or auto-delete).
         max_priority: Enable priorities 0..max_priority (``x-max-priority``, classic only).
+        single_active_consumer: Deliver to one consumer at a time; the others wait and
+            the next takes over when it goes away (``x-single-active-consumer``; classic
+            and quorum queues).
+        delivery_limit: Quorum queues only: after this many redeliveries (returns by a
+            consumer that died or nacked with requeue) a message is dead-lettered, or
+            dropped without a dead-letter exchange (``x-delivery-limit``).
         arguments: Any further ``x-`` arguments.
 
     Example:
@@ -363,6 +391,8 @@ class Queue:
     overflow: Overflow | str | None = None
     queue_type: QueueType | str | None = None
     max_priority: int | None = None
+    single_active_consumer: bool = False
+    delivery_limit: int | None = None
     extra_arguments: Mapping[str, FieldValue] = field(default_factory=dict)
 
     def __init__(
@@ -381,6 +411,8 @@ class Queue:
         overflow: Overflow | str | None = None,
         queue_type: QueueType | str | None = None,
         max_priority: int | None = None,
+        single_active_consumer: bool = False,
+        delivery_limit: int | None = None,
         arguments: Mapping[str, FieldValue] | None = None,
     ) -> None:
         _check_name("queue", name)
@@ -393,7 +425,7 @@ class Queue:
                 qtype = QueueType(queue_type)
             except ValueError:
                 raise ValueError(
-                    f"unknown queue_type {queue_type!r}: use 'classic' or 'quorum'"
+                    f"unknown queue_type {queue_type!r}: use 'classic', 'quorum' or 'stream'"
                 ) from None
         if overflow is not None:
             try:
@@ -409,23 +441,34 @@ class Queue:
             exclusive = server_named
         if auto_delete is None:
             auto_delete = server_named
-        if qtype is QueueType.QUORUM and (not durable or exclusive or auto_delete):
-            raise ValueError("quorum queues must be durable, non-exclusive and not auto-delete")
+        if qtype in (QueueType.QUORUM, QueueType.STREAM) and (
+            not durable or exclusive or auto_delete
+        ):
+            raise ValueError(
+                f"{qtype.value} queues must be durable, non-exclusive and not auto-delete"
+            )
+        check_bool("single_active_consumer", single_active_consumer)
+        if single_active_consumer and qtype is QueueType.STREAM:
+            raise ValueError("single_active_consumer is for classic and quorum queues, not streams")
+        if delivery_limit is not None and qtype is not QueueType.QUORUM:
+            raise ValueError("delivery_limit needs queue_type='quorum'")
+        if max_priority is not None and qtype is QueueType.STREAM:
+            raise ValueError("streams have no priorities: drop max_priority")
         for label, number in (
             ("message_ttl", message_ttl),
             ("expires", expires),
             ("max_length", max_length),
             ("max_length_bytes", max_length_bytes),
             ("max_priority", max_priority),
+            ("delivery_limit", delivery_limit),
         ):
             if number is None:
                 continue
             whole = label not in ("message_ttl", "expires")
-            if isinstance(number, bool) or not isinstance(number, int if whole else (int, float)):
-                kind = "a whole number" if whole else "a number of seconds"
-                raise TypeError(f"{label} must be {kind}, got {type(number).__name__}")
-            if not math.isfinite(number) or number < 0:
-                raise ValueError(f"{label} must be a non-negative number, got {number!r}")
+            if whole:
+                check_int(label, number, low=0)
+            else:
+                check_float(label, number, low=0)
             if number * (1 if whole else 1000) >= 2**63:
                 raise ValueError(f"{label} is too large for the broker, got {number!r}")
         if expires is not None and expires <= 0:
@@ -446,6 +489,8 @@ class Queue:
             "overflow": overflow,
             "queue_type": qtype,
             "max_priority": max_priority,
+            "single_active_consumer": single_active_consumer,
+            "delivery_limit": delivery_limit,
             "extra_arguments": dict(arguments or {}),
         }.items():
             object.__setattr__(self, key, value)
@@ -477,6 +522,10 @@ class Queue:
             args["x-queue-type"] = QueueType(self.queue_type).value
         if self.max_priority is not None:
             args["x-max-priority"] = self.max_priority
+        if self.single_active_consumer:
+            args["x-single-active-consumer"] = True
+        if self.delivery_limit is not None:
+            args["x-delivery-limit"] = self.delivery_limit
         args.update(self.extra_arguments)
         return args
 
@@ -503,6 +552,8 @@ class Queue:
             "exclusive": self.exclusive,
             "auto_delete": self.auto_delete,
         }
+        if self.single_active_consumer:
+            data["single_active_consumer"] = True
         for key in _QUEUE_OPTIONS:
             value = getattr(self, key)
             if isinstance(value, enum.Enum):
@@ -554,6 +605,7 @@ _QUEUE_OPTIONS = (
     "overflow",
     "queue_type",
     "max_priority",
+    "delivery_limit",
 )
 _QUEUE_KEYS: dict[str, Callable[[object], object]] = {
     "name": _check_str,
@@ -569,6 +621,8 @@ _QUEUE_KEYS: dict[str, Callable[[object], object]] = {
     "overflow": _optional(_one_of(*(o.value for o in Overflow))),
     "queue_type": _optional(_one_of(*(t.value for t in QueueType))),
     "max_priority": _optional(_check_int),
+    "single_active_consumer": _check_bool,
+    "delivery_limit": _optional(_check_int),
     "arguments": _check_table,
 }
 
@@ -612,8 +666,7 @@ class Binding:
             raise ValueError(
                 "queues cannot be bound to the default exchange: it routes by queue name already"
             )
-        if not isinstance(self.routing_key, str):
-            raise TypeError("routing_key must be a str")
+        check_str("routing_key", self.routing_key)
         if self.match not in ("all", "any", "all-with-x", "any-with-x"):
             raise ValueError(f"match must be 'all' or 'any', got {self.match!r}")
 

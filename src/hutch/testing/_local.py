@@ -247,7 +247,8 @@ class LocalBroker(Broker):
         with open(os.path.join(base, "rabbitmq.conf"), "w", encoding="utf-8") as fh:
             fh.write("\n".join(conf) + "\n" + self._extra_config + "\n")
         with open(os.path.join(base, "enabled_plugins"), "w", encoding="ascii") as fh:
-            fh.write("[].\n")
+            # shipped with the server; hutch's partitioned work queues route through it
+            fh.write("[rabbitmq_consistent_hash_exchange].\n")
         # An empty env file so /etc/rabbitmq/rabbitmq-env.conf is not read.
         open(os.path.join(base, "rabbitmq-env.conf"), "w").close()
 
