@@ -16,6 +16,7 @@ from hutch._checks import check_timeout
 from hutch._exceptions import ClosedError
 from hutch._resource import Resource
 from hutch._settings import ConnectionSettings
+from hutch._telemetry import Telemetry, create_telemetry
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -70,6 +71,11 @@ class Connection(Resource):
             self.settings = ConnectionSettings.from_environment(url, **options)
         self.name = self.settings.connection_name or f"hutch-{next(_names)}"
         self._io = Driver(self.settings, self.name)
+        #: The connection's telemetry (internal): OpenTelemetry spans and metrics for every
+        #: pattern on it, or the no-op one (``tracing=False``, or no opentelemetry-api).
+        self.telemetry: Telemetry = create_telemetry(
+            self.settings.tracing, connection_name=self.name
+        )
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else ("failed" if self._io.failure else "closed")
@@ -109,6 +115,9 @@ class Connection(Resource):
         timeout = check_timeout("timeout", timeout, allow_none=True)
         if self._io._closing:
             raise ClosedError("the connection is closed; create a new one")
+        if self.telemetry.enabled:  # counts losses and recoveries; removed by close()
+            self._io.remove_listener(self.telemetry.on_connection_event)  # once, if reopened
+            self._io.add_listener(self.telemetry.on_connection_event)
         self._io.start(timeout)
         return self
 
@@ -119,6 +128,8 @@ class Connection(Resource):
             timeout: Seconds to wait for the I/O thread to finish.
         """
         self._io.close(check_timeout("timeout", timeout, allow_none=True))
+        if self.telemetry.enabled:
+            self._io.remove_listener(self.telemetry.on_connection_event)
 
     def add_listener(self, listener: Callable[[str, BaseException | None], None]) -> None:
         """Be told when the connection is "lost", "restored", has "failed" or is "closed".

@@ -34,12 +34,16 @@ from hutch._exceptions import (
     ClosedError,
     ConnectionBlocked,
     MessageTooLarge,
+    Nacked,
     OperationTimeout,
     PublishError,
+    Unroutable,
 )
+from hutch._lifecycle import Lifecycle, LifecycleState
 from hutch._message import PERSISTENT, PROPERTY_NAMES, TRANSIENT, Properties
 from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, encode_any
+from hutch._telemetry import PublishOutcome, Scope, Telemetry
 from hutch._topology import Exchange, TopologyItem
 
 if TYPE_CHECKING:
@@ -108,6 +112,51 @@ def _expiration_as_str(properties: Mapping[str, Any]) -> Mapping[str, Any]:
             raise ValueError("expiration is too long") from None
         return {**properties, "expiration": millis}
     return properties
+
+
+# ----------------------------------------------------------------- telemetry (when on)
+# Called only when ``connection.telemetry.enabled``: the hot path without telemetry pays
+# one attribute test per publish (or per batch), nothing else.
+def _inject(span: Scope, message: OutgoingMessage) -> None:
+    """Put the span's W3C trace context into the message's headers."""
+    props = message.properties
+    headers = props.headers
+    props.headers = span.inject(dict(headers) if headers is not None else None)
+
+
+def _publish_span(tel: Telemetry, message: OutgoingMessage, batch_size: int = 1) -> Scope:
+    one = batch_size == 1  # a batch's span names no single message
+    return tel.publish_span(
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        message_id=message.message_id if one else None,
+        correlation_id=message.properties.correlation_id if one else None,
+        body_size=len(message.body) if one else None,
+        batch_size=batch_size,
+    )
+
+
+def _outcome(exc: BaseException | None) -> PublishOutcome | None:
+    if exc is None:
+        return PublishOutcome.CONFIRMED
+    if isinstance(exc, Unroutable):
+        return PublishOutcome.RETURNED
+    if isinstance(exc, Nacked):
+        return PublishOutcome.NACKED
+    return None  # lost, timed out...: the broker said nothing
+
+
+def _count_outcome(tel: Telemetry, exchange: str, exc: BaseException | None) -> None:
+    outcome = _outcome(exc)
+    if outcome is not None:
+        tel.record_publish_outcome(exchange, outcome)
+
+
+def _count_batch(tel: Telemetry, exchange: str, result: BatchResult) -> None:
+    if result.confirmed:
+        tel.record_publish_outcome(exchange, PublishOutcome.CONFIRMED, result.confirmed)
+    for _index, error in result.failed:
+        _count_outcome(tel, exchange, error)
 
 
 class Publisher(Resource, Generic[T]):
@@ -226,7 +275,7 @@ class Publisher(Resource, Generic[T]):
             self._declare.insert(0, exchange)
         self._channel: Channel | None = None
         self._lock = threading.Lock()
-        self._closed = False
+        self._life = LifecycleState("the publisher")
         self._writes: deque[Future[None]] = deque()
 
     def __repr__(self) -> str:
@@ -254,8 +303,7 @@ class Publisher(Resource, Generic[T]):
         if ch is not None:
             return ch
         with self._lock:
-            if self._closed:
-                raise ClosedError("the publisher is closed")
+            self._life.check_usable()
             if self._channel is None:
                 if self._owns_conn and not self._conn.is_open:
                     self._conn.open()
@@ -267,23 +315,26 @@ class Publisher(Resource, Generic[T]):
                         ch.close()
                         raise
                 self._channel = ch
+                self._life.move(Lifecycle.OPEN)
             return self._channel
 
     def close(self) -> None:
         """Wait for outstanding writes, close the channel (and an owned connection). Idempotent."""
         with self._lock:
-            if self._closed:
+            if not self._life.move(Lifecycle.CLOSING):
                 return
-            self._closed = True
-        while self._writes:
-            try:
-                self._writes.popleft().result(self.timeout)
-            except Exception:
-                pass
-        if self._channel is not None:
-            self._channel.close()
-        if self._owns_conn:
-            self._conn.close()
+        try:
+            while self._writes:
+                try:
+                    self._writes.popleft().result(self.timeout)
+                except Exception:
+                    pass
+            if self._channel is not None:
+                self._channel.close()
+            if self._owns_conn:
+                self._conn.close()
+        finally:
+            self._life.move(Lifecycle.CLOSED)
 
     # ----------------------------------------------------------------- publishing
     def _build(
@@ -391,7 +442,20 @@ class Publisher(Resource, Generic[T]):
         """
         check_timeout("timeout", timeout, allow_none=True)
         message = self._build(body, routing_key, headers, mandatory, properties)
-        self._send(message, timeout)
+        tel = self._conn.telemetry
+        if not tel.enabled:
+            self._send(message, timeout)
+            return message.message_id or ""
+        with _publish_span(tel, message) as span:
+            _inject(span, message)
+            try:
+                self._send(message, timeout)
+            except PublishError as exc:
+                if self.confirm:
+                    _count_outcome(tel, message.exchange, exc)
+                raise
+        if self.confirm:
+            tel.record_publish_outcome(message.exchange, PublishOutcome.CONFIRMED)
         return message.message_id or ""
 
     def publish_async(
@@ -418,7 +482,17 @@ class Publisher(Resource, Generic[T]):
         message = self._build(body, routing_key, headers, mandatory, properties)
         ch = self._ensure_channel()
         ch.wait_unblocked()
-        return ch.publish(message)
+        tel = self._conn.telemetry
+        if not tel.enabled:
+            return ch.publish(message)
+        # the span covers the hand-over; the confirm is counted when it comes
+        with _publish_span(tel, message) as span:
+            _inject(span, message)
+            fut = ch.publish(message)
+        if self.confirm:
+            exchange = message.exchange
+            fut.add_done_callback(lambda f: _count_outcome(tel, exchange, f.exception()))
+        return fut
 
     def publish_many(
         self,
@@ -462,8 +536,19 @@ class Publisher(Resource, Generic[T]):
         ch = self._ensure_channel()
         self._check_may_wait(ch, self.routing_key if routing_key is None else routing_key)
         ch.wait_unblocked()
-        ch.publish_many(messages, direct=True)
-        return self._settle_batch(ch, batch, [m.message_id or "" for m in messages], timeout)
+        tel = self._conn.telemetry
+        if not tel.enabled or not messages:
+            ch.publish_many(messages, direct=True)
+            return self._settle_batch(ch, batch, [m.message_id or "" for m in messages], timeout)
+        # one producer span for the batch; every message carries its context
+        with _publish_span(tel, messages[0], len(messages)) as span:
+            for m in messages:
+                _inject(span, m)
+            ch.publish_many(messages, direct=True)
+            result = self._settle_batch(ch, batch, [m.message_id or "" for m in messages], timeout)
+        if self.confirm:
+            _count_batch(tel, self.exchange_name, result)
+        return result
 
     def batch(
         self,
@@ -650,6 +735,9 @@ class ConfirmBatch(Generic[T]):
         self._batch.seal()
         ch = self._channel if self._channel is not None else self._pub._ensure_channel()
         self.result = self._pub._settle_batch(ch, self._batch, self._ids, self._timeout)
+        tel = self._pub._conn.telemetry
+        if tel.enabled and self._pub.confirm:
+            _count_batch(tel, self._pub.exchange_name, self.result)
 
     def publish(
         self,
@@ -697,7 +785,14 @@ class ConfirmBatch(Generic[T]):
         if self._buffer:
             messages, self._buffer = self._buffer, []
             ch.wait_unblocked()
-            ch.publish_many(messages, direct=True)
+            tel = self._pub._conn.telemetry
+            if not tel.enabled:
+                ch.publish_many(messages, direct=True)
+            else:  # one producer span per chunk sent
+                with _publish_span(tel, messages[0], len(messages)) as span:
+                    for m in messages:
+                        _inject(span, m)
+                    ch.publish_many(messages, direct=True)
         if window and self._batch.unsettled >= self._max:
             # the window is full: read confirms (on this thread if it can) until there is room
             started = time.monotonic()

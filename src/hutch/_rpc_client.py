@@ -30,6 +30,7 @@ from hutch._exceptions import (
     RpcTimeout,
     ValidationError,
 )
+from hutch._lifecycle import Lifecycle, LifecycleState
 from hutch._message import Properties
 from hutch._resource import Resource
 from hutch._rpc_protocol import (
@@ -43,6 +44,7 @@ from hutch._rpc_protocol import (
     interface_methods,
 )
 from hutch._serialization import JSON, decode_any
+from hutch._telemetry import Scope
 from hutch._topology import Queue
 
 if TYPE_CHECKING:
@@ -146,7 +148,7 @@ class RpcClient(Resource):
         self._channel: Channel | None = None
         self._tag: str | None = None
         self._lock = threading.Lock()
-        self._closed = False
+        self._life = LifecycleState("the RPC client")
         # correlation id -> call; dict operations are atomic, so threads share it unlocked
         self._pending: dict[str, _Call] = {}
         self._prefix = uuid.uuid4().hex[:12]
@@ -179,8 +181,7 @@ class RpcClient(Resource):
         if ch is not None:
             return ch
         with self._lock:
-            if self._closed:
-                raise ClosedError("the RPC client is closed")
+            self._life.check_usable()
             if self._channel is None:
                 if self._owns_conn and not self._conn.is_open:
                     self._conn.open()
@@ -198,22 +199,25 @@ class RpcClient(Resource):
                     raise
                 self._conn.add_listener(self._on_connection_event)
                 self._channel = ch
+                self._life.move(Lifecycle.OPEN)
             return self._channel
 
     def close(self) -> None:
         """Fail calls still waiting with ClosedError, close the channel. Idempotent."""
         with self._lock:
-            if self._closed:
+            if not self._life.move(Lifecycle.CLOSING):
                 return
-            self._closed = True
-        self._fail_all(ClosedError("the RPC client was closed while the call was waiting"))
-        with self._timer_cv:
-            self._timer_cv.notify_all()
-        if self._channel is not None:
-            self._conn.remove_listener(self._on_connection_event)
-            self._channel.close()
-        if self._owns_conn:
-            self._conn.close()
+        try:
+            self._fail_all(ClosedError("the RPC client was closed while the call was waiting"))
+            with self._timer_cv:
+                self._timer_cv.notify_all()
+            if self._channel is not None:
+                self._conn.remove_listener(self._on_connection_event)
+                self._channel.close()
+            if self._owns_conn:
+                self._conn.close()
+        finally:
+            self._life.move(Lifecycle.CLOSED)
 
     # ----------------------------------------------------------------- calling
     def call(
@@ -243,6 +247,13 @@ class RpcClient(Resource):
             TypeError: An argument cannot be encoded as JSON.
         """
         self._check_may_block()
+        if self._conn.telemetry.enabled:
+            return self._traced(
+                procedure,
+                lambda span: self._start(
+                    procedure, args, kwargs, timeout, _decode_untyped, direct=True, span=span
+                ),
+            )
         return self._wait(
             self._start(procedure, args, kwargs, timeout, _decode_untyped, direct=True)
         )
@@ -267,7 +278,14 @@ class RpcClient(Resource):
             TypeError: An argument cannot be encoded as JSON.
             ClosedError: The client is closed.
         """
-        call = self._start(procedure, args, kwargs, timeout, _decode_untyped)
+        tel = self._conn.telemetry
+        if not tel.enabled:
+            call = self._start(procedure, args, kwargs, timeout, _decode_untyped)
+        else:
+            # the client span covers sending the request (it cannot stay open on this
+            # thread until the reply); the server's span is still its child
+            with tel.rpc_client_span(procedure=procedure, service=self.queue) as span:
+                call = self._start(procedure, args, kwargs, timeout, _decode_untyped, span=span)
         self._schedule(call)
         return call.future
 
@@ -303,7 +321,17 @@ class RpcClient(Resource):
         else:
             raise TypeError(f"body must be bytes or str, got {type(body).__name__}")
         self._check_may_block()
-        result = self._wait(self._send(procedure, data, None, timeout, _decode_raw, direct=True))
+        if self._conn.telemetry.enabled:
+            result = self._traced(
+                procedure or "",
+                lambda span: self._send(
+                    procedure, data, None, timeout, _decode_raw, direct=True, span=span
+                ),
+            )
+        else:
+            result = self._wait(
+                self._send(procedure, data, None, timeout, _decode_raw, direct=True)
+            )
         assert isinstance(result, bytes)
         return result
 
@@ -383,7 +411,19 @@ class RpcClient(Resource):
                     field=path,
                 ) from None
 
+        if self._conn.telemetry.enabled:
+            return self._traced(
+                signature.name,
+                lambda span: self._start(
+                    signature.name, args, kwargs, timeout, decode, direct=True, span=span
+                ),
+            )
         return self._wait(self._start(signature.name, args, kwargs, timeout, decode, direct=True))
+
+    def _traced(self, procedure: str, start: Callable[[Scope], _Call]) -> object:
+        """A blocking call inside a client span (telemetry on): send to reply or error."""
+        with self._conn.telemetry.rpc_client_span(procedure=procedure, service=self.queue) as span:
+            return self._wait(start(span))
 
     # ----------------------------------------------------------------- internals
     def _check_may_block(self) -> None:
@@ -403,11 +443,12 @@ class RpcClient(Resource):
         decode: _Decoder,
         *,
         direct: bool = False,
+        span: Scope | None = None,
     ) -> _Call:
         if not isinstance(procedure, str) or not procedure:
             raise TypeError("the procedure name must be a non-empty str")
         return self._send(
-            procedure, encode_request(args, kwargs), JSON, timeout, decode, direct=direct
+            procedure, encode_request(args, kwargs), JSON, timeout, decode, direct=direct, span=span
         )
 
     def _send(
@@ -419,8 +460,12 @@ class RpcClient(Resource):
         decode: _Decoder,
         *,
         direct: bool = False,
+        span: Scope | None = None,
     ) -> _Call:
-        """Publish a request. ``direct``: a blocking call, sent by the calling thread."""
+        """Publish a request. ``direct``: a blocking call, sent by the calling thread.
+
+        ``span``: the call's client span (telemetry on): its context goes in the headers.
+        """
         timeout = self.timeout if timeout is None else check_timeout("timeout", timeout)
         ch = self._ensure_channel()
         ch.check_connection()
@@ -436,13 +481,18 @@ class RpcClient(Resource):
         reply_to = (
             DIRECT_REPLY_TO if self._reply_queue is None else ch.queue_name(self._reply_queue)
         )
+        headers: dict[str, Any] | None = (
+            {PROCEDURE_HEADER: procedure} if procedure is not None else None
+        )
+        if span is not None:
+            headers = span.inject(headers)
         props = basic_properties(
             content_type=content_type,
             correlation_id=cid,
             reply_to=reply_to,
             expiration=str(max(1, int(timeout * 1000))),
             delivery_mode=_TRANSIENT,
-            headers={PROCEDURE_HEADER: procedure} if procedure is not None else None,
+            headers=headers,
         )
         self._pending[cid] = call
         message = OutgoingMessage("", self.queue, body, props, mandatory=True)
@@ -506,7 +556,7 @@ class RpcClient(Resource):
         deadlines = self._deadlines
         while True:
             with self._timer_cv:
-                if self._closed:
+                if self._life.closed:
                     return
                 now = time.monotonic()
                 due = []
@@ -566,7 +616,7 @@ class RpcClient(Resource):
         )
 
     def _on_connection_event(self, event: str, error: BaseException | None) -> None:
-        if event in ("lost", "failed") and not self._closed:
+        if event in ("lost", "failed") and not self._life.closed:
             # replies to calls in flight can no longer reach this connection
             self._fail_all(
                 ConnectionLost(

@@ -64,6 +64,7 @@ __all__ = [
     "IN_HAND_METRIC",
     "LOSSES_METRIC",
     "NACKED_METRIC",
+    "NOOP_SCOPE",
     "NOOP_TELEMETRY",
     "PROCESS_DURATION_METRIC",
     "PUBLISH_DURATION_METRIC",
@@ -195,6 +196,8 @@ class Scope:
 
 
 _NOOP_SCOPE = Scope()
+#: The shared no-op scope, for a pattern to pass where it has no span.
+NOOP_SCOPE = _NOOP_SCOPE
 
 
 class Telemetry:

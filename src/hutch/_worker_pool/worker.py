@@ -22,6 +22,7 @@ from hutch._message import Message
 from hutch._retry import RetryPolicy, attempts_made
 from hutch._serialization import Codec
 from hutch._subscriber import decode_delivery
+from hutch._telemetry import NOOP_SCOPE, NOOP_TELEMETRY, Scope, Settlement, Telemetry
 from hutch._worker_pool.outcome import Outcome, OutcomeKind, call_handler
 from hutch._worker_pool.process import Child, delivery_meta
 from hutch._worker_pool.routing import FailureRouter, Route, decide
@@ -54,6 +55,8 @@ class Crew:
         stopping: Set once the pool starts nothing new.
         stats_lock: Guards every worker's counters.
         fail: Stops the pool with an error.
+        telemetry: The connection's telemetry (the process span runs in the worker
+            thread, around the handler or around the child process's work).
     """
 
     name: str
@@ -69,6 +72,20 @@ class Crew:
     stopping: threading.Event
     stats_lock: threading.Lock
     fail: Callable[[HutchError], None]
+    telemetry: Telemetry = NOOP_TELEMETRY
+
+
+def _recording(handler: Callable[..., object], span: Scope) -> Callable[..., object]:
+    """``handler``, recording what it raises on ``span`` (telemetry on, thread workers)."""
+
+    def call(*args: object) -> object:
+        try:
+            return handler(*args)
+        except Exception as exc:
+            span.fail(exc)
+            raise
+
+    return call
 
 
 class Worker:
@@ -172,6 +189,29 @@ class Worker:
     def _handle(self, delivery: Delivery) -> None:
         crew = self.crew
         attempt = attempts_made(delivery.headers, crew.queue) + 1
+        tel = crew.telemetry
+        if not tel.enabled:
+            self._attempt(delivery, attempt, NOOP_SCOPE)
+            return
+        # a consumer span, child of the publisher's context in the headers; whatever the
+        # handler publishes or calls (in this thread) is its child
+        props = delivery.properties
+        with tel.process_span(
+            queue=crew.queue,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key,
+            headers=delivery.headers,
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            body_size=len(delivery.body),
+            redelivered=delivery.redelivered,
+            delivery_tag=delivery.delivery_tag,
+            attempt=attempt,
+        ) as span:
+            self._attempt(delivery, attempt, span)
+
+    def _attempt(self, delivery: Delivery, attempt: int, span: Scope) -> None:
+        crew = self.crew
         started = time.monotonic()
         problem = delivery.problem
         if problem is not None:
@@ -185,9 +225,20 @@ class Worker:
             except MessageError as exc:
                 outcome = Outcome(OutcomeKind.INVALID, type(exc).__name__, exc.reason)
             else:
-                outcome = call_handler(crew.handler, crew.call_with_message, message, crew.retry_on)
+                handler = crew.handler if span is NOOP_SCOPE else _recording(crew.handler, span)
+                outcome = call_handler(handler, crew.call_with_message, message, crew.retry_on)
+        recorded = outcome.kind is OutcomeKind.OK or (
+            self.child is None and problem is None and outcome.kind is not OutcomeKind.INVALID
+        )
+        if not recorded and span is not NOOP_SCOPE:
+            # no exception object here (a child process's, or a decoding problem): the
+            # semantic conventions' exception event, from what the outcome says
+            span.event(
+                "exception",
+                {"exception.type": outcome.error_type, "exception.message": outcome.reason},
+            )
         busy = time.monotonic() - started
-        self._settle(delivery, attempt, outcome)
+        self._settle(delivery, attempt, outcome, span)
         # one line per task (the CLI shows them with -v), as dramatiq's workers print
         task_log.info(
             "task %s on %r: %s in %.3f s (attempt %d)%s",
@@ -203,7 +254,9 @@ class Worker:
         if outcome.kind is OutcomeKind.CRASH:
             self._replace_child()
 
-    def _settle(self, delivery: Delivery, attempt: int, outcome: Outcome) -> None:
+    def _settle(
+        self, delivery: Delivery, attempt: int, outcome: Outcome, span: Scope = NOOP_SCOPE
+    ) -> None:
         crew = self.crew
         decision = decide(
             outcome, attempt=attempt, redelivered=delivery.redelivered, policy=crew.retry
@@ -212,6 +265,7 @@ class Worker:
             delivery.ack()
             with crew.stats_lock:
                 self.processed += 1
+            span.settle(Settlement.ACKED)
             return
         with crew.stats_lock:
             self.failed += 1
@@ -222,6 +276,7 @@ class Worker:
             delivery.nack(requeue=True)
             with crew.stats_lock:
                 self.requeued += 1
+            span.settle(Settlement.REQUEUED, reason=outcome.reason, error_type=outcome.error_type)
             return
         went = crew.router.send(delivery, attempt, outcome, decision)
         # count what really happened: a copy the broker did not confirm is no dead letter
@@ -232,6 +287,22 @@ class Worker:
                 self.dead_lettered += 1
             else:
                 self.requeued += 1
+        if went is Disposition.RETRIED:
+            span.settle(
+                Settlement.RETRIED,
+                reason=decision.reason or outcome.reason,
+                error_type=outcome.error_type,
+                attempt=attempt + 1,
+                delay=decision.delay,
+            )
+        else:
+            span.settle(
+                Settlement.DEAD_LETTERED
+                if went is Disposition.DEAD_LETTERED
+                else Settlement.REQUEUED,
+                reason=decision.reason or outcome.reason,
+                error_type=outcome.error_type,
+            )
 
     def _replace_child(self) -> None:
         crew = self.crew
