@@ -150,3 +150,17 @@ def test_only_the_connection_facade_reaches_the_driver() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("io", "_io"):
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+MAX_LINES = 800  # past this a module holds several concepts (STYLE.md, issue 11)
+
+
+def test_no_module_in_the_package_is_over_800_lines() -> None:
+    root = pathlib.Path(hutch.__file__).parent
+    sizes = {
+        str(path.relative_to(root)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted(root.rglob("*.py"))
+    }
+    assert len(sizes) > 50  # the walk found the package
+    too_long = {name: lines for name, lines in sizes.items() if lines > MAX_LINES}
+    assert not too_long, f"split these modules by concept: {too_long}"

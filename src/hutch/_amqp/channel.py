@@ -35,6 +35,7 @@ from hutch._exceptions import (
     NotFound,
     PublishError,
 )
+from hutch._lifecycle import Lifecycle, LifecycleState
 from hutch._message import Properties
 from hutch._topology import Binding, Exchange, Queue, TopologyItem, ordered
 
@@ -105,7 +106,7 @@ class Channel(AckCoalescing):
         # number of the publish the last return was matched to (both on this pika channel)
         self._confirmed_high = 0
         self._returned_seq = 0
-        self._closed = False
+        self._life = LifecycleState("the channel")
         self._retry_queue: list[OutgoingMessage] = []
         #: Called (driving the connection) as ``on_return(reply_code, reply_text, properties)`` for
         #: a returned message that no confirm waits for (mandatory publishes on a channel
@@ -221,25 +222,27 @@ class Channel(AckCoalescing):
         """Open the pika channel and start tracking it for recovery."""
         self._io.register(self)
         self._call(self._ensure_open, timeout)
+        if not self._life.closed:  # the connection may have closed meanwhile
+            self._life.move(Lifecycle.OPEN)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Close the channel (idempotent); unconfirmed publishes fail with ClosedError."""
-        if self._closed:
+        if not self._life.move(Lifecycle.CLOSING):
             return
-        self._closed = True
         self._io.unregister(self)
         if self._io.is_open:
             try:
                 self._io.call(self._close_now, timeout)
             except HutchError:
                 pass
+        self._life.move(Lifecycle.CLOSED)
 
     def _closed_error(self) -> HutchError:
         # what a publish on a closed channel fails with
         return self._io.failure or ClosedError("the channel is closed")
 
     def _call(self, fn: Callable[[], Any], timeout: float | None) -> Any:
-        if self._closed:
+        if self._life.closed:
             raise ClosedError("the channel is closed")
         return self._io.call(fn, timeout)
 
@@ -332,7 +335,7 @@ class Channel(AckCoalescing):
         within ``wait`` seconds (see :meth:`Driver.run_direct`); otherwise the message is
         queued for the I/O thread.
         """
-        if self._closed:
+        if self._life.closed:
             message.fail(self._closed_error())
             return message.future
         if direct and self._io.run_direct(lambda: self._publish_now(message), wait):
@@ -358,7 +361,7 @@ class Channel(AckCoalescing):
         Returns:
             The message's future (see :meth:`publish`).
         """
-        if self._closed:
+        if self._life.closed:
             message.fail(self._closed_error())
             return message.future
         if not self._io.run_and_pump(
@@ -372,7 +375,7 @@ class Channel(AckCoalescing):
 
         Each settles its own future or its batch (see :class:`OutgoingMessage`).
         """
-        if self._closed:
+        if self._life.closed:
             error = self._closed_error()
             for m in messages:
                 m.fail(error)
@@ -406,7 +409,7 @@ class Channel(AckCoalescing):
                 self._acks_pending.add(tag)
                 self._flush_acks()
 
-        if self._closed:
+        if self._life.closed:
             message.fail(self._closed_error())
             self.ack(delivery)
         elif not direct or not self._io.run_direct(run, 0 if self._io.pumping else _BRIEF):
@@ -505,7 +508,7 @@ class Channel(AckCoalescing):
         ch = self._ch
         if ch is not None and ch.is_open:
             return ch
-        if self._closed:
+        if self._life.closed:
             raise ClosedError("the channel is closed")
         conn = self._io.pika_connection()
         ch = conn.channel()
@@ -614,7 +617,7 @@ class Channel(AckCoalescing):
     def _publish_now(self, m: OutgoingMessage) -> None:
         if m.done():
             return
-        if self._closed and (self._ch is None or not self._ch.is_open):
+        if self._life.closed and (self._ch is None or not self._ch.is_open):
             # publishes queued before close() still go out: the close task runs after them
             m.fail(ClosedError("the channel is closed"))
             return
@@ -671,13 +674,13 @@ class Channel(AckCoalescing):
                 log.debug("hutch: broker closed channel: %s", error)
             self._fail_unconfirmed(error)
             self._ch = None
-            if self._consumers and not self._closed:
+            if self._consumers and not self._life.closed:
                 # an asynchronous channel error (e.g. a bad ack) must not silently end
                 # consumption: reopen and restore the consumers
                 self._io.submit(self._restore_consumers_after_channel_error)
 
     def _restore_consumers_after_channel_error(self) -> None:
-        if self._ch is not None or self._closed:
+        if self._ch is not None or self._life.closed:
             return
         try:
             ch = self._ensure_open()
@@ -714,7 +717,7 @@ class Channel(AckCoalescing):
 
     def restore(self) -> None:
         """Re-create the channel after a reconnect: topology, QoS, consumers, republish."""
-        if self._closed:
+        if self._life.closed:
             return
         ch = self._ensure_open()
         for item in self._declared:
@@ -748,4 +751,4 @@ class Channel(AckCoalescing):
         for m in retry:
             m.fail(reason)
         self._ch = None
-        self._closed = True
+        self._life.move(Lifecycle.CLOSED)

@@ -90,7 +90,7 @@ import pika.channel
 import pika.exceptions as pex
 import pika.spec
 
-from hutch._amqp.ownership_rules import View, Wake, submit_wake
+from hutch._amqp.ownership_rules import View, Wake, lifecycle_of, state_of, submit_wake
 from hutch._amqp.pika_private import (
     Alarm,
     poke,
@@ -101,6 +101,7 @@ from hutch._exceptions import (
     ConnectionLost,
     HutchError,
 )
+from hutch._lifecycle import Lifecycle
 from hutch._settings import Address, ConnectionSettings
 
 __all__ = ["Ownership", "Restorable"]
@@ -236,6 +237,15 @@ class Ownership:
             failed=self._failure is not None,
             unblocked=self._unblocked.is_set(),
         )
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The connection's state on the lifecycle every resource shares (any thread).
+
+        Derived from :meth:`view` like :func:`~hutch._amqp.ownership_rules.state_of`; the
+        driver keeps its own fields because the hot path reads them without a lock.
+        """
+        return lifecycle_of(state_of(self.view()))
 
     def _direct_ok(self) -> bool:
         # ownership_rules.may_take_direct(self.view()), inline: it runs on every direct

@@ -10,11 +10,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from hutch._lifecycle import Lifecycle
+
 __all__ = [
     "ConnState",
     "PumpStep",
     "View",
     "Wake",
+    "lifecycle_of",
     "may_take_direct",
     "pump_step",
     "pump_stop",
@@ -82,6 +85,27 @@ def state_of(v: View) -> ConnState:
     if v.broken or not v.has_connection or v.connection_closed:
         return ConnState.BROKEN
     return ConnState.OPEN
+
+
+# the connection's finer states on the one lifecycle every resource shares
+_LIFECYCLE = {
+    ConnState.NEW: Lifecycle.NEW,
+    ConnState.CONNECTING: Lifecycle.OPENING,
+    ConnState.OPEN: Lifecycle.OPEN,
+    ConnState.BROKEN: Lifecycle.OPEN,  # still usable: recovery takes over
+    ConnState.RECOVERING: Lifecycle.OPEN,
+    ConnState.CLOSING: Lifecycle.CLOSING,
+    ConnState.CLOSED: Lifecycle.CLOSED,
+    ConnState.FAILED: Lifecycle.FAILED,
+}
+
+
+def lifecycle_of(state: ConnState) -> Lifecycle:
+    """The connection's state as a :class:`~hutch._lifecycle.Lifecycle`.
+
+    BROKEN and RECOVERING count as OPEN: the connection is still in use while it recovers.
+    """
+    return _LIFECYCLE[state]
 
 
 def may_take_direct(v: View) -> bool:
