@@ -33,6 +33,7 @@ from hutch._message import Message
 from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, decode_any
 from hutch._signals import graceful_signals
+from hutch._telemetry import NOOP_SCOPE, Scope, Settlement
 from hutch._topology import Binding, Exchange, ExchangeType, Queue, TopologyItem
 
 if TYPE_CHECKING:
@@ -455,14 +456,19 @@ class Subscriber(Resource, Generic[T]):
         log.warning("hutch: re-subscribed to queue %r", ch.queue_name(self.queue))
         return True
 
-    def _decode_or_dead_letter(self, delivery: Delivery) -> Message[T] | None:
+    def _decode_or_dead_letter(
+        self, delivery: Delivery, span: Scope = NOOP_SCOPE
+    ) -> Message[T] | None:
         try:
             return decode_delivery(self._codec, delivery)
         except MessageError as exc:
-            self._dead_letter(delivery, exc)
+            span.fail(exc)
+            self._dead_letter(delivery, exc, span)
             return None
 
-    def _dead_letter(self, delivery: Delivery, exc: BaseException) -> None:
+    def _dead_letter(
+        self, delivery: Delivery, exc: BaseException, span: Scope = NOOP_SCOPE
+    ) -> None:
         assert self._dead is not None
         went = self._dead.send(
             delivery, reason=str(exc), error_type=type(exc).__name__, timeout=self.timeout
@@ -471,6 +477,47 @@ class Subscriber(Resource, Generic[T]):
             self.dead_lettered += 1
         else:
             self.requeued += 1
+        span.settle(
+            Settlement.DEAD_LETTERED if went is Disposition.DEAD_LETTERED else Settlement.REQUEUED,
+            reason=str(exc),
+            error_type=type(exc).__name__,
+        )
+
+    def _process_span(self, delivery: Delivery) -> Scope:
+        """The consumer span of one delivery (telemetry on), child of its headers' context."""
+        props = delivery.properties
+        return self._conn.telemetry.process_span(
+            queue=self.queue_name,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key,
+            headers=delivery.headers,
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            body_size=len(delivery.body),
+            redelivered=delivery.redelivered,
+            delivery_tag=delivery.delivery_tag,
+        )
+
+    def _handle(
+        self, handler: Handler[T], call_with_message: bool, delivery: Delivery, span: Scope
+    ) -> bool:
+        """Decode, call the handler, ack or dead-letter; True if the handler succeeded."""
+        message = self._decode_or_dead_letter(delivery, span)
+        if message is None:
+            return False
+        try:
+            if call_with_message:
+                handler(message.body, message)  # type: ignore[call-arg]
+            else:
+                handler(message.body)  # type: ignore[call-arg]
+        except Exception as exc:
+            log.debug("hutch: handler raised", exc_info=True)
+            span.fail(exc)
+            self._dead_letter(delivery, exc, span)
+            return False
+        delivery.ack()
+        span.settle(Settlement.ACKED)
+        return True
 
     def run(
         self,
@@ -520,24 +567,19 @@ class Subscriber(Resource, Generic[T]):
 
     def _run(self, handler: Handler[T], limit: int | None, timeout: float | None) -> int:
         call_with_message = wants_message(handler)
+        traced = self._conn.telemetry.enabled
         done = 0
         while limit is None or done < limit:
             delivery = self._next_delivery(timeout)
             if delivery is None:
                 break
-            message = self._decode_or_dead_letter(delivery)
-            if message is None:
+            if not traced:
+                ok = self._handle(handler, call_with_message, delivery, NOOP_SCOPE)
+            else:
+                with self._process_span(delivery) as span:
+                    ok = self._handle(handler, call_with_message, delivery, span)
+            if not ok:
                 continue
-            try:
-                if call_with_message:
-                    handler(message.body, message)  # type: ignore[call-arg]
-                else:
-                    handler(message.body)  # type: ignore[call-arg]
-            except Exception as exc:
-                log.debug("hutch: handler raised", exc_info=True)
-                self._dead_letter(delivery, exc)
-                continue
-            delivery.ack()
             done += 1
             self.handled += 1
         return done
@@ -574,6 +616,23 @@ class Subscriber(Resource, Generic[T]):
             delivery = self._next_delivery(timeout)
             if delivery is None:
                 return
+            if self._conn.telemetry.enabled:
+                # the span covers the loop's body: what the caller does with the message
+                with self._process_span(delivery) as span:
+                    message = self._decode_or_dead_letter(delivery, span)
+                    if message is None:
+                        continue
+                    try:
+                        yield message
+                    except GeneratorExit:
+                        delivery.ack()
+                        span.settle(Settlement.ACKED)
+                        raise
+                    delivery.ack()
+                    span.settle(Settlement.ACKED)
+                count += 1
+                self.handled += 1
+                continue
             message = self._decode_or_dead_letter(delivery)
             if message is None:
                 continue

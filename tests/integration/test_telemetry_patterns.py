@@ -26,6 +26,7 @@ from hutch import (
     RetryPolicy,
     RpcClient,
     RpcServer,
+    Subscriber,
     Unroutable,
     WorkerPool,
 )
@@ -222,6 +223,36 @@ def test_counters_equal_what_was_published_handled_retried_and_dead_lettered(
     assert events.count("exception") == 3  # the handler's exception, on every attempt
     dead = next(e for s in poisoned for e in s.events if e.name == "hutch.dead_letter")
     assert dead.attributes is not None and "poison pill" in str(dead.attributes["hutch.reason"])
+
+
+def test_subscriber_run_and_iteration_continue_the_publishers_trace(
+    traced: Connection, rig: Otel, names: str
+) -> None:
+    work = names
+    with Publisher(traced, routing_key=work, declare=[Queue(work)]) as pub:
+        for body in ({"n": 1}, {"boom": True}, {"n": 2}, {"n": 3}):
+            pub.publish(body)
+
+    def handle(body: Any) -> None:
+        if body.get("boom"):
+            raise RuntimeError("boom")
+
+    with Subscriber(traced, queue=work, dead_letter_queue=f"{work}.dead") as sub:
+        # the limit counts successes: n=1, boom, n=2
+        assert sub.run(handle, limit=2, handle_signals=False) == 2
+        for _message in sub.messages(limit=1):
+            with rig.tracer_provider.get_tracer("test").start_as_current_span("inside"):
+                pass
+    producers = _spans(rig, SpanKind.PRODUCER)
+    consumers = _spans(rig, SpanKind.CONSUMER)
+    assert len(producers) == 4 and len(consumers) == 4
+    for producer, consumer in zip(producers, consumers, strict=True):
+        assert _child_of(consumer, producer)
+    failed = consumers[1]
+    assert [e.name for e in failed.events] == ["exception", "hutch.dead_letter"]
+    inside = next(s for s in rig.spans() if s.name == "inside")
+    assert _child_of(inside, consumers[3])  # the loop body runs inside the process span
+    assert rig.total(ACKED_METRIC) == 3 and rig.total(DEAD_LETTERED_METRIC) == 1
 
 
 def test_tracing_off_adds_no_headers_and_no_spans(amqp_url: str, rig: Otel, names: str) -> None:
