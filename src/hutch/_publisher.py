@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ from hutch._checks import (
     check_timeout,
 )
 from hutch._connection import Connection, resolve_connection
+from hutch._delay import DelayQueues, check_delay
 from hutch._exceptions import (
     ClosedError,
     ConnectionBlocked,
@@ -44,7 +46,7 @@ from hutch._message import PERSISTENT, PROPERTY_NAMES, TRANSIENT, Properties
 from hutch._resource import Resource
 from hutch._serialization import Codec, codec_for, encode_any
 from hutch._telemetry import PublishOutcome, Scope, Telemetry
-from hutch._topology import Exchange, TopologyItem
+from hutch._topology import Exchange, Queue, TopologyItem
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from hutch._topology import FieldValue
 
 __all__ = ["BatchResult", "ConfirmBatch", "Publisher"]
+
+log = logging.getLogger("hutch")
 
 T = TypeVar("T")
 
@@ -277,6 +281,7 @@ class Publisher(Resource, Generic[T]):
         self._lock = threading.Lock()
         self._life = LifecycleState("the publisher")
         self._writes: deque[Future[None]] = deque()
+        self._delays = DelayQueues(self._declare_delay_queue)
 
     def __repr__(self) -> str:
         return (
@@ -409,6 +414,7 @@ class Publisher(Resource, Generic[T]):
         headers: Mapping[str, FieldValue] | None = None,
         mandatory: bool | None = None,
         timeout: float | None = None,
+        delay: float | _dt.timedelta | None = None,
         **properties: Any,
     ) -> str:
         """Publish one message and, with confirms, wait until the broker confirmed it.
@@ -419,6 +425,10 @@ class Publisher(Resource, Generic[T]):
             headers: Application headers.
             mandatory: Overrides the publisher's ``mandatory`` setting.
             timeout: Seconds to wait for the confirm (default: the publisher's).
+            delay: Deliver the message this long from now (seconds or a ``timedelta``,
+                rounded to milliseconds; None or 0: at once). It waits in a broker-side
+                delay queue (see "Delayed messages" in the docs); the confirm, and
+                ``mandatory``, are about that queue, not the final target.
             **properties: Any AMQP basic property (``correlation_id``, ``reply_to``,
                 ``expiration`` as milliseconds string or ``timedelta``, ``priority``,
                 ``message_id``, ``type``, ``delivery_mode``...).
@@ -438,18 +448,24 @@ class Publisher(Resource, Generic[T]):
             PublishError: Called with confirms on the connection's I/O thread (in a
                 future's done-callback, say), where waiting for the confirm would hang;
                 nothing is sent. Use :meth:`publish_async` there.
-            TypeError: Unknown property names or a body of the wrong type.
+            TypeError: Unknown property names, a body of the wrong type, or a ``delay``
+                that is not seconds or a ``timedelta``.
+            ValueError: A ``delay`` that is negative, not finite or over 2**32-1 ms, or
+                given together with ``expiration``.
         """
         check_timeout("timeout", timeout, allow_none=True)
+        delay_ms = self._check_delay(delay, properties)
         message = self._build(body, routing_key, headers, mandatory, properties)
+        if delay_ms:
+            self._to_delay_queue(message, delay_ms)
         tel = self._conn.telemetry
         if not tel.enabled:
-            self._send(message, timeout)
+            self._send_maybe_delayed(message, timeout, delay_ms)
             return message.message_id or ""
         with _publish_span(tel, message) as span:
             _inject(span, message)
             try:
-                self._send(message, timeout)
+                self._send_maybe_delayed(message, timeout, delay_ms)
             except PublishError as exc:
                 if self.confirm:
                     _count_outcome(tel, message.exchange, exc)
@@ -465,6 +481,7 @@ class Publisher(Resource, Generic[T]):
         routing_key: str | None = None,
         headers: Mapping[str, FieldValue] | None = None,
         mandatory: bool | None = None,
+        delay: float | _dt.timedelta | None = None,
         **properties: Any,
     ) -> Future[None]:
         """Publish without waiting; the returned future resolves when confirmed.
@@ -474,12 +491,21 @@ class Publisher(Resource, Generic[T]):
             routing_key: Overrides the default routing key.
             headers: Application headers.
             mandatory: Overrides the publisher's ``mandatory`` setting.
+            delay: As for :meth:`publish`; the delay queue is declared before this
+                returns (that waits for the broker once per delay and target).
             **properties: AMQP basic properties.
 
         Returns:
             A future whose ``result()`` raises :class:`~hutch.PublishError` subclasses.
+
+        Raises:
+            TypeError: A ``delay`` that is not seconds or a ``timedelta``.
+            ValueError: A bad ``delay`` (see :meth:`publish`).
         """
+        delay_ms = self._check_delay(delay, properties)
         message = self._build(body, routing_key, headers, mandatory, properties)
+        if delay_ms:
+            self._to_delay_queue(message, delay_ms)
         ch = self._ensure_channel()
         ch.wait_unblocked()
         tel = self._conn.telemetry
@@ -619,6 +645,53 @@ class Publisher(Resource, Generic[T]):
             )
             result.failed.append((i, error))
         return result
+
+    # ----------------------------------------------------------------- delays
+    @staticmethod
+    def _check_delay(delay: object, properties: Mapping[str, Any]) -> int:
+        """The delay in milliseconds (0: none), checked before anything is built."""
+        if delay is None:
+            return 0
+        ms = check_delay("delay", delay)
+        if ms and properties.get("expiration") is not None:
+            raise ValueError(
+                "delay and expiration cannot be combined: in the delay queue the message "
+                "would expire early; give the message its own TTL once delivered instead"
+            )
+        return ms
+
+    def _declare_delay_queue(self, queue: Queue) -> None:
+        self._ensure_channel().declare([queue], timeout=self.timeout)
+
+    def _to_delay_queue(self, message: OutgoingMessage, ms: int) -> None:
+        """Readdress ``message`` to the delay queue of its target (declared if needed)."""
+        durable = self.delivery_mode == PERSISTENT
+        name = self._delays.queue_for(self.exchange_name, message.routing_key, ms, durable=durable)
+        message.exchange = ""
+        message.routing_key = name
+        # the delay queue always exists: a return means someone deleted it
+        message.mandatory = self.confirm
+
+    def _send_maybe_delayed(
+        self, message: OutgoingMessage, timeout: float | None, delay_ms: int
+    ) -> None:
+        """:meth:`_send`; a delay queue deleted under the publisher is declared again."""
+        if not delay_ms:
+            self._send(message, timeout)
+            return
+        try:
+            self._send(message, timeout)
+            return
+        except Unroutable:
+            log.warning(
+                "hutch: delay queue %r is gone (message returned); declaring it again",
+                message.routing_key,
+            )
+        self._delays.redeclare(message.routing_key)
+        again = OutgoingMessage(
+            "", message.routing_key, message.body, message.properties, message.mandatory
+        )
+        self._send(again, timeout)
 
     def _check_may_wait(self, ch: Channel, routing_key: str) -> None:
         """Refuse at once a confirmed publish on the connection's I/O thread (it would hang)."""

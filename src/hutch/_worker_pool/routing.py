@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -48,6 +46,7 @@ from hutch._dead_letter import (
     publish_to_queue,
     requeue_later,
 )
+from hutch._delay import DELAY_QUEUE_GRACE, DelayQueues
 from hutch._exceptions import HutchError
 from hutch._retry import RetryPolicy
 from hutch._topology import Queue
@@ -63,9 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("hutch")
-
-#: A delay queue lives this long (seconds) past its TTL once no pool uses it any more.
-DELAY_QUEUE_GRACE = 600.0
 
 
 class Route(enum.Enum):
@@ -145,12 +141,6 @@ def decide(
     return Decision(Route.DEAD_LETTER, f"{outcome.reason} (gave up after {attempt} attempts)")
 
 
-@dataclass
-class _DelayQueue:
-    queue: Queue
-    declared_at: float | None = None
-
-
 class _CannotRetry(Exception):
     """No delay queue can take the copy: dead-letter the message instead."""
 
@@ -184,14 +174,15 @@ class FailureRouter:
         self.timeout = timeout
         self._retry_channel: Channel | None = None
         self._dead: DeadLetters | None = None
-        self._delay_lock = threading.Lock()
-        self._delay_queues: dict[int, _DelayQueue] = {}
+        self._delays = DelayQueues(self._declare_delay_queue, kind="retry")
+        #: Where retried copies go back to: ``""`` (the default exchange, by the work
+        #: queue's name) or a partitioned queue's consistent-hash exchange.
+        self.retry_exchange = ""
 
     @property
     def delay_queues(self) -> tuple[str, ...]:
         """Names of the delay queues declared for retries so far."""
-        with self._delay_lock:
-            return tuple(d.queue.name for d in self._delay_queues.values())
+        return self._delays.names
 
     def open(self) -> None:
         """Declare the dead-letter queue and open the channels."""
@@ -261,32 +252,14 @@ class FailureRouter:
         With ``again``, declare it even if it was declared recently (it was deleted).
         """
         ms = max(1, round(delay * 1000))
-        now = time.monotonic()
-        with self._delay_lock:
-            entry = self._delay_queues.get(ms)
-            if entry is None:
-                entry = _DelayQueue(
-                    Queue(
-                        f"{self.queue.name}.retry.{ms}",
-                        durable=bool(self.queue.durable),
-                        message_ttl=ms / 1000,
-                        expires=ms / 1000 + DELAY_QUEUE_GRACE,
-                        dead_letter_exchange="",
-                        dead_letter_routing_key=self.queue.name,
-                    )
-                )
-            # an idle queue expires after DELAY_QUEUE_GRACE past its TTL even with messages
-            # in it: renew the lease well before that
-            if (
-                again
-                or entry.declared_at is None
-                or now - entry.declared_at > DELAY_QUEUE_GRACE / 2
-            ):
-                assert self._retry_channel is not None
-                self._retry_channel.declare([entry.queue], timeout=self.timeout)
-                entry.declared_at = now
-                self._delay_queues[ms] = entry
-            return entry.queue.name
+        durable = bool(self.queue.durable)
+        return self._delays.queue_for(
+            self.retry_exchange, self.queue.name, ms, durable=durable, again=again
+        )
+
+    def _declare_delay_queue(self, queue: Queue) -> None:
+        assert self._retry_channel is not None
+        self._retry_channel.declare([queue], timeout=self.timeout)
 
     def _retry_channel_now(self) -> Channel:
         assert self._retry_channel is not None

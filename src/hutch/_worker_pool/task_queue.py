@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
+from hutch._checks import check_shortstr
 from hutch._connection import Connection
 from hutch._publisher import BatchResult, Publisher
 from hutch._resource import Resource
-from hutch._topology import Queue
+from hutch._topology import Queue, TopologyItem
+from hutch._worker_pool.partitions import (
+    PARTITION_HEADER,
+    check_partitions,
+    partition_exchange,
+    partition_topology,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -60,6 +68,10 @@ class TaskQueue(Resource, Generic[T]):
         model: The body type; None accepts bytes, str, pydantic models and JSON values.
         timeout: Default seconds to wait for a confirm.
         app_id: Default ``app_id`` property.
+        partitions: Partition the queue into this many queues ``<queue>.p<i>``: each
+            task is submitted with a ``key``, equal keys go to the same partition, and a
+            :class:`WorkerPool` with the same ``partitions`` processes each partition in
+            order, one task at a time (see ``docs/work-queues.md``).
 
     Raises:
         TypeError: A wrong argument type.
@@ -79,6 +91,7 @@ class TaskQueue(Resource, Generic[T]):
         model: None = None,
         timeout: float = 30.0,
         app_id: str | None = None,
+        partitions: int | None = None,
     ) -> None: ...
 
     @overload
@@ -90,6 +103,7 @@ class TaskQueue(Resource, Generic[T]):
         model: type[T],
         timeout: float = 30.0,
         app_id: str | None = None,
+        partitions: int | None = None,
     ) -> None: ...
 
     def __init__(
@@ -100,17 +114,24 @@ class TaskQueue(Resource, Generic[T]):
         model: type[T] | None = None,
         timeout: float = 30.0,
         app_id: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.queue = work_queue(queue)
+        self.partitions = check_partitions(partitions)
+        declare: list[TopologyItem] = [self.queue]
+        exchange = ""
+        if self.partitions is not None:
+            exchange = partition_exchange(self.queue)
+            declare = partition_topology(self.queue, self.partitions)
         self._publisher = cast(
             "Publisher[T]",
             Publisher(
                 connection,
-                exchange="",
+                exchange=exchange,
                 routing_key=self.queue.name,
                 model=model,
                 mandatory=True,
-                declare=[self.queue],
+                declare=declare,
                 timeout=timeout,
                 app_id=app_id,
             ),
@@ -138,6 +159,8 @@ class TaskQueue(Resource, Generic[T]):
         *,
         headers: Mapping[str, FieldValue] | None = None,
         timeout: float | None = None,
+        delay: float | _dt.timedelta | None = None,
+        key: str | None = None,
         **properties: Any,
     ) -> str:
         """Publish one task and wait for the broker's confirm.
@@ -146,6 +169,12 @@ class TaskQueue(Resource, Generic[T]):
             body: The task.
             headers: Application headers.
             timeout: Seconds to wait for the confirm (default: the task queue's).
+            delay: Let the task reach the work queue this long from now (seconds or a
+                ``timedelta``, rounded to milliseconds; None or 0: at once). It waits in
+                the durable delay queue ``<queue>.delay.<ms>`` (see "Delayed messages"
+                in the docs), not in a worker.
+            key: With ``partitions``: the ordering key (a customer, an order, a device);
+                tasks with equal keys are processed in submit order, one at a time.
             **properties: AMQP basic properties (``message_id``, ``priority``...).
 
         Returns:
@@ -155,8 +184,38 @@ class TaskQueue(Resource, Generic[T]):
             Unroutable: The queue does not exist (it was deleted after the declare).
             Nacked: The broker refused the task.
             OperationTimeout: No confirm within ``timeout``.
+            TypeError: A ``delay`` that is not seconds or a ``timedelta``.
+            ValueError: A ``delay`` that is negative, not finite or over 2**32-1 ms; or
+                ``key`` missing on a partitioned queue, or given on another.
+
+        Example:
+            >>> tasks.submit(Job(url="https://example.com/cat.png"), delay=30)  # doctest: +SKIP
         """
-        return self._publisher.publish(body, headers=headers, timeout=timeout, **properties)
+        routing_key, headers = self._route(key, headers)
+        return self._publisher.publish(
+            body,
+            routing_key=routing_key,
+            headers=headers,
+            timeout=timeout,
+            delay=delay,
+            **properties,
+        )
+
+    def _route(
+        self, key: object, headers: Mapping[str, FieldValue] | None
+    ) -> tuple[str | None, Mapping[str, FieldValue] | None]:
+        if self.partitions is None:
+            if key is not None:
+                raise ValueError(
+                    "key= orders tasks of a partitioned queue: create the TaskQueue with "
+                    "partitions=N"
+                )
+            return None, headers
+        if key is None:
+            raise ValueError(f"queue {self.queue.name!r} is partitioned: submit with key=...")
+        check_shortstr("key", key)
+        assert isinstance(key, str)
+        return key, {**(headers or {}), PARTITION_HEADER: key}
 
     def submit_many(
         self,
@@ -164,6 +223,7 @@ class TaskQueue(Resource, Generic[T]):
         *,
         headers: Mapping[str, FieldValue] | None = None,
         timeout: float | None = None,
+        key: str | None = None,
         **properties: Any,
     ) -> BatchResult:
         """Publish many tasks with pipelined confirms; return once all are settled.
@@ -171,6 +231,7 @@ class TaskQueue(Resource, Generic[T]):
         Args:
             bodies: The tasks.
             headers: Headers for all of them.
+            key: With ``partitions``: the ordering key of all of them.
             timeout: Seconds to wait for the whole batch.
             **properties: AMQP basic properties for all of them.
 
@@ -180,7 +241,10 @@ class TaskQueue(Resource, Generic[T]):
         Raises:
             OperationTimeout: The batch was not settled within ``timeout``.
         """
-        return self._publisher.publish_many(bodies, headers=headers, timeout=timeout, **properties)
+        routing_key, headers = self._route(key, headers)
+        return self._publisher.publish_many(
+            bodies, routing_key=routing_key, headers=headers, timeout=timeout, **properties
+        )
 
     def close(self) -> None:
         """Close the channel (and an owned connection). Idempotent."""
