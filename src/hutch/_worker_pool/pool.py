@@ -48,6 +48,12 @@ from hutch._serialization import Codec, codec_for
 from hutch._signals import graceful_signals
 from hutch._subscriber import wants_message
 from hutch._topology import Queue
+from hutch._worker_pool.partitions import (
+    check_partitions,
+    partition_exchange,
+    partition_names,
+    partition_topology,
+)
 from hutch._worker_pool.process import Child, check_picklable_by_name
 from hutch._worker_pool.routing import FailureRouter
 from hutch._worker_pool.stats import PoolStats, summary
@@ -150,6 +156,13 @@ class WorkerPool(Generic[T]):
         dead_letter_queue: Where failed messages go (default ``<queue>.dead``, durable).
         timeout: Seconds allowed for each broker operation and publish confirm.
         name: A name for threads, processes and logs (default: the queue's name).
+        partitions: Consume the partitioned work queue ``<queue>.p0`` ...
+            ``<queue>.p<partitions-1>`` (see :class:`TaskQueue`'s ``partitions``): each
+            partition is one consumer with prefetch 1 (so ``prefetch`` must stay 1) and a
+            single active consumer across all pools, handed to one worker that processes
+            its messages in order, one at a time; partitions run in parallel, spread over
+            the workers. When this pool's process dies the broker hands its partitions to
+            another pool's waiting consumers. See ``docs/work-queues.md``.
 
     Raises:
         TypeError: A wrong argument type.
@@ -177,6 +190,7 @@ class WorkerPool(Generic[T]):
         dead_letter_queue: str | Queue | None = None,
         timeout: float = 30.0,
         name: str | None = None,
+        partitions: int | None = None,
     ) -> None: ...
 
     @overload
@@ -195,6 +209,7 @@ class WorkerPool(Generic[T]):
         dead_letter_queue: str | Queue | None = None,
         timeout: float = 30.0,
         name: str | None = None,
+        partitions: int | None = None,
     ) -> None: ...
 
     def __init__(
@@ -212,6 +227,7 @@ class WorkerPool(Generic[T]):
         dead_letter_queue: str | Queue | None = None,
         timeout: float = 30.0,
         name: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.queue = work_queue(queue)
         if isinstance(handler, str):
@@ -223,6 +239,12 @@ class WorkerPool(Generic[T]):
             )
         self.concurrency = check_int("concurrency", concurrency, 1, 10_000)
         self.prefetch = check_int("prefetch", prefetch, 1, 65535)
+        self.partitions = check_partitions(partitions)
+        if self.partitions is not None and self.prefetch != 1:
+            raise ValueError(
+                "prefetch must be 1 with partitions: a partition's messages run one at a time"
+            )
+        self._partition_consumers: list[tuple[Channel, str]] = []
         self.channels = (
             self.concurrency
             if channels is None
@@ -272,6 +294,9 @@ class WorkerPool(Generic[T]):
         self._workers: list[Worker] = []
         self._channels: list[Channel] = []
         self._router = FailureRouter(self._conn, self.queue, dead_letter_queue, retry, self.timeout)
+        if self.partitions is not None:
+            # a retried copy comes back through the hash exchange: to the same partition
+            self._router.retry_exchange = partition_exchange(self.queue)
         self._crew = Crew(
             name=self.name,
             queue=self.queue.name,
@@ -378,7 +403,12 @@ class WorkerPool(Generic[T]):
             self._channels.append(conn.channel())
         # events before this are ignored anyway (not running yet); run() covers a close
         conn.add_listener(self._on_connection_event)
-        self._channels[0].declare([self.queue], timeout=self.timeout)
+        self._channels[0].declare(
+            [self.queue]
+            if self.partitions is None
+            else partition_topology(self.queue, self.partitions),
+            timeout=self.timeout,
+        )
         self._router.open()
         if self.processes:
             for w in self._workers:
@@ -396,6 +426,9 @@ class WorkerPool(Generic[T]):
                 daemon=True,
             )
             w.thread.start()
+        if self.partitions is not None:
+            self._consume_partitions(self.partitions)
+            return
         for w in self._workers:
             ch = self._channels[w.channel_index]
             w.channel = ch
@@ -403,6 +436,21 @@ class WorkerPool(Generic[T]):
             w.consumer_tag = ch.consume(
                 self.queue, w.inbox.put, on_cancel=self._on_cancel, timeout=self.timeout
             )
+
+    def _consume_partitions(self, partitions: int) -> None:
+        """One consumer (prefetch 1) per partition; partition ``p`` feeds worker ``p % n``.
+
+        A worker empties its inbox one message at a time, so each partition's messages
+        run in queue order and never two at once, whichever worker serves it.
+        """
+        names = partition_names(self.queue, partitions)
+        for p, name in enumerate(names):
+            w = self._workers[p % self.concurrency]
+            ch = self._channels[w.channel_index]
+            w.channel = ch
+            ch.qos(1, timeout=self.timeout)  # per consumer: global_qos=False
+            tag = ch.consume(name, w.inbox.put, on_cancel=self._on_cancel, timeout=self.timeout)
+            self._partition_consumers.append((ch, tag))
 
     def run(
         self,
@@ -521,6 +569,12 @@ class WorkerPool(Generic[T]):
                     w.channel.cancel(w.consumer_tag, timeout=min(left(), self.timeout))
                 except HutchError as exc:
                     log.debug("hutch: cancelling consumer %s failed: %s", w.consumer_tag, exc)
+        for ch, tag in self._partition_consumers:
+            if self._conn.is_open:
+                try:
+                    ch.cancel(tag, timeout=min(left(), self.timeout))
+                except HutchError as exc:
+                    log.debug("hutch: cancelling consumer %s failed: %s", tag, exc)
         # every delivery for a cancelled consumer is in its inbox now: the sentinel comes last
         for w in self._workers:
             w.finish()
@@ -587,7 +641,13 @@ class WorkerPool(Generic[T]):
                     self._conn.open(self.timeout)
                 self._tasks = cast(
                     "TaskQueue[T]",
-                    TaskQueue(self._conn, queue=self.queue, model=self.model, timeout=self.timeout),
+                    TaskQueue(
+                        self._conn,
+                        queue=self.queue,
+                        model=self.model,
+                        timeout=self.timeout,
+                        partitions=self.partitions,
+                    ),
                 )
             return self._tasks
 
