@@ -29,16 +29,27 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from hutch._amqp import OutgoingMessage
 from hutch._checks import MAX_TIMEOUT
 from hutch._topology import Queue
 
-__all__ = ["DELAY_QUEUE_GRACE", "DelayQueues", "check_delay", "delay_queue"]
+__all__ = [
+    "DELAY_QUEUE_GRACE",
+    "DelayQueues",
+    "check_delay",
+    "check_publish_delay",
+    "delay_queue",
+]
+
+log = logging.getLogger("hutch")
 
 #: A delay queue lives this long (seconds) past its TTL once nobody declares it any more.
 DELAY_QUEUE_GRACE = 600.0
@@ -74,6 +85,24 @@ def check_delay(name: str, value: object) -> int:
             f"(RabbitMQ's longest message TTL, 2**32-1 ms), got {value!r}"
         )
     return min(round(seconds * 1000), 2**32 - 1)
+
+
+def check_publish_delay(delay: object, properties: Mapping[str, Any]) -> int:
+    """Check a publish's ``delay`` against its properties; milliseconds (0: none).
+
+    Raises:
+        TypeError: See :func:`check_delay`.
+        ValueError: See :func:`check_delay`; or ``expiration`` given too.
+    """
+    if delay is None:
+        return 0
+    ms = check_delay("delay", delay)
+    if ms and properties.get("expiration") is not None:
+        raise ValueError(
+            "delay and expiration cannot be combined: in the delay queue the message "
+            "would expire early; give the message its own TTL once delivered instead"
+        )
+    return ms
 
 
 def _name(exchange: str, routing_key: str, ms: int, kind: str) -> str:
@@ -190,3 +219,38 @@ class DelayQueues:
                     self._declare(entry.queue)
                     entry.declared_at = time.monotonic()
                     return
+
+    def readdress(
+        self, message: OutgoingMessage, exchange: str, ms: int, durable: bool, mandatory: bool
+    ) -> None:
+        """Send ``message`` (bound for ``exchange``) to its delay queue instead.
+
+        Args:
+            message: A message built for its target; its routing key is the target's.
+            exchange: The target exchange.
+            ms: The delay in milliseconds (at least 1).
+            durable: Whether the delay queue is durable.
+            mandatory: Publish mandatory (with confirms: a deleted delay queue is noticed).
+        """
+        name = self.queue_for(exchange, message.routing_key, ms, durable=durable)
+        message.exchange = ""
+        message.routing_key = name
+        message.mandatory = mandatory
+
+    def after_return(self, message: OutgoingMessage) -> OutgoingMessage:
+        """Declare the delay queue of a returned ``message`` again; a fresh copy to send.
+
+        Args:
+            message: A message :meth:`readdress` sent that the broker returned.
+
+        Returns:
+            The same message, to publish once more.
+        """
+        log.warning(
+            "hutch: delay queue %r is gone (message returned); declaring it again",
+            message.routing_key,
+        )
+        self.redeclare(message.routing_key)
+        return OutgoingMessage(
+            "", message.routing_key, message.body, message.properties, message.mandatory
+        )

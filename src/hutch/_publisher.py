@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
 import threading
 import time
@@ -31,7 +30,7 @@ from hutch._checks import (
     check_timeout,
 )
 from hutch._connection import Connection, resolve_connection
-from hutch._delay import DelayQueues, check_delay
+from hutch._delay import DelayQueues, check_publish_delay
 from hutch._exceptions import (
     ClosedError,
     ConnectionBlocked,
@@ -54,8 +53,6 @@ if TYPE_CHECKING:
     from hutch._topology import FieldValue
 
 __all__ = ["BatchResult", "ConfirmBatch", "Publisher"]
-
-log = logging.getLogger("hutch")
 
 T = TypeVar("T")
 
@@ -454,7 +451,7 @@ class Publisher(Resource, Generic[T]):
                 given together with ``expiration``.
         """
         check_timeout("timeout", timeout, allow_none=True)
-        delay_ms = self._check_delay(delay, properties)
+        delay_ms = check_publish_delay(delay, properties)
         message = self._build(body, routing_key, headers, mandatory, properties)
         if delay_ms:
             self._to_delay_queue(message, delay_ms)
@@ -502,7 +499,7 @@ class Publisher(Resource, Generic[T]):
             TypeError: A ``delay`` that is not seconds or a ``timedelta``.
             ValueError: A bad ``delay`` (see :meth:`publish`).
         """
-        delay_ms = self._check_delay(delay, properties)
+        delay_ms = check_publish_delay(delay, properties)
         message = self._build(body, routing_key, headers, mandatory, properties)
         if delay_ms:
             self._to_delay_queue(message, delay_ms)
@@ -647,51 +644,21 @@ class Publisher(Resource, Generic[T]):
         return result
 
     # ----------------------------------------------------------------- delays
-    @staticmethod
-    def _check_delay(delay: object, properties: Mapping[str, Any]) -> int:
-        """The delay in milliseconds (0: none), checked before anything is built."""
-        if delay is None:
-            return 0
-        ms = check_delay("delay", delay)
-        if ms and properties.get("expiration") is not None:
-            raise ValueError(
-                "delay and expiration cannot be combined: in the delay queue the message "
-                "would expire early; give the message its own TTL once delivered instead"
-            )
-        return ms
-
     def _declare_delay_queue(self, queue: Queue) -> None:
         self._ensure_channel().declare([queue], timeout=self.timeout)
 
     def _to_delay_queue(self, message: OutgoingMessage, ms: int) -> None:
-        """Readdress ``message`` to the delay queue of its target (declared if needed)."""
         durable = self.delivery_mode == PERSISTENT
-        name = self._delays.queue_for(self.exchange_name, message.routing_key, ms, durable=durable)
-        message.exchange = ""
-        message.routing_key = name
-        # the delay queue always exists: a return means someone deleted it
-        message.mandatory = self.confirm
+        self._delays.readdress(message, self.exchange_name, ms, durable, self.confirm)
 
-    def _send_maybe_delayed(
-        self, message: OutgoingMessage, timeout: float | None, delay_ms: int
-    ) -> None:
+    def _send_maybe_delayed(self, message: OutgoingMessage, timeout: float | None, ms: int) -> None:
         """:meth:`_send`; a delay queue deleted under the publisher is declared again."""
-        if not delay_ms:
-            self._send(message, timeout)
-            return
         try:
             self._send(message, timeout)
-            return
         except Unroutable:
-            log.warning(
-                "hutch: delay queue %r is gone (message returned); declaring it again",
-                message.routing_key,
-            )
-        self._delays.redeclare(message.routing_key)
-        again = OutgoingMessage(
-            "", message.routing_key, message.body, message.properties, message.mandatory
-        )
-        self._send(again, timeout)
+            if not ms:
+                raise
+            self._send(self._delays.after_return(message), timeout)
 
     def _check_may_wait(self, ch: Channel, routing_key: str) -> None:
         """Refuse at once a confirmed publish on the connection's I/O thread (it would hang)."""
