@@ -614,7 +614,9 @@ class RpcServer(Resource):
                     self._handle(*item)
             except BaseException as exc:  # never lose a worker, nor the request
                 log.exception("hutch: RPC worker failed on a request; dead-lettering it")
-                item[0].nack(requeue=False)  # REVERTPROBE
+                self._dead_letter(
+                    item[0], f"the RPC server failed on the request: {exc}", type(exc).__name__
+                )
             finally:
                 with self._counter_lock:
                     self._busy -= 1
@@ -700,7 +702,7 @@ class RpcServer(Resource):
         reply_to = delivery.reply_to
         if not isinstance(reply_to, str):  # bytes: not UTF-8, no queue can be named so
             reply_to = None
-        if False:  # REVERTPROBE
+        if status == STATUS_ERROR and not reply_to:
             # nobody to tell: the dead-letter queue keeps the request and why it failed
             self._dead_letter(delivery, reason or "the request failed", error_type or "Error")
             return

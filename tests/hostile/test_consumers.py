@@ -30,6 +30,7 @@ from typing import Any
 import pika
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hutch import (
     Connection,
@@ -229,44 +230,64 @@ def test_worker_pool_processes(
 
 
 def test_rpc_server(conn: Connection, raw_producer: RawProducer, work_queue: str) -> None:
+    """With ``reply_to``: answered (ok or an error reply). Without: run, or dead-lettered."""
     tally = Tally("RpcServer")
     replies = f"{work_queue}.replies"
+    rpc_queue = f"{work_queue}.rpc"
     raw_producer.channel().queue_declare(replies)
-    server = RpcServer(conn, queue=f"{work_queue}.rpc")
+    raw_producer.channel().queue_declare(f"{rpc_queue}.dead", durable=True)  # as hutch does
+    server = RpcServer(conn, queue=rpc_queue)
+    dead = DeadLetters(raw_producer, f"{rpc_queue}.dead")
+    ran: set[bytes] = set()
 
     @server.procedure(raw=True)
     def echo(body: bytes) -> bytes:
+        ran.add(body)
         return body
 
-    with server.start(), RpcClient(conn, queue=f"{work_queue}.rpc", timeout=10) as client:
-        with Publisher(conn, routing_key=work_queue) as pub:
+    try:
+        with server.start(), RpcClient(conn, queue=rpc_queue, timeout=10) as client:
+            with Publisher(conn, routing_key=work_queue) as pub:
 
-            @RUN
-            @given(props=basic_properties())
-            def example(props: dict[str, Any]) -> None:
-                cid = uuid.uuid4().hex
-                props = {**props, "reply_to": replies, "correlation_id": cid}
-                body = _publish_hostile(raw_producer, f"{work_queue}.rpc", tally, props)
-                # the server lives on, and so does the connection it shares
-                assert client.call_raw(b"canary") == b"canary"
-                pub.publish(b"still publishing")
-                if body is None:
-                    return
-                got: list[Any] = []
+                @RUN
+                @given(props=basic_properties(), with_reply=st.booleans())
+                def example(props: dict[str, Any], with_reply: bool) -> None:
+                    cid = uuid.uuid4().hex
+                    props = {**props, "correlation_id": cid}
+                    props.pop("reply_to", None)
+                    if with_reply:
+                        props["reply_to"] = replies
+                    body = _publish_hostile(raw_producer, rpc_queue, tally, props)
+                    # the server lives on, and so does the connection it shares
+                    assert client.call_raw(b"canary") == b"canary"
+                    pub.publish(b"still publishing")
+                    if body is None:
+                        return
+                    if not with_reply:  # nobody to answer: it ran, or the DLQ has it
+                        _settle(tally, body, ran, dead)
+                        return
+                    got: list[Any] = []
 
-                def answered() -> bool:
-                    got.extend(p for p, _ in raw_producer.drain(replies) if p.correlation_id == cid)
-                    return bool(got)
+                    def answered() -> bool:
+                        got.extend(
+                            p for p, _ in raw_producer.drain(replies) if p.correlation_id == cid
+                        )
+                        return bool(got)
 
-                if not wait_until(answered, 15):
-                    tally.lost += 1
-                elif got[0].headers.get("x-hutch-status") == "ok":
-                    tally.handled += 1
-                else:
-                    tally.dead += 1
+                    if not wait_until(answered, 15):
+                        tally.lost += 1
+                    elif got[0].headers.get("x-hutch-status") == "ok":
+                        tally.handled += 1
+                    else:
+                        tally.dead += 1
 
-            example()
-    server.stop()
+                example()
+        server.stop()
+        assert server.requeued == 0
+    finally:
+        ch = raw_producer.channel()
+        ch.queue_delete(rpc_queue)
+        ch.queue_delete(f"{rpc_queue}.dead")
     tally.report()
 
 
