@@ -7,6 +7,7 @@ disagreement is a bug in the memory broker.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -146,9 +147,53 @@ class Scenario:
     messages: tuple[tuple[int, str | None, int], ...]  # (queue, expiration, body length)
 
 
+# Timing, chosen so the comparison does not depend on the real broker's timer jitter.
+# Message n of every scenario is published at start + n * STEP. A message dies of age after
+# S ms: one first hop (queue TTL, its expiration or 0) then up to two more queue-TTL hops
+# (cycles stop there). With these values, two different messages of a scenario never have
+# events closer than 30 ms (checked by test_timing_grid_keeps_events_apart), and the
+# measured publish times must keep them 15 ms apart or the scenario is not compared.
+STEP = 0.040
+QUEUE_TTL = 240
+EXPIRATIONS = ("0", "230", "470")
+MARGIN = 0.015
+#: how long a rejected message takes at most to reach its dead-letter queue on RabbitMQ
+DEAD_LETTER_SETTLE = 0.03
+
+
+def _lifetimes() -> list[int]:
+    """Every delay (ms) after its publish at which a message can be dead-lettered by age."""
+    firsts = [0, QUEUE_TTL, *(int(e) for e in EXPIRATIONS)]
+    return sorted({first + hops * QUEUE_TTL for first in firsts for hops in range(3)})
+
+
+LIFETIMES = _lifetimes()
+#: seconds after the last publish by which every timed event has happened, plus slack
+SETTLED = max(LIFETIMES) / 1000 + 0.3
+
+
+def _ambiguous(times: list[float]) -> bool:
+    """Whether two messages published at ``times`` could have events too close to order."""
+    events = [(n, t + s / 1000) for n, t in enumerate(times) for s in LIFETIMES]
+    events.sort(key=lambda e: e[1])
+    return any(
+        a[0] != b[0] and b[1] - a[1] < MARGIN for a, b in itertools.pairwise(events)
+    )
+
+
+def test_timing_grid_keeps_events_apart() -> None:
+    # the grid itself (no jitter) leaves every pair of messages' events 30 ms apart
+    times = [n * STEP for n in range(6)]
+    events = sorted((t + s / 1000, n) for n, t in enumerate(times) for s in LIFETIMES)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(events) if a[1] != b[1]]
+    assert min(gaps) >= 0.0299
+    assert not _ambiguous(times)
+    assert _ambiguous([0.0, 0.005])  # and the guard sees a collision
+
+
 _queue_spec = st.builds(
     QueueSpec,
-    ttl=st.sampled_from([None, None, 0, 330]),
+    ttl=st.sampled_from([None, None, 0, QUEUE_TTL]),
     max_length=st.sampled_from([None, None, 0, 1, 2]),
     max_bytes=st.sampled_from([None, None, None, 4, 9]),
     overflow=st.sampled_from([None, "drop-head", "reject-publish", "reject-publish-dlx"]),
@@ -167,7 +212,7 @@ def _scenario(draw: st.DrawFn) -> Scenario:
             st.lists(
                 st.tuples(
                     st.integers(0, len(queues) - 1),
-                    st.sampled_from([None, None, "0", "100", "700"]),
+                    st.sampled_from([None, None, *EXPIRATIONS]),
                     st.integers(1, 5),
                 ),
                 min_size=1,
@@ -256,6 +301,10 @@ def _drain_rabbit(ch: Any, tag: str, sc: Scenario) -> list[Any]:
                 if budget[qi]:
                     budget[qi] -= 1
                     ch.basic_nack(method.delivery_tag, requeue=requeue[qi])
+                    if not requeue[qi]:
+                        # RabbitMQ dead-letters asynchronously (the queue process publishes
+                        # it); the memory broker at once: let it land before the next get
+                        time.sleep(DEAD_LETTER_SETTLE)
                 else:
                     ch.basic_ack(method.delivery_tag)
         if not got:
@@ -289,7 +338,7 @@ def _drain_memory(ch: MemoryChannel, tag: str, sc: Scenario) -> list[Any]:
 
 
 SCENARIOS_PER_EXAMPLE = 10
-compared: dict[str, int] = {"ttl": 0}
+compared: dict[str, int] = {"ttl": 0, "skipped": 0}
 
 
 @_settings(25)
@@ -305,32 +354,45 @@ def test_ttl_maxlen_dead_lettering_match_rabbitmq(rabbit: Any, scenarios: list[S
         _declare(rabbit, False, tag, sc)
         _declare(mem, True, tag, sc)
     start = time.time()
-    rabbit_acks: list[bool] = []
-    for tag, sc in zip(tags, scenarios, strict=True):
-        names = _names(tag, len(sc.queues))
-        for n, (qi, expiration, length) in enumerate(sc.messages):
+    # message n of every scenario at start + n * STEP (see STEP); confirms per scenario
+    published: list[list[float]] = [[] for _ in scenarios]
+    rabbit_acks: list[list[bool]] = [[] for _ in scenarios]
+    memory_acks: list[list[bool]] = [[] for _ in scenarios]
+    for n in range(max(len(sc.messages) for sc in scenarios)):
+        time.sleep(max(0.0, start + n * STEP - time.time()))
+        for s, (tag, sc) in enumerate(zip(tags, scenarios, strict=True)):
+            if n >= len(sc.messages):
+                continue
+            names = _names(tag, len(sc.queues))
+            qi, expiration, length = sc.messages[n]
             body = (str(n) * length).encode()
             at = time.time()
             try:
                 rabbit.basic_publish(
                     "", names[qi], body, pika.BasicProperties(expiration=expiration)
                 )
-                rabbit_acks.append(True)
+                rabbit_acks[s].append(True)
             except pika.exceptions.NackError:
-                rabbit_acks.append(False)
+                rabbit_acks[s].append(False)
+            published[s].append(at)
             now[0] = 1_700_000_000.0 + (at - start)
             mem.basic_publish("", names[qi], body, Properties(expiration=expiration))
-            time.sleep(0.004)
-    mem.connection.run_pending()
-    time.sleep(max(0.0, start + 1.5 - time.time()))
-    now[0] = 1_700_000_000.0 + 1.5
+            mem.connection.run_pending()
+            memory_acks[s].append(confirms.pop())
+    # read only once every timed event on the real broker has happened
+    settled = max(max(p) for p in published) + SETTLED
+    time.sleep(max(0.0, settled - time.time()))
+    now[0] = 1_700_000_000.0 + (settled - start)
     try:
-        for tag, sc in zip(tags, scenarios, strict=True):
+        for s, (tag, sc) in enumerate(zip(tags, scenarios, strict=True)):
             got_rabbit = _drain_rabbit(rabbit, tag, sc)
             got_memory = _drain_memory(mem, tag, sc)
+            if _ambiguous(published[s]):
+                compared["skipped"] += 1  # publish jitter: the real order is not knowable
+                continue
             assert got_memory == got_rabbit, sc
-        assert confirms == rabbit_acks
-        compared["ttl"] += len(scenarios)
+            assert memory_acks[s] == rabbit_acks[s], sc
+            compared["ttl"] += 1
     finally:
         for tag, sc in zip(tags, scenarios, strict=True):
             for name in _names(tag, len(sc.queues)):

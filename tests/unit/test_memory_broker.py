@@ -200,6 +200,33 @@ def test_retry_loop_counts_deaths_per_queue_and_reason(ch: MemoryChannel, clock:
     assert d.properties.headers["x-first-death-reason"] == "rejected"
 
 
+def test_a_third_death_reverses_the_older_entries_as_rabbitmq_does(
+    ch: MemoryChannel, clock: Clock
+) -> None:
+    # RabbitMQ 3.10 regroups x-death (group_by_queue_and_reason) before prepending, which
+    # reverses two or more older entries (seen against RabbitMQ: q2 -> q0 -> q1 -> dead gives
+    # [q1, q2, q0])
+    ch.exchange_declare("fan", "fanout")
+    ch.queue_declare("dead")
+    ch.queue_bind("dead", "fan")
+    ttl = {"x-message-ttl": 240, "x-dead-letter-exchange": ""}
+    ch.queue_declare("q0", arguments={**ttl, "x-dead-letter-routing-key": "q1"})
+    ch.queue_declare("q1", arguments={"x-message-ttl": 240, "x-dead-letter-exchange": "fan"})
+    ch.queue_declare(
+        "q2", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "q0"}
+    )
+    ch.basic_publish("", "q2", b"m", Properties(expiration="0"))
+    clock.now += 1.0
+    d = ch.basic_get("dead")
+    assert d is not None and d.properties.headers is not None
+    deaths = d.properties.headers["x-death"]
+    assert [(x["queue"], x.get("original-expiration")) for x in deaths] == [
+        ("q1", None),
+        ("q2", "0"),
+        ("q0", None),
+    ]
+
+
 def test_expiry_cycle_without_reject_is_dropped(ch: MemoryChannel, clock: Clock) -> None:
     args = {"x-message-ttl": 10, "x-dead-letter-exchange": ""}
     ch.queue_declare("a", arguments={**args, "x-dead-letter-routing-key": "b"})

@@ -3,7 +3,8 @@
 One module per concept: :mod:`.exchanges` (routing), :mod:`.queues` (TTL, length limits,
 priorities), :mod:`.dead_letter` (``x-death``), :mod:`.consumers` (prefetch, round robin),
 :mod:`.arguments` (argument checks and equivalence), :mod:`.errors` (reply codes and texts),
-:mod:`.broker` (vhosts and every operation, the lock, the timers, named brokers),
+:mod:`.broker` (vhosts, declarations, publishing, the lock, the timers, named brokers),
+:mod:`.consuming` (consumers, gets, acks, QoS),
 :mod:`.connection` (connections, channels, the callback thread). No pika here: the
 messages hold plain Python values.
 """

@@ -13,9 +13,7 @@ Named brokers: :func:`get_broker` keeps one broker per name for ``memory://`` an
 
 from __future__ import annotations
 
-import base64
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,10 +29,11 @@ from hutch._memory.arguments import (
     queue_arguments_equivalent,
 )
 from hutch._memory.consumers import Consumer, pick_consumer
+from hutch._memory.consuming import REPLY_TO, Consuming, Unacked, server_name
 from hutch._memory.dead_letter import DeathReason, dead_letter, without_cycles
 from hutch._memory.errors import describe
 from hutch._memory.exchanges import BUILTIN_EXCHANGES, X_MATCH_MODES, Binding, MemoryExchange
-from hutch._memory.message import Delivery, Message, Properties, header_routes
+from hutch._memory.message import Message, Properties, header_routes
 from hutch._memory.queues import Entry, MemoryQueue
 from hutch._topology import ExchangeType, Overflow
 
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["REPLY_TO", "Broker", "Returned", "Unacked", "Vhost", "forget_broker", "get_broker"]
 
-REPLY_TO = "amq.rabbitmq.reply-to"
 _T = TypeVar("_T")
 
 
@@ -69,15 +67,6 @@ class Returned:
 
 
 @dataclass
-class Unacked:
-    """A delivery waiting for ack / nack / reject on its channel."""
-
-    queue: MemoryQueue
-    entry: Entry
-    consumer: Consumer | None
-
-
-@dataclass
 class Vhost:
     """A virtual host: its exchanges and queues."""
 
@@ -92,11 +81,7 @@ class Vhost:
             )
 
 
-def _server_name(prefix: str) -> str:
-    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-
-
-class Broker:
+class Broker(Consuming):
     """An in-process broker with RabbitMQ 3.10's semantics for what hutch uses.
 
     Thread-safe: any thread may call any method. Built by :func:`get_broker` (named) or
@@ -378,7 +363,7 @@ class Broker:
                 existing.last_used = now
                 return qname, existing.ready, len(existing.consumers)
             if qname == "":
-                qname = _server_name("amq.gen-")
+                qname = server_name("amq.gen-")
             elif existing is None and qname.startswith("amq."):
                 raise errors.channel_error(
                     errors.ACCESS_REFUSED, f"queue name '{qname}' contains reserved prefix 'amq.*'"
@@ -669,186 +654,6 @@ class Broker:
             if target is not None:
                 self._deliver(vhost, target, letter, now)
 
-    # ------------------------------------------------------------------ consuming
-    def _dispatch(self, queue: MemoryQueue, now: float) -> None:
-        """Hand ready messages to consumers with room, round robin."""
-        while queue.ready and queue.consumers:
-            consumer = pick_consumer(queue)
-            if consumer is None:
-                return
-            entry = queue.pop()
-            queue.head_since = now
-            self._hand_over(consumer, queue, entry, now)
-
-    def _hand_over(
-        self, consumer: Consumer, queue: MemoryQueue | None, entry: Entry, now: float
-    ) -> None:
-        ch = consumer.channel
-        tag = ch.next_delivery_tag()
-        if not consumer.no_ack and queue is not None:
-            ch.unacked[tag] = Unacked(queue, entry, consumer)
-            consumer.unacked += 1
-        delivery = _delivery(consumer.tag, tag, entry, 0)
-        callback = consumer.on_message
-        ch.connection.emit(lambda: callback(delivery))
-
-    def consume(
-        self,
-        ch: MemoryChannel,
-        queue_name: str,
-        on_message: Callable[[Delivery], None],
-        *,
-        no_ack: bool = False,
-        exclusive: bool = False,
-        consumer_tag: str = "",
-        on_cancel: Callable[[str], None] | None = None,
-    ) -> str:
-        """``basic.consume``; returns the consumer tag (``amq.ctag-...`` if none given)."""
-
-        def op(now: float) -> str:
-            tag = consumer_tag or _server_name("amq.ctag-")
-            if tag in ch.consumers:
-                raise errors.channel_error(
-                    errors.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'"
-                )
-            if queue_name == REPLY_TO:
-                if not no_ack:
-                    raise errors.channel_error(
-                        errors.PRECONDITION_FAILED, "reply consumer cannot acknowledge"
-                    )
-                consumer = Consumer(tag, ch, queue_name, True, exclusive, 0, on_message, on_cancel)
-                ch.reply_token = _server_name("")
-                self._reply_to[ch.reply_token] = consumer
-                ch.consumers[tag] = consumer
-                return tag
-            queue = self._queue(ch, queue_name)
-            if any(c.exclusive for c in queue.consumers) or (exclusive and queue.consumers):
-                raise errors.channel_error(
-                    errors.ACCESS_REFUSED,
-                    f"{describe('queue', queue_name, ch.vhost.name)} in exclusive use",
-                )
-            consumer = Consumer(
-                tag, ch, queue_name, no_ack, exclusive, ch.consumer_prefetch, on_message, on_cancel
-            )
-            ch.consumers[tag] = consumer
-            queue.consumers.append(consumer)
-            queue.had_consumer = True
-            queue.last_used = now
-            self._dispatch(queue, now)
-            return tag
-
-        return self.run(ch, op)
-
-    def cancel(self, ch: MemoryChannel, consumer_tag: str) -> None:
-        """``basic.cancel`` (an unknown tag is fine); an auto-delete queue may go with it."""
-        self.run(ch, lambda now: self._cancel(ch, consumer_tag, now))
-
-    def _cancel(self, ch: MemoryChannel, consumer_tag: str, now: float) -> None:
-        consumer = ch.consumers.pop(consumer_tag, None)
-        if consumer is None:
-            return
-        if consumer.queue == REPLY_TO:
-            if ch.reply_token is not None:
-                self._reply_to.pop(ch.reply_token, None)
-            return
-        queue = ch.vhost.queues.get(consumer.queue)
-        if queue is None or consumer not in queue.consumers:
-            return
-        queue.consumers.remove(consumer)
-        queue.last_used = now
-        if queue.auto_delete and not queue.consumers and queue.had_consumer:
-            self._delete_queue(ch.vhost, queue, now)
-        else:
-            self._dispatch(queue, now)
-
-    def get(self, ch: MemoryChannel, queue_name: str, *, no_ack: bool = False) -> Delivery | None:
-        """``basic.get``: the head of the queue, or None if it is empty."""
-
-        def op(now: float) -> Delivery | None:
-            queue = self._queue(ch, queue_name)
-            queue.last_used = now
-            if not queue.ready:
-                return None
-            entry = queue.pop()
-            queue.head_since = now
-            tag = ch.next_delivery_tag()
-            if not no_ack:
-                ch.unacked[tag] = Unacked(queue, entry, None)
-            return _delivery("", tag, entry, queue.ready)
-
-        return self.run(ch, op)
-
-    def settle(
-        self, ch: MemoryChannel, delivery_tag: int, *, multiple: bool, ack: bool, requeue: bool
-    ) -> None:
-        """``basic.ack`` / ``basic.nack`` / ``basic.reject``.
-
-        Raises:
-            PreconditionFailed: 406 ``unknown delivery tag N`` (the channel closes).
-        """
-
-        def op(now: float) -> None:
-            if multiple:
-                tags = [t for t in ch.unacked if delivery_tag == 0 or t <= delivery_tag]
-                if delivery_tag and delivery_tag not in ch.unacked and not tags:
-                    raise _unknown_tag(delivery_tag)
-            else:
-                if delivery_tag not in ch.unacked:
-                    raise _unknown_tag(delivery_tag)
-                tags = [delivery_tag]
-            self._settle(ch, tags, ack=ack, requeue=requeue, now=now)
-
-        self.run(ch, op)
-
-    def _settle(
-        self, ch: MemoryChannel, tags: list[int], *, ack: bool, requeue: bool, now: float
-    ) -> None:
-        touched: dict[int, MemoryQueue] = {}
-        for tag in tags:
-            item = ch.unacked.pop(tag)
-            if item.consumer is not None:
-                item.consumer.unacked -= 1
-            queue = item.queue
-            alive = ch.vhost.queues.get(queue.name) is queue
-            if ack or not alive:
-                pass
-            elif requeue:
-                head = queue.head()
-                if head is None or head.seq > item.entry.seq:
-                    queue.head_since = now
-                queue.requeue(item.entry)
-            else:
-                self._dead_letter(ch.vhost, queue, item.entry.message, DeathReason.REJECTED, now)
-            if alive:
-                touched[id(queue)] = queue
-        for consumer in list(ch.consumers.values()):
-            consumed = ch.vhost.queues.get(consumer.queue)
-            if consumed is not None:
-                touched[id(consumed)] = consumed
-        for queue in touched.values():
-            self._dispatch(queue, now)
-
-    def recover(self, ch: MemoryChannel) -> None:
-        """``basic.recover(requeue=True)``: requeue every unacked delivery of the channel."""
-        self.run(
-            ch, lambda now: self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=now)
-        )
-
-    def qos(self, ch: MemoryChannel, prefetch_count: int, *, global_: bool = False) -> None:
-        """``basic.qos``: per new consumer (RabbitMQ's ``global=false``) or per channel."""
-
-        def op(now: float) -> None:
-            if global_:
-                ch.global_prefetch = prefetch_count
-                for consumer in ch.consumers.values():
-                    queue = ch.vhost.queues.get(consumer.queue)
-                    if queue is not None:
-                        self._dispatch(queue, now)
-            else:
-                ch.consumer_prefetch = prefetch_count
-
-        self.run(ch, op)
-
     # ------------------------------------------------------------------ closing
     def close_channel(
         self, ch: MemoryChannel, now: float | None = None, *, error: ChannelClosed | None = None
@@ -876,10 +681,6 @@ class Broker:
             self._connections.discard(conn)
 
 
-def _unknown_tag(tag: int) -> ChannelClosed:
-    return errors.channel_error(errors.PRECONDITION_FAILED, f"unknown delivery tag {tag}")
-
-
 def _check_expiration(expiration: str) -> None:
     text = expiration.strip()
     try:
@@ -893,23 +694,6 @@ def _check_expiration(expiration: str) -> None:
             errors.PRECONDITION_FAILED,
             f"invalid expiration '{expiration}': {{value_negative,{value}}}",
         )
-
-
-def _delivery(consumer_tag: str, tag: int, entry: Entry, remaining: int) -> Delivery:
-    message = entry.message
-    props = message.properties
-    if props.headers and "BCC" in props.headers:
-        props = props.replace(headers={k: v for k, v in props.headers.items() if k != "BCC"})
-    return Delivery(
-        consumer_tag,
-        tag,
-        message.exchange,
-        message.routing_key,
-        entry.redelivered,
-        message.body,
-        props,
-        remaining,
-    )
 
 
 # ---------------------------------------------------------------------- named brokers

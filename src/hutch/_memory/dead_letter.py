@@ -8,7 +8,8 @@ As RabbitMQ 3.10 writes it (``rabbit_dead_letter``):
 - ``x-death`` is an array of tables, newest first: ``count``, ``reason`` (``rejected``,
   ``expired``, ``maxlen``), ``queue``, ``time``, ``exchange``, ``routing-keys`` and
   ``original-expiration``. A death in the same queue for the same reason increments that
-  entry's ``count`` (keeping its other fields) and moves it first;
+  entry's ``count`` (keeping its other fields) and moves it first; with two or more
+  entries RabbitMQ regroups them first, which reverses their order (see ``_grouped``);
 - the first death also sets ``x-first-death-reason``, ``-queue`` and ``-exchange``;
 - a message that would go round a cycle of queues without any ``rejected`` death in it is
   not delivered to the queue that closes the cycle.
@@ -74,6 +75,7 @@ def dead_letter(
         headers["x-first-death-exchange"] = message.exchange
         headers["x-death"] = [{"count": 1, **info}]
     else:
+        deaths = _grouped(deaths)
         same = [
             d
             for d in deaths
@@ -98,6 +100,36 @@ def dead_letter(
         body=message.body,
         properties=props.replace(headers=headers, expiration=None),
     )
+
+
+def _key(death: object) -> tuple[object, object]:
+    if isinstance(death, dict):
+        return death.get("queue"), death.get("reason")
+    return None, None
+
+
+def _grouped(deaths: list[Any]) -> list[Any]:
+    """RabbitMQ 3.10's ``group_by_queue_and_reason`` of the existing ``x-death`` entries.
+
+    With two or more entries it folds them into a new list by prepending, so each update
+    *reverses* the older entries (one per queue and reason, counted): RabbitMQ's real order,
+    which the cycle check reads too.
+    """
+    if len(deaths) < 2:
+        return deaths
+    seen: set[tuple[object, object]] = set()
+    grouped: list[Any] = []
+    for death in deaths:
+        key = _key(death)
+        if key in seen:
+            continue
+        seen.add(key)
+        matches = [d for d in deaths if _key(d) == key]
+        first = matches[0]
+        if isinstance(first, dict) and "count" not in first:
+            first = {**first, "count": len(matches)}
+        grouped.insert(0, first)
+    return grouped
 
 
 def without_cycles(reason: DeathReason, message: Message, queues: Iterable[str]) -> list[str]:
