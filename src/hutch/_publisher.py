@@ -732,8 +732,18 @@ class Publisher(Resource, Generic[T]):
 
         Args:
             timeout: Seconds to wait for each outstanding write.
+
+        Raises:
+            PublishError: Called on the connection's I/O thread (a future's done-callback,
+                say) with writes outstanding: only that thread could do them (at once).
         """
         wait = self.timeout if timeout is None else check_timeout("timeout", timeout)
+        if self._writes and self._channel is not None:
+            reason = self._channel.blocking_refused(
+                "flush()", "call it from another thread, outside any callback"
+            )
+            if reason is not None:
+                raise PublishError(reason, exchange=self.exchange_name)
         while self._writes:
             self._writes.popleft().result(wait)
 
@@ -742,6 +752,8 @@ class ConfirmBatch(Generic[T]):
     """A confirm-batch context from :meth:`Publisher.batch` (see there).
 
     Use it from one thread. After the ``with`` block, :attr:`result` holds the outcome.
+    Entering or leaving it on the connection's I/O thread (in a future's done-callback,
+    say), where waiting for confirms would hang, raises :class:`~hutch.PublishError` at once.
     """
 
     def __init__(
@@ -767,10 +779,14 @@ class ConfirmBatch(Generic[T]):
         self.result: BatchResult | None = None
 
     def __enter__(self) -> Self:
-        self._channel = self._pub._ensure_channel()
+        ch = self._pub._ensure_channel()
+        self._check_may_wait(ch)  # before anything is sent
+        self._channel = ch
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._channel is not None:
+            self._check_may_wait(self._channel)
         self._send(window=False)
         self._batch.seal()
         ch = self._channel if self._channel is not None else self._pub._ensure_channel()
@@ -817,6 +833,16 @@ class ConfirmBatch(Generic[T]):
         if len(self._buffer) >= SEND_EVERY:
             self._send(window=True)
         return m.message_id or ""
+
+    def _check_may_wait(self, ch: Channel) -> None:
+        """Refuse at once to wait for confirms on the connection's I/O thread (it would hang)."""
+        reason = ch.blocking_refused(
+            "a batch",
+            "publish the batch from another thread, or use publish_async() there and do not "
+            "wait on its futures",
+        )
+        if reason is not None:
+            raise PublishError(reason, exchange=self._pub.exchange_name)
 
     def _send(self, *, window: bool) -> None:
         ch = self._channel

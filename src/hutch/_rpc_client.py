@@ -427,12 +427,13 @@ class RpcClient(Resource):
 
     # ----------------------------------------------------------------- internals
     def _check_may_block(self) -> None:
-        # the channel is opened first (inline, on the I/O thread) to ask it
-        if self._ensure_channel().in_io_thread:
-            raise RpcError(
-                "a blocking call cannot run on the connection's I/O thread (in a future's "
-                "callback, say): the reply could never be read; use call_async() there"
-            )
+        # the channel is opened first (inline, on the I/O thread) to ask it; the driver
+        # words the refusal, the same for every blocking call and whichever thread drives
+        reason = self._ensure_channel().blocking_refused(
+            "a blocking call", "use call_async() there, or call from another thread"
+        )
+        if reason is not None:
+            raise RpcError(reason)
 
     def _start(
         self,

@@ -22,6 +22,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
@@ -439,21 +440,98 @@ def test_regression_row13_publish_in_a_done_callback_fails_at_once(
         assert conn.channel().message_count(queue.name) == sent + 1  # "first"s and "after"
 
 
-def test_blocking_rpc_call_in_a_done_callback_is_refused_the_same_way(
+def _on_the_io_thread(pub: Publisher[Any], callback: Callable[[Future[None]], None]) -> int:
+    """Run ``callback`` as a done-callback of a publish still pending (so on the I/O thread)."""
+    sent = 0
+    for _ in range(50):
+        fut = pub.publish_async(b"first")
+        sent += 1
+        if not fut.done():
+            break
+    fut.add_done_callback(callback)
+    return sent
+
+
+def test_regression_row13_batch_in_a_done_callback_fails_at_once(
     conn: Connection, unique_name: str
 ) -> None:
-    seen: Future[BaseException | None] = Future()
-    with Publisher(conn, routing_key=unique_name) as pub, RpcClient(conn) as client:
+    """``Publisher.batch()`` entered, or left, on the I/O thread: refused, nothing sent."""
+    queue = Queue(unique_name, durable=False, auto_delete=True)
+    outcome: Future[tuple[bool, float, list[BaseException | None]]] = Future()
+    with Publisher(conn, routing_key=queue.name, declare=[queue], timeout=5) as pub:
+        entered = pub.batch()
+        entered.__enter__()  # on this thread: allowed, then left on the I/O thread
+        entered.publish(b"in a batch left on the I/O thread")
 
         def callback(_fut: Future[None]) -> None:
+            on_io_thread = conn.io.in_io_thread
+            started = time.monotonic()
+            errors: list[BaseException | None] = []
+
+            def whole_batch() -> None:
+                with pub.batch() as batch:
+                    batch.publish(b"in a batch entered on the I/O thread")
+
+            for attempt in (whole_batch, lambda: entered.__exit__(None, None, None)):
+                try:
+                    attempt()
+                    errors.append(None)
+                except BaseException as exc:
+                    errors.append(exc)
+            outcome.set_result((on_io_thread, time.monotonic() - started, errors))
+
+        sent = _on_the_io_thread(pub, callback)
+        on_io_thread, took, errors = outcome.result(timeout=30)
+        assert on_io_thread
+        # was: the connection froze for the batch's timeout, then OperationTimeout
+        assert took < 0.5
+        for error in errors:
+            assert isinstance(error, PublishError), error
+            assert "I/O thread" in str(error) and "another thread" in str(error)
+        assert entered.result is None
+        # the batch entered on the I/O thread sent nothing; the connection goes on
+        pub.publish(b"after")
+        entered.__exit__(None, None, None)  # off the I/O thread: settles as usual
+        assert entered.result is not None and entered.result.confirmed == 1
+        count = conn.channel().message_count
+        assert wait_until(lambda: count(queue.name) == sent + 2, 5)
+
+
+@pytest.mark.parametrize("driver", ["io-thread", "caller-pumping"])
+def test_blocking_rpc_call_in_a_done_callback_is_refused_the_same_way(
+    conn: Connection, unique_name: str, driver: str
+) -> None:
+    """Refused with the same words whichever thread drives the connection then.
+
+    It once failed: the future was already settled when the callback was added, so the
+    callback ran at once on the test's thread (driving nothing) and the call went out.
+    """
+    seen: Future[tuple[bool, BaseException | None]] = Future()
+    queue = Queue(unique_name, durable=False, auto_delete=True)
+    with (
+        Publisher(conn, routing_key=queue.name, declare=[queue], timeout=5) as pub,
+        RpcClient(conn, queue=f"{unique_name}.rpc") as client,
+    ):
+
+        def callback(_fut: Future[None]) -> None:
+            driving = conn.io.in_io_thread
             try:
                 client.call("nothing", timeout=5)
-                seen.set_result(None)
+                seen.set_result((driving, None))
             except BaseException as exc:
-                seen.set_result(exc)
+                seen.set_result((driving, exc))
 
-        fut = pub.publish_async(b"x")
-        fut.add_done_callback(callback)
-        error = seen.result(timeout=30)
+        _on_the_io_thread(pub, callback)
+        if driver == "caller-pumping":
+            # this thread reads the connection for its own confirm: the callback may run
+            # here, while this thread drives it
+            pub.publish(b"pumping")
+        driving, error = seen.result(timeout=30)
+        assert driving
         assert isinstance(error, RpcError), error
-        assert "I/O thread" in str(error)
+        assert str(error) == (
+            "a blocking call cannot wait on the connection's I/O thread (a future's "
+            "done-callback or a consumer callback runs there): nothing would read the "
+            "broker's answer while it waits; use call_async() there, or call from another "
+            "thread"
+        )
