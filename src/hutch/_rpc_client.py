@@ -72,6 +72,10 @@ def _decode_raw(delivery: Delivery) -> object:
     return delivery.body
 
 
+# entries of settled calls the deadline heap may hold beyond twice the calls in flight
+_HEAP_SLACK = 64
+
+
 class _Call:
     __slots__ = ("blocking", "cid", "deadline", "decode", "future", "name")
 
@@ -544,7 +548,16 @@ class RpcClient(Resource):
     def _schedule(self, call: _Call) -> None:
         cid = call.cid
         with self._timer_cv:
-            heapq.heappush(self._deadlines, (call.deadline, cid))
+            deadlines = self._deadlines
+            heapq.heappush(deadlines, (call.deadline, cid))
+            if len(deadlines) > 2 * len(self._pending) + _HEAP_SLACK:
+                # an entry stays until its deadline even when the reply came long before
+                # (lazy deletion): drop those of settled calls once they are half the heap,
+                # so it holds O(calls in flight), at O(1) amortised per call. In place:
+                # the timer thread holds this list.
+                pending = self._pending
+                deadlines[:] = [entry for entry in deadlines if entry[1] in pending]
+                heapq.heapify(deadlines)
             if self._timer is None:
                 self._timer = threading.Thread(
                     target=self._run_timer, name=f"hutch-rpc-timer-{self.queue}", daemon=True

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hutch._amqp.properties import aware_timestamps
 from hutch._checks import (
     MAX_TIMEOUT,
     check_bool,
@@ -103,10 +104,11 @@ def _has_bytes_key(value: Any) -> bool:
 
 
 def _round_trip(table: dict[Any, Any]) -> Any:
+    """What a consumer gets: pika's encoding and decoding, then hutch's (aware timestamps)."""
     pieces: list[bytes] = []
     pika.data.encode_table(pieces, table)
     decoded, _ = pika.data.decode_table(b"".join(pieces), 0)
-    return decoded
+    return aware_timestamps(decoded)
 
 
 @SETTINGS

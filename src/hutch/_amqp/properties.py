@@ -23,6 +23,7 @@ __all__ = [
     "RAW_PREFIX",
     "Delivery",
     "UndecodableHeaders",
+    "aware_timestamps",
     "basic_properties",
     "decode_properties",
     "from_pika_properties",
@@ -242,6 +243,30 @@ def _table_problem(table: Mapping[Any, object], prefix: str = "", depth: int = 0
     return None
 
 
+def aware_timestamps(value: Any) -> Any:
+    """``value`` with every naive datetime in it made aware UTC (tables and arrays too).
+
+    pika 1.3 decodes an AMQP timestamp (``T``) in a headers table as a naive datetime in
+    UTC, pika 1.4 as an aware one: hutch hands out aware UTC datetimes on every pika. A
+    table without naive datetimes is returned as it is (the same object).
+
+    Args:
+        value: A decoded field value or table.
+
+    Returns:
+        The value, rebuilt only where a naive datetime was replaced.
+    """
+    if isinstance(value, _dt.datetime):
+        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value
+    if isinstance(value, dict):
+        fixed = {k: aware_timestamps(v) for k, v in value.items()}
+        return value if all(fixed[k] is v for k, v in value.items()) else fixed
+    if isinstance(value, list):
+        items = [aware_timestamps(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
 def decode_properties(p: pika.BasicProperties) -> tuple[Properties, str | None]:
     """Convert pika properties to hutch's, and say what could not be decoded.
 
@@ -266,7 +291,7 @@ def decode_properties(p: pika.BasicProperties) -> tuple[Properties, str | None]:
         raw[RAW_HEADERS] = headers.raw
         table = None
     elif isinstance(headers, dict):
-        table = cast("dict[str, Any]", headers)
+        table = cast("dict[str, Any]", aware_timestamps(headers))
         problem = _table_problem(headers)
         if problem is not None:
             problems.append(problem)
