@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hutch._amqp import Channel, Driver
 from hutch._checks import check_timeout
+from hutch._memory.adapter import MemoryAmqpChannel, MemoryDriver
 from hutch._exceptions import ClosedError
 from hutch._resource import Resource
 from hutch._settings import ConnectionSettings
@@ -70,7 +71,12 @@ class Connection(Resource):
         else:
             self.settings = ConnectionSettings.from_environment(url, **options)
         self.name = self.settings.connection_name or f"hutch-{next(_names)}"
-        self._io = Driver(self.settings, self.name)
+        # memory:// (tests only): the in-process broker serves the same channel API
+        self._io: Driver | MemoryDriver = (
+            Driver(self.settings, self.name)
+            if self.settings.memory is None
+            else MemoryDriver(self.settings, self.name)
+        )
         #: The connection's telemetry (internal): OpenTelemetry spans and metrics for every
         #: pattern on it, or the no-op one (``tracing=False``, or no opentelemetry-api).
         self.telemetry: Telemetry = create_telemetry(
@@ -86,6 +92,17 @@ class Connection(Resource):
     def is_open(self) -> bool:
         """True once opened and until closed or failed for good."""
         return self._io.is_open
+
+    @property
+    def is_connected(self) -> bool:
+        """True while connected to the broker: open and not recovering a lost connection.
+
+        Unlike :attr:`is_open`, which stays True while a lost connection is being
+        recovered, this is False from the loss until the connection is restored, and
+        once it is closed or failed for good: what a health check wants. Any thread.
+        """
+        io = self._io
+        return io.is_open and not io.recovering
 
     @property
     def blocked(self) -> bool:
@@ -161,14 +178,21 @@ class Connection(Resource):
         Returns:
             The channel.
         """
-        ch = Channel(self._io, confirms=confirms)
+        io = self._io
+        if isinstance(io, MemoryDriver):
+            # same methods, same Delivery objects and exceptions as Channel (a structural
+            # stand-in: the patterns are typed against Channel)
+            memory = MemoryAmqpChannel(io, confirms=confirms)
+            memory.open()
+            return cast(Channel, memory)
+        ch = Channel(io, confirms=confirms)
         ch.open()
         return ch
 
     @property
     def io(self) -> Driver:
-        """The I/O loop (internal)."""
-        return self._io
+        """The I/O loop (internal; a memory:// connection's is a ``MemoryDriver``)."""
+        return cast(Driver, self._io)
 
 
 def connect(url: str | Sequence[str] | None = None, **options: Any) -> Connection:

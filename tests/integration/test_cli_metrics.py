@@ -172,7 +172,7 @@ def test_serve_answers_healthz(amqp_url: str, tmp_path: Path) -> None:
         c.wait_for(f"serving .* on queue '{queue}'")
         assert wait_health(port, 200, 10) == {
             "healthy": True,
-            "checks": {"consumers_active": True},
+            "checks": {"connection_open": True, "consumers_active": True},
         }
         assert_prometheus_text(port)
         c.proc.send_signal(signal.SIGTERM)

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from hutch._cli.common import status
-from hutch._connection import Connection
 from hutch._telemetry.http import HealthCheck, MetricsServer, install_prometheus_reader
 
 __all__ = [
     "DEFAULT_METRICS_HOST",
     "Probe",
     "add_metrics_options",
-    "connected",
     "metrics_port",
     "serving",
 ]
@@ -85,32 +83,6 @@ class Probe:
         with self._lock:
             health = self._health
         return {"started": False} if health is None else health()
-
-
-def connected(conn: Connection) -> Callable[[], bool]:
-    """A check that is True while ``conn`` is connected to the broker.
-
-    ``Connection.is_open`` stays True while a lost connection is being recovered (it turns
-    False only when closed or failed for good); a probe must fail during that time, so the
-    connection's ``"lost"`` and ``"restored"`` events are followed as well.
-
-    Args:
-        conn: An open connection.
-
-    Returns:
-        The check; any thread may call it.
-    """
-    up = threading.Event()
-    up.set()
-
-    def listener(event: str, _error: BaseException | None) -> None:
-        if event == "restored":
-            up.set()
-        else:  # "lost", "failed", "closed"
-            up.clear()
-
-    conn.add_listener(listener)
-    return lambda: up.is_set() and conn.is_open
 
 
 @contextlib.contextmanager

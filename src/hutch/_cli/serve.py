@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 
 from hutch._cli.common import (
     EXIT_OK,
@@ -30,26 +29,17 @@ def run(args: argparse.Namespace) -> int:
     server = load_spec(args.server, load_server, "server")
     with serving(args) as probe:
         server.start()
-        # RpcServer has no public "running" state: this command knows when run() is over
-        stopped = threading.Event()
+        conn = server._conn  # the server's connection, shared or its own
 
-        def serve_calls() -> None:
-            try:
-                server.run()
-            finally:
-                stopped.set()
-
-        def stop() -> None:
-            stopped.set()  # /healthz fails while the calls in hand finish
-            server.stop()
-
-        probe.watch(lambda: {"consumers_active": not stopped.is_set()})
+        probe.watch(
+            lambda: {"connection_open": conn.is_connected, "consumers_active": server.is_running}
+        )
         running(args)
         status(
             f"serving {', '.join(server.procedures)} on queue {server.queue.name!r}; "
             "Ctrl-C or SIGTERM stops it gracefully"
         )
-        run_until_signalled(serve_calls, stop, "the server after the calls in hand")
+        run_until_signalled(server.run, server.stop, "the server after the calls in hand")
     status(f"server stopped: {server.handled} calls answered, {server.failed} with an error")
     return EXIT_OK
 

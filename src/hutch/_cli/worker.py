@@ -16,7 +16,7 @@ from hutch._cli.common import (
     running,
     status,
 )
-from hutch._cli.metrics import add_metrics_options, connected, serving
+from hutch._cli.metrics import add_metrics_options, serving
 from hutch._loading import load_callable
 
 __all__ = ["library_defaults", "register", "run"]
@@ -55,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
             retry=retry,
         )
         pool.start()
-        is_connected = connected(conn)
         probe.watch(
-            lambda: {"connection_open": is_connected(), "consumers_active": pool.is_running}
+            lambda: {"connection_open": conn.is_connected, "consumers_active": pool.is_running}
         )
         running(args)
         mode = "processes" if args.processes else "threads"
