@@ -183,6 +183,8 @@ class ConnectionSettings(_Frozen):
             installed (the default); False turns telemetry off for this connection without
             importing OpenTelemetry. ``HUTCH_TRACING=false`` does the same from the
             environment.
+        memory: The in-process memory broker's name for a ``memory://NAME`` URL (``""`` for
+            ``memory://``), or None for a real broker. The memory broker is for tests only.
     """
 
     addresses: tuple[Address, ...] = Field(min_length=1)
@@ -198,6 +200,7 @@ class ConnectionSettings(_Frozen):
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     recovery: RecoveryPolicy = RecoveryPolicy()
     tracing: bool = True
+    memory: str | None = None
 
     @field_validator("connection_name")
     @classmethod
@@ -307,12 +310,16 @@ class ConnectionSettings(_Frozen):
         Returns:
             ``amqp://user:***@host:port/vhost``.
         """
+        if self.memory is not None:
+            return f"memory://{quote(self.memory, safe='')}/{quote(self.vhost, safe='')}"
         scheme = "amqps" if self.tls else "amqp"
         return (
             f"{scheme}://{quote(self.username, safe='')}:***@{address}/{quote(self.vhost, safe='')}"
         )
 
     def __repr__(self) -> str:
+        if self.memory is not None:
+            return f"ConnectionSettings({self.url_for(self.addresses[0])})"
         hosts = ",".join(str(a) for a in self.addresses)
         scheme = "amqps" if self.tls else "amqp"
         return (
@@ -371,6 +378,8 @@ def _url_fields(url: str | Sequence[str]) -> dict[str, Any]:
     for p in parsed:
         if p["tls"] != first["tls"]:
             raise ValueError("mixing amqp:// and amqps:// URLs in one connection")
+        if ("memory" in p) != ("memory" in first) or ("memory" in p and len(parsed) > 1):
+            raise ValueError("a memory:// URL names one in-process broker: pass it alone")
         addresses.extend(p["addresses"])
     fields: dict[str, Any] = {k: v for k, v in first.items() if k not in {"addresses", "tls"}}
     fields["addresses"] = tuple(addresses)
@@ -411,16 +420,22 @@ def _parse_url(url: str) -> dict[str, Any]:
         ) from None
     if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
         raise ValueError(_NEEDS_ENCODING)
-    if parts.scheme not in ("amqp", "amqps"):
+    if parts.scheme not in ("amqp", "amqps", "memory"):
         raise ValueError(
-            f"unsupported URL scheme {parts.scheme!r}: use amqp://user:pass@host:5672/vhost "
-            "or amqps:// for TLS"
+            f"unsupported URL scheme {parts.scheme!r}: use amqp://user:pass@host:5672/vhost, "
+            "amqps:// for TLS, or memory:// for the in-process test broker"
         )
     tls = parts.scheme == "amqps"
     default_port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
     netloc = parts.netloc
     userinfo, _, hostlist = netloc.rpartition("@")
     out: dict[str, Any] = {"tls": tls, "tls_options": {}}
+    if parts.scheme == "memory":
+        # memory://NAME/vhost: an in-process broker (tests only); no credentials, no hosts
+        if userinfo:
+            raise ValueError("a memory:// URL takes no user name or password: memory://NAME")
+        out["memory"] = unquote(hostlist)
+        userinfo, hostlist = "", ""
     if userinfo:
         user, sep, password = userinfo.partition(":")
         out["username"] = unquote(user)

@@ -176,9 +176,7 @@ def _ambiguous(times: list[float]) -> bool:
     """Whether two messages published at ``times`` could have events too close to order."""
     events = [(n, t + s / 1000) for n, t in enumerate(times) for s in LIFETIMES]
     events.sort(key=lambda e: e[1])
-    return any(
-        a[0] != b[0] and b[1] - a[1] < MARGIN for a, b in itertools.pairwise(events)
-    )
+    return any(a[0] != b[0] and b[1] - a[1] < MARGIN for a, b in itertools.pairwise(events))
 
 
 def test_timing_grid_keeps_events_apart() -> None:

@@ -51,7 +51,17 @@ from hutch.testing._plugin import (
     amqp_url,
     hutch_broker,
     hutch_connection,
+    hutch_memory_connection,
     unique_name,
+)
+from hutch.testing._plugin import (
+    pytest_addoption as pytest_addoption,
+)
+from hutch.testing._plugin import (
+    pytest_collection_modifyitems as pytest_collection_modifyitems,
+)
+from hutch.testing._plugin import (
+    pytest_configure as pytest_configure,
 )
 from hutch.testing._plugin import (
     pytest_report_header as pytest_report_header,
@@ -75,6 +85,7 @@ __all__ = [
     "amqp_url",
     "hutch_broker",
     "hutch_connection",
+    "hutch_memory_connection",
     "throwaway_broker",
     "unique_name",
 ]

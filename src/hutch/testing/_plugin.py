@@ -31,16 +31,75 @@ from hutch.testing._local import LocalBroker
 from hutch.testing._util import INSTALL_ENV, KIND_ENV, URL_ENV, redact
 
 __all__ = [
+    "MEMORY_URL",
     "amqp_url",
     "broker_header",
     "describe_broker",
     "external_login_problem",
     "hutch_broker",
     "hutch_connection",
+    "hutch_memory_connection",
+    "pytest_addoption",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
     "pytest_report_header",
     "pytest_terminal_summary",
     "unique_name",
 ]
+
+#: The memory broker the fixtures share under ``--hutch-broker=memory``.
+MEMORY_URL = "memory://hutch-tests"
+
+_RABBITMQ_ONLY = (
+    "rabbitmq_only(reason): needs a real RabbitMQ server process; skipped under "
+    "--hutch-broker=memory"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--hutch-broker=memory|rabbitmq`` (default ``rabbitmq``).
+
+    Args:
+        parser: pytest's option parser.
+    """
+    parser.addoption(
+        "--hutch-broker",
+        choices=("rabbitmq", "memory"),
+        default="rabbitmq",
+        help="run the hutch fixtures (amqp_url, hutch_connection) on RabbitMQ (default) or "
+        "on hutch's in-process memory broker (memory://); tests marked rabbitmq_only are "
+        "skipped on memory",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``rabbitmq_only`` marker.
+
+    Args:
+        config: pytest's configuration.
+    """
+    config.addinivalue_line("markers", _RABBITMQ_ONLY)
+
+
+def _on_memory(config: pytest.Config) -> bool:
+    return bool(config.getoption("--hutch-broker", default="rabbitmq") == "memory")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--hutch-broker=memory``, skip the tests marked ``rabbitmq_only``.
+
+    Args:
+        config: pytest's configuration.
+        items: The collected tests.
+    """
+    if not _on_memory(config):
+        return
+    for item in items:
+        marker = item.get_closest_marker("rabbitmq_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(reason=f"RabbitMQ only: {reason}"))
+
 
 #: The broker the session fixture handed out, for the terminal summary.
 _session_broker: list[Broker] = []
@@ -120,6 +179,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     Returns:
         The header line.
     """
+    if _on_memory(config):
+        return f"hutch broker: in-process memory broker ({MEMORY_URL}, --hutch-broker=memory)"
     url_set = bool(os.environ.get(URL_ENV, "").strip())
     kind = os.environ.get(KIND_ENV, "auto").strip().lower()
     return broker_header(
@@ -136,7 +197,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     Args:
         terminalreporter: pytest's terminal reporter.
     """
-    if _session_broker:
+    if _on_memory(terminalreporter.config):
+        terminalreporter.write_line(f"hutch broker used: {MEMORY_URL} (in-process)")
+    elif _session_broker:
         terminalreporter.write_line(f"hutch broker used: {describe_broker(_session_broker[0])}")
 
 
@@ -204,13 +267,18 @@ def hutch_broker() -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def amqp_url(hutch_broker: Broker) -> str:
+def amqp_url(request: pytest.FixtureRequest) -> str:
     """The URL of the session's broker (``amqp://guest:guest@127.0.0.1:PORT/%2F``).
+
+    Under ``--hutch-broker=memory`` it is :data:`MEMORY_URL` and no RabbitMQ is started.
 
     Returns:
         The URL.
     """
-    return hutch_broker.url
+    if _on_memory(request.config):
+        return MEMORY_URL
+    broker: Broker = request.getfixturevalue("hutch_broker")
+    return broker.url
 
 
 @pytest.fixture
@@ -237,3 +305,24 @@ def hutch_connection(amqp_url: str, unique_name: str) -> Iterator[Connection]:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def hutch_memory_connection(unique_name: str) -> Iterator[Connection]:
+    """An open connection to a fresh in-process memory broker of this test's own.
+
+    No RabbitMQ needed: the broker lives in the test process (``memory://NAME``) and is
+    thrown away afterwards. For tests only: see docs/testing.md for what it does not do.
+
+    Yields:
+        The connection.
+    """
+    from hutch._memory import forget_broker
+
+    conn = Connection(f"memory://{unique_name}", connection_name=unique_name)
+    conn.open()
+    try:
+        yield conn
+    finally:
+        conn.close()
+        forget_broker(unique_name)
