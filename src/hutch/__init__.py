@@ -10,6 +10,7 @@ import logging as _logging
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from hutch._confirm_batch import BatchResult, ConfirmBatch
 from hutch._connection import Connection, connect
 from hutch._exceptions import (
     AccessRefused,
@@ -39,7 +40,7 @@ from hutch._exceptions import (
     WorkerError,
 )
 from hutch._message import Message, Properties
-from hutch._publisher import BatchResult, ConfirmBatch, Publisher
+from hutch._publisher import Publisher
 from hutch._retry import Reject, Retry, RetryPolicy
 from hutch._rpc import RpcClient, RpcServer
 from hutch._serialization import Codec

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from hutch._checks import check_shortstr
+from hutch._confirm_batch import BatchResult
 from hutch._connection import Connection
-from hutch._publisher import BatchResult, Publisher
+from hutch._publisher import Publisher
 from hutch._resource import Resource
 from hutch._topology import Queue, TopologyItem
 from hutch._worker_pool.partitions import (
