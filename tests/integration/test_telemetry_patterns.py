@@ -276,3 +276,52 @@ def test_tracing_off_adds_no_headers_and_no_spans(amqp_url: str, rig: Otel, name
             assert seen.wait(20)
     assert got == [{}, {"app": "shop"}, {}, {}]
     assert rig.spans() == []
+
+
+def publish_from_a_worker_process(body: Any) -> None:
+    """A ``processes=True`` handler: publishes on a connection it makes in the child.
+
+    The child configures no tracer provider: with the API alone a span started under an
+    attached remote context carries that context, so the injected ``traceparent`` shows
+    whether the child continued the trace.
+    """
+    with Connection(body["url"]) as conn, Publisher(conn, routing_key=body["out"]) as pub:
+        pub.publish(b"from the child")
+
+
+def test_a_handler_in_a_worker_process_continues_the_trace(
+    amqp_url: str, traced: Connection, rig: Otel, names: str
+) -> None:
+    work, out = names, f"{names}-out"
+    with Publisher(traced, routing_key=out, declare=[Queue(out)]):
+        pass  # declares the queue the child publishes to
+    pool = WorkerPool(
+        traced,
+        queue=Queue(work),
+        handler=publish_from_a_worker_process,
+        concurrency=1,
+        processes=True,
+        retry=None,
+    )
+    with pool:
+        Publisher(traced, routing_key=work).publish({"url": amqp_url, "out": out})
+        wait_for(lambda: pool.stats.processed == 1, 30, "the task")
+    assert pool.stats.failed == 0
+    (producer,) = _spans(rig, SpanKind.PRODUCER)
+    (consumer,) = _spans(rig, SpanKind.CONSUMER)
+    assert producer.context is not None and consumer.context is not None
+    assert _child_of(consumer, producer)
+
+    # read what the child published with plain pika: its traceparent is the process span's
+    plain = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = plain.channel()
+        method, props, body = ch.basic_get(out, auto_ack=True)
+    finally:
+        plain.close()
+    assert method is not None and props is not None and body == b"from the child"
+    headers = props.headers or {}
+    assert "traceparent" in headers, headers
+    _version, trace_id, parent_id, _flags = str(headers["traceparent"]).split("-")
+    assert trace_id == f"{producer.context.trace_id:032x}"
+    assert parent_id == f"{consumer.context.span_id:016x}"

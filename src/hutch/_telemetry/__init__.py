@@ -48,12 +48,15 @@ rest) are the ``*_METRIC`` constants below and the table in ``docs/observability
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from types import TracebackType
 
 __all__ = [
@@ -79,7 +82,9 @@ __all__ = [
     "Scope",
     "Settlement",
     "Telemetry",
+    "attached_trace_context",
     "create_telemetry",
+    "current_trace_context",
 ]
 
 log = logging.getLogger("hutch")
@@ -404,3 +409,45 @@ def create_telemetry(
         meter_provider=meter_provider,
         propagator=propagator,
     )
+
+
+# ---------------------------------------------------- trace context for worker processes
+def current_trace_context() -> dict[str, str] | None:
+    """The current trace context as W3C headers, to hand to a worker process.
+
+    Free without OpenTelemetry: when no ``opentelemetry`` module was ever imported there is
+    no context to carry, and nothing is imported.
+
+    Returns:
+        ``traceparent`` (and ``tracestate`` / ``baggage``) strings, or None when there is
+        no valid current span.
+    """
+    if "opentelemetry" not in sys.modules:
+        return None
+    try:
+        from hutch._telemetry._hop import current_carrier
+    except ImportError:  # pragma: no cover - a partial opentelemetry install
+        return None
+    return current_carrier()
+
+
+def attached_trace_context(carrier: object) -> AbstractContextManager[object]:
+    """A context manager that makes ``carrier``'s trace context current (worker side).
+
+    Args:
+        carrier: What :func:`current_trace_context` gave in the parent (from JSON), or None.
+
+    Returns:
+        The context manager; a do-nothing one without a carrier or without OpenTelemetry.
+    """
+    if not carrier or not isinstance(carrier, Mapping):
+        return _NULL_CONTEXT
+    headers = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
+    try:
+        from hutch._telemetry._hop import attached
+    except ImportError:  # the parent had opentelemetry, this interpreter has not
+        return _NULL_CONTEXT
+    return attached(headers)
+
+
+_NULL_CONTEXT: AbstractContextManager[object] = contextlib.nullcontext()

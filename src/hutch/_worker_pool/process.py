@@ -8,13 +8,16 @@ JSON crosses the pipe, and no body is ever pickled:
 child      sends ``{"ready": <pid>}`` once the handler is imported
 parent     sends a task as two frames: the delivery's meta as JSON
            (:func:`delivery_meta`: properties, headers as JSON values, exchange, routing
-           key, redelivered, tags), then the raw body bytes
+           key, redelivered, tags; ``"trace"``: the process span's W3C trace
+           context, when OpenTelemetry is in use), then the raw body bytes
 child      answers one :class:`~hutch._worker_pool.outcome.Outcome` as JSON
 parent     sends ``{"stop": true}`` and an empty body frame to end it
 =========  ==========================================================================
 
 A child that dies mid-task comes back as a ``CRASH`` outcome; the parent replaces it.
-Only the parent speaks AMQP.
+Only the parent speaks AMQP for the pool; the child attaches the task's trace context
+around the handler, so a message the handler publishes (or an RPC call it makes) on a
+connection of its own continues the trace of the message it handles.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from hutch._exceptions import MessageError, WorkerError
 from hutch._message import Message, Properties
 from hutch._serialization import Codec, codec_for, decode_any
 from hutch._subscriber import wants_message
+from hutch._telemetry import attached_trace_context, current_trace_context
 from hutch._worker_pool.outcome import Outcome, OutcomeKind, call_handler
 
 if TYPE_CHECKING:
@@ -166,7 +170,8 @@ def child_main(
         except MessageError as exc:
             outcome = Outcome(OutcomeKind.INVALID, type(exc).__name__, exc.reason)
         else:
-            outcome = call_handler(handler, call_with_message, message, retry_on)
+            with attached_trace_context(meta.get("trace")):
+                outcome = call_handler(handler, call_with_message, message, retry_on)
         try:
             conn.send_bytes(outcome.to_json())
         except (EOFError, OSError):
@@ -237,6 +242,9 @@ class Child:
     def run(self, meta: dict[str, Any], body: bytes) -> Outcome:
         assert self.process is not None
         assert self.conn is not None
+        trace_context = current_trace_context()  # the process span's, when it is on
+        if trace_context is not None:
+            meta = {**meta, "trace": trace_context}
         try:
             self.conn.send_bytes(json.dumps(meta).encode())
             self.conn.send_bytes(body)
