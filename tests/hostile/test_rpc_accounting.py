@@ -135,8 +135,8 @@ def test_hutch_side_failure_is_dead_lettered_not_dropped(
     raw_producer.channel().queue_declare(replies)
     server = _serve(conn, rpc_queue, dead_letter_queue=Queue(f"{rpc_queue}.dead"))
     try:
-        props = {"correlation_id": "c1", **({"reply_to": replies} if reply_to else {})}
-        assert raw_producer.publish(rpc_queue, b"hello", pika.BasicProperties(**props))
+        props = pika.BasicProperties(correlation_id="c1", reply_to=replies if reply_to else None)
+        assert raw_producer.publish(rpc_queue, b"hello", props)
         # before the fix: nacked with requeue=False, and the queue has no dead-letter
         # exchange: gone
         got = _dead(raw_producer, f"{rpc_queue}.dead", 1)
