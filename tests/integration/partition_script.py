@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 from hutch import Message, Queue, WorkerPool
 
@@ -32,7 +33,7 @@ def work_queue(name: str) -> Queue:
     return Queue(name)
 
 
-def handle(body: dict[str, object], message: Message[dict[str, object]]) -> None:
+def handle(body: Any, message: Message[Any]) -> None:
     start = time.time()
     time.sleep(float(os.environ.get("HUTCH_TEST_TASK_SECONDS", "0")))
     end = time.time()
