@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hutch._amqp import Channel, Driver
 from hutch._checks import check_timeout
-from hutch._memory.adapter import MemoryAmqpChannel, MemoryDriver
 from hutch._exceptions import ClosedError
+from hutch._memory.adapter import MemoryAmqpChannel, MemoryDriver
 from hutch._resource import Resource
 from hutch._settings import ConnectionSettings
 from hutch._telemetry import Telemetry, create_telemetry
