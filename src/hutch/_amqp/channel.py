@@ -455,6 +455,21 @@ class Channel(AckCoalescing):
 
         return self._call(run, timeout)  # type: ignore[no-any-return]
 
+    def consumer_count(self, queue: str, timeout: float | None = 30.0) -> int:
+        """Consumers of a queue (passive declare).
+
+        A classic queue counts its waiting single-active consumers too; a quorum queue
+        (RabbitMQ 3.10) counts only the active one.
+        """
+
+        def run() -> int:
+            ok = self._run_sync(
+                lambda ch: ch.queue_declare(queue, passive=True), f"queue {queue!r}"
+            )
+            return int(ok.method.consumer_count)
+
+        return self._call(run, timeout)  # type: ignore[no-any-return]
+
     def exists(self, kind: str, name: str, timeout: float | None = 30.0) -> bool:
         """Whether an exchange or a queue exists (a passive declare; used by tools).
 

@@ -10,7 +10,10 @@ partitions=N, ...)`` agree on this topology (both declare it, idempotently):
   header ``x-hutch-partition-key`` (``hash-header``), so a retried copy that comes back
   through a delay queue hashes to the same partition;
 - N queues ``orders.p0`` ... ``orders.p<N-1>``, each with ``x-single-active-consumer``
-  and bound with weight 1.
+  and bound with weight 1. They are durable *quorum* queues unless the work queue names
+  another type: on RabbitMQ 3.10 and 3.11 a classic queue whose single active consumer
+  changes while publishers send can crash (rabbitmq-server #5460, fixed in 3.12), and
+  partitions change their active consumer whenever pools rebalance or one dies.
 
 ``submit(body, key=...)`` sets the header (and the routing key, for people reading the
 management UI) to ``key``; equal keys land in the same partition. A pool consumes every
@@ -32,8 +35,8 @@ Limits
 - Changing N re-maps keys to partitions: stop the publishers, let the pools drain every
   partition, then change N everywhere (old partitions beyond the new N stay declared
   until deleted).
-- Which pool is active on a partition is the broker's choice (the first registered
-  consumer); it is not rebalanced when pools join, only when the active one leaves.
+- The broker makes the first registered consumer active; pools then even the
+  partitions out among themselves (:mod:`hutch._worker_pool.rebalance`).
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ from hutch._topology import Binding, Exchange, ExchangeType, Queue, QueueType, T
 __all__ = [
     "PARTITION_HEADER",
     "check_partitions",
+    "partition_census",
     "partition_exchange",
     "partition_names",
+    "partition_queue_type",
     "partition_topology",
 ]
 
@@ -86,6 +91,22 @@ def partition_exchange(queue: Queue) -> str:
     return f"{queue.name}.partitions"
 
 
+def partition_census(queue: Queue) -> str:
+    """The queue every pool of a partitioned work queue consumes, to be counted.
+
+    A classic queue without single active consumer (no message is ever published to it):
+    its ``consumer_count`` is the number of pools. The partition queues' own counts do not
+    do: a quorum queue counts only its active consumer.
+
+    Args:
+        queue: The work queue.
+
+    Returns:
+        ``<queue>.pools``.
+    """
+    return f"{queue.name}.pools"
+
+
 def partition_names(queue: Queue, partitions: int) -> list[str]:
     """The partition queues' names, in order.
 
@@ -99,11 +120,24 @@ def partition_names(queue: Queue, partitions: int) -> list[str]:
     return [f"{queue.name}.p{i}" for i in range(partitions)]
 
 
+def partition_queue_type(queue: Queue) -> QueueType:
+    """The partition queues' type: the work queue's, quorum unless it names one.
+
+    Args:
+        queue: The work queue.
+
+    Returns:
+        The queue type.
+    """
+    return QueueType(queue.queue_type or QueueType.QUORUM)
+
+
 def partition_topology(queue: Queue, partitions: int) -> list[TopologyItem]:
     """The exchange, the partition queues and their bindings, in declaration order.
 
-    Each partition queue takes the work queue's durability, queue type and delivery limit,
-    and has a single active consumer.
+    Each partition queue has a single active consumer and takes the work queue's delivery
+    limit. It is a durable quorum queue unless the work queue names its type; a classic
+    one takes the work queue's durability.
 
     Args:
         queue: The work queue (its name is the prefix).
@@ -113,21 +147,29 @@ def partition_topology(queue: Queue, partitions: int) -> list[TopologyItem]:
         Exchange, queues, bindings.
 
     Raises:
-        ValueError: The work queue is a stream (streams have no single active consumer).
+        ValueError: The work queue is a stream (streams have no single active consumer),
+            or is not durable and names no queue type (quorum queues are durable).
     """
     if queue.queue_type is QueueType.STREAM:
         raise ValueError("a partitioned work queue cannot be a stream: use classic or quorum")
+    if queue.queue_type is None and not queue.durable:
+        raise ValueError(
+            "partition queues are durable quorum queues by default: make the work queue "
+            "durable, or pass queue_type='classic' for non-durable classic partitions"
+        )
+    qtype = partition_queue_type(queue)
+    durable = qtype is QueueType.QUORUM or bool(queue.durable)
     exchange = Exchange(
         partition_exchange(queue),
         type=ExchangeType.CONSISTENT_HASH,
-        durable=bool(queue.durable),
+        durable=durable,
         arguments={"hash-header": PARTITION_HEADER},
     )
     queues = [
         Queue(
             name,
-            durable=bool(queue.durable),
-            queue_type=queue.queue_type,
+            durable=durable,
+            queue_type=qtype,
             delivery_limit=queue.delivery_limit,
             single_active_consumer=True,
         )

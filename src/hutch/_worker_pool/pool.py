@@ -47,14 +47,17 @@ from hutch._retry import RetryPolicy
 from hutch._serialization import Codec, codec_for
 from hutch._signals import graceful_signals
 from hutch._subscriber import wants_message
-from hutch._topology import Queue
+from hutch._topology import Queue, QueueType
 from hutch._worker_pool.partitions import (
     check_partitions,
+    partition_census,
     partition_exchange,
     partition_names,
+    partition_queue_type,
     partition_topology,
 )
 from hutch._worker_pool.process import Child, check_picklable_by_name
+from hutch._worker_pool.rebalance import PartitionConsumers
 from hutch._worker_pool.routing import FailureRouter
 from hutch._worker_pool.stats import PoolStats, summary
 from hutch._worker_pool.task_queue import TaskQueue, work_queue
@@ -166,7 +169,8 @@ class WorkerPool(Generic[T]):
 
     Raises:
         TypeError: A wrong argument type.
-        ValueError: An invalid value, or a handler that processes cannot import.
+        ValueError: An invalid value, a handler that processes cannot import, or
+            ``processes=True`` on a ``memory://`` connection.
 
     Example:
         >>> def resize(job: Job) -> None: ...
@@ -244,7 +248,7 @@ class WorkerPool(Generic[T]):
             raise ValueError(
                 "prefetch must be 1 with partitions: a partition's messages run one at a time"
             )
-        self._partition_consumers: list[tuple[Channel, str]] = []
+        self._partitioned: PartitionConsumers | None = None
         self.channels = (
             self.concurrency
             if channels is None
@@ -284,6 +288,11 @@ class WorkerPool(Generic[T]):
         self.timeout = float(timeout)
         self.name = name or self.queue.name
         self._conn, self._owns_conn = resolve_connection(connection)
+        if processes and self._conn.settings.memory is not None:
+            raise ValueError(
+                "processes=True needs RabbitMQ: the memory:// broker lives in this process "
+                "only; use threads (processes=False) in tests on memory://"
+            )
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._life = LifecycleState("the worker pool")  # NEW -> OPEN (running) -> CLOSED
@@ -297,6 +306,17 @@ class WorkerPool(Generic[T]):
         if self.partitions is not None:
             # a retried copy comes back through the hash exchange: to the same partition
             self._router.retry_exchange = partition_exchange(self.queue)
+            self._partitioned = PartitionConsumers(
+                partition_names(self.queue, self.partitions),
+                self._conn.channel,
+                census=partition_census(self.queue),
+                # classic queues crash on a SAC switch on 3.10/3.11 (rabbitmq-server #5460)
+                rebalance=partition_queue_type(self.queue) is QueueType.QUORUM,
+                pool=self.name,
+                timeout=self.timeout,
+                stopping=self._stopping,
+                on_cancel=self._on_cancel,
+            )
         self._crew = Crew(
             name=self.name,
             queue=self.queue.name,
@@ -312,6 +332,8 @@ class WorkerPool(Generic[T]):
             stats_lock=self._stats_lock,
             fail=self._fail,
             telemetry=self._conn.telemetry,
+            before_settle=None if self._partitioned is None else self._partitioned.before_settle,
+            after_settle=None if self._partitioned is None else self._partitioned.after_settle,
         )
         self._tasks: TaskQueue[T] | None = None
 
@@ -426,8 +448,8 @@ class WorkerPool(Generic[T]):
                 daemon=True,
             )
             w.thread.start()
-        if self.partitions is not None:
-            self._consume_partitions(self.partitions)
+        if self._partitioned is not None:
+            self._consume_partitions(self._partitioned)
             return
         for w in self._workers:
             ch = self._channels[w.channel_index]
@@ -437,20 +459,17 @@ class WorkerPool(Generic[T]):
                 self.queue, w.inbox.put, on_cancel=self._on_cancel, timeout=self.timeout
             )
 
-    def _consume_partitions(self, partitions: int) -> None:
+    def _consume_partitions(self, partitioned: PartitionConsumers) -> None:
         """One consumer (prefetch 1) per partition; partition ``p`` feeds worker ``p % n``.
 
         A worker empties its inbox one message at a time, so each partition's messages
-        run in queue order and never two at once, whichever worker serves it.
+        run in queue order and never two at once, whichever worker serves it. A probe
+        thread counts the pools, and partitions beyond this pool's fair share are handed
+        back between tasks (see :mod:`hutch._worker_pool.rebalance`).
         """
-        names = partition_names(self.queue, partitions)
-        for p, name in enumerate(names):
-            w = self._workers[p % self.concurrency]
-            ch = self._channels[w.channel_index]
-            w.channel = ch
-            ch.qos(1, timeout=self.timeout)  # per consumer: global_qos=False
-            tag = ch.consume(name, w.inbox.put, on_cancel=self._on_cancel, timeout=self.timeout)
-            self._partition_consumers.append((ch, tag))
+        for p in range(len(partitioned.names)):
+            partitioned.consume(p, self._workers[p % self.concurrency].inbox.put)
+        partitioned.start_probe(self._conn.channel())
 
     def run(
         self,
@@ -569,12 +588,8 @@ class WorkerPool(Generic[T]):
                     w.channel.cancel(w.consumer_tag, timeout=min(left(), self.timeout))
                 except HutchError as exc:
                     log.debug("hutch: cancelling consumer %s failed: %s", w.consumer_tag, exc)
-        for ch, tag in self._partition_consumers:
-            if self._conn.is_open:
-                try:
-                    ch.cancel(tag, timeout=min(left(), self.timeout))
-                except HutchError as exc:
-                    log.debug("hutch: cancelling consumer %s failed: %s", tag, exc)
+        if self._partitioned is not None:
+            self._partitioned.close()  # no cancel: see hutch._worker_pool.rebalance
         # every delivery for a cancelled consumer is in its inbox now: the sentinel comes last
         for w in self._workers:
             w.finish()
@@ -590,6 +605,8 @@ class WorkerPool(Generic[T]):
         for w in self._workers:
             if w.child is not None:
                 w.child.stop(left() if w.thread is None or not w.thread.is_alive() else 0.0)
+        if self._partitioned is not None:
+            self._partitioned.join(min(left(), self.timeout))
         for ch in self._channels:
             ch.close(timeout=min(left(), self.timeout))  # after the queued acks (FIFO)
         self._router.close(min(left(), self.timeout))

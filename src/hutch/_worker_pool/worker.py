@@ -57,6 +57,10 @@ class Crew:
         fail: Stops the pool with an error.
         telemetry: The connection's telemetry (the process span runs in the worker
             thread, around the handler or around the child process's work).
+        before_settle: Called with each delivery once its handler ran, before it is
+            settled (a partitioned pool hands partitions back there).
+        after_settle: Called with each delivery once it was settled (a partitioned pool
+            consumes a handed-back partition again there).
     """
 
     name: str
@@ -73,6 +77,8 @@ class Crew:
     stats_lock: threading.Lock
     fail: Callable[[HutchError], None]
     telemetry: Telemetry = NOOP_TELEMETRY
+    before_settle: Callable[[Delivery], None] | None = None
+    after_settle: Callable[[Delivery], None] | None = None
 
 
 def _recording(handler: Callable[..., object], span: Scope) -> Callable[..., object]:
@@ -172,8 +178,8 @@ class Worker:
                 if crew.stopping.is_set() or (crew.processes and self.child is None):
                     held.append(delivery)  # prefetched, never started
                     continue
-                if delivery.generation != delivery.channel.generation:
-                    continue  # from before a reconnect: the broker redelivers it
+                if not delivery.channel.is_current(delivery):
+                    continue  # its channel is gone (reconnect, closed): the broker redelivers it
                 self._handle(delivery)
             except BaseException:
                 log.exception(
@@ -238,7 +244,11 @@ class Worker:
                 {"exception.type": outcome.error_type, "exception.message": outcome.reason},
             )
         busy = time.monotonic() - started
+        if crew.before_settle is not None:
+            crew.before_settle(delivery)
         self._settle(delivery, attempt, outcome, span)
+        if crew.after_settle is not None:
+            crew.after_settle(delivery)
         # one line per task (the CLI shows them with -v), as dramatiq's workers print
         task_log.info(
             "task %s on %r: %s in %.3f s (attempt %d)%s",
