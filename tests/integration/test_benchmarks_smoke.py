@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.rabbitmq_only("benchmarks measure RabbitMQ and hand-written pika"),
+]
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NEW = ["rpc", "scale_out", "cpu_memory"]

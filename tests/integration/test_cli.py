@@ -21,7 +21,10 @@ import pytest
 import hutch
 from hutch._cli import main
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.rabbitmq_only("CLI subprocesses: a memory broker is not shared across processes"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,10 @@ from hutch._cli import build_parser
 from tests.integration.test_cli import Cli
 from tests.integration.test_cli_hints import http_port as http_port
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.rabbitmq_only("CLI subprocesses: a memory broker is not shared across processes"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "cli.md"

@@ -21,7 +21,10 @@ from hutch._cli import main
 from tests.integration.test_cli import Cli, one_error_line, run
 from tests.integration.test_cli import cli as cli
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.rabbitmq_only("CLI subprocesses: a memory broker is not shared across processes"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 

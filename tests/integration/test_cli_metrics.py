@@ -20,7 +20,10 @@ import hutch
 from hutch.testing import LocalBroker
 from tests.integration.test_cli import Cli, write_docs_module
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.rabbitmq_only("CLI subprocesses and a broker node that is stopped"),
+]
 
 HANDLER = "def handle(body: dict) -> None:\n    print(body['n'], flush=True)\n"
 

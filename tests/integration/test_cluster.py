@@ -19,7 +19,11 @@ from hutch.testing import BrokerError, LocalCluster
 from tests.integration.test_faults import ConsumeLoop, drain_until_all_received
 from tests.reliability import Ledger, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.rabbitmq_only("clustering: several real RabbitMQ nodes"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.rabbitmq_only("checks the amqp:// URL with its masked password in repr")
 def test_connect_and_close_idempotent(amqp_url: str) -> None:
     conn = connect(amqp_url, connection_name="idempotent")
     assert conn.is_open

@@ -32,7 +32,12 @@ import pytest
 import hutch
 from hutch.testing import Broker
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.rabbitmq_only(
+        "runs documentation snippets as separate processes against amqp:// URLs"
+    ),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hutch import Connection
+
+pytestmark = pytest.mark.rabbitmq_only("runs the RPC examples as separate processes")
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

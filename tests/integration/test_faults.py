@@ -37,7 +37,10 @@ from hutch.testing import LocalBroker
 from tests.proxy import TcpProxy
 from tests.reliability import Ledger, wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.rabbitmq_only("fault injection: stops, restarts and alarms a real broker node"),
+]
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,10 @@ from hutch.testing import LocalBroker
 from tests.integration.test_faults import PublishLoop, drain_until_all_received
 from tests.reliability import Ledger, wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.rabbitmq_only("kills worker processes and faults a real broker node"),
+]
 
 
 def recording_handler(ledger: Ledger, work: float = 0.0) -> Callable[[int, Message[int]], None]:

@@ -25,7 +25,10 @@ from pydantic import BaseModel
 from hutch import Connection, Message, MessageTooLarge, Publisher, Queue, Subscriber
 from tests.reliability import wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.rabbitmq_only("a producer we did not write: raw pika frames on the wire"),
+]
 
 #: Content types a hostile or confused publisher might send.
 CONTENT_TYPES = [

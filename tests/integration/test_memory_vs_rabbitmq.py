@@ -23,7 +23,10 @@ from hypothesis import strategies as st
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.rabbitmq_only("compares the memory broker with RabbitMQ itself"),
+]
 
 
 def _settings(examples: int) -> settings:

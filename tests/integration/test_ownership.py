@@ -11,7 +11,10 @@ import pytest
 from hutch import Connection
 from hutch._amqp.ownership_rules import ConnState, may_take_direct, reachable, state_of
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.rabbitmq_only("the pika driver's ownership protocol on a real socket"),
+]
 
 
 def test_a_connection_goes_new_open_closed_and_the_driver_agrees_with_the_rules(

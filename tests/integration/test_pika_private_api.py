@@ -41,7 +41,10 @@ from hutch._amqp.pika_private import (
     send_now,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.rabbitmq_only("guards pika's private API on a real connection"),
+]
 
 
 @pytest.fixture

@@ -184,6 +184,7 @@ def test_confirm_batch_arguments_fail_at_once(conn: Connection, unique_name: str
             pub.batch().publish(1)  # not entered
 
 
+@pytest.mark.rabbitmq_only("which thread reads the broker's confirms is the pika driver's protocol")
 def test_confirmed_publish_reads_its_confirm_on_the_calling_thread(
     conn: Connection, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -223,6 +223,7 @@ def test_200_concurrent_calls_from_8_threads_each_matched(
     assert client.dropped_replies == 0
 
 
+@pytest.mark.rabbitmq_only("which thread reads the replies is the pika driver's protocol")
 def test_blocking_calls_read_their_replies_on_the_calling_thread(
     conn: Connection, served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,6 +390,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.rabbitmq_only("a server in another process")
 def test_server_process_killed_mid_call_gives_rpc_timeout(
     amqp_url: str, conn: Connection, unique_name: str
 ) -> None:
@@ -502,6 +504,7 @@ def test_connection_lost_fails_waiting_calls_at_once(
 
 
 # ------------------------------------------------------------------ interop with plain pika
+@pytest.mark.rabbitmq_only("interop with plain pika")
 def test_plain_pika_client_against_hutch_server(amqp_url: str, served: Served) -> None:
     # the classic tutorial client: exclusive server-named callback queue, text body
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -539,6 +542,7 @@ def test_plain_pika_client_against_hutch_server(amqp_url: str, served: Served) -
         connection.close()
 
 
+@pytest.mark.rabbitmq_only("interop with plain pika")
 def test_hutch_client_against_plain_pika_server(
     amqp_url: str, conn: Connection, unique_name: str
 ) -> None:

@@ -25,7 +25,12 @@ SCRIPT = Path(signal_script.__file__)
 ROOT = SCRIPT.parents[2]
 KINDS = ("subscriber", "pool", "rpc")
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.rabbitmq_only(
+        "real processes receiving signals: the broker must be shared across processes"
+    ),
+]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

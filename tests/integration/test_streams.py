@@ -10,7 +10,12 @@ import pytest
 
 from hutch import Connection, Publisher, Queue, Subscriber
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.rabbitmq_only(
+        "streams (x-queue-type=stream, offsets) are not in the memory broker"
+    ),
+]
 
 
 @pytest.fixture

@@ -136,6 +136,7 @@ def test_one_trace_from_publish_through_a_worker_and_an_rpc_call_to_the_server(
     assert consumer.attributes is not None and consumer.attributes["hutch.settlement"] == "acked"
 
 
+@pytest.mark.rabbitmq_only("interop with plain pika programs")
 def test_trace_context_to_and_from_plain_pika_programs(
     amqp_url: str, traced: Connection, rig: Otel, names: str
 ) -> None:
@@ -289,6 +290,7 @@ def publish_from_a_worker_process(body: Any) -> None:
         pub.publish(b"from the child")
 
 
+@pytest.mark.rabbitmq_only("worker processes")
 def test_a_handler_in_a_worker_process_continues_the_trace(
     amqp_url: str, traced: Connection, rig: Otel, names: str
 ) -> None:

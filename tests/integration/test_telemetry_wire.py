@@ -21,7 +21,10 @@ from tests.otel_support import Otel, otel
 
 __all__ = ["otel"]
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.rabbitmq_only("interop with plain pika programs"),
+]
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import pytest
 
 from hutch.testing import _plugin
 
+pytestmark = pytest.mark.rabbitmq_only("tests how the plugin acquires a real broker")
+
 TINY_SUITE = """
 def test_without_broker():
     pass

@@ -25,7 +25,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hutch import AuthenticationError, ConnectError, Connection, Publisher, Queue, TlsOptions
 from hutch.testing import BrokerError, LocalBroker, TlsFiles
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.rabbitmq_only("TLS: the memory broker has no network listener"),
+]
 
 _Key = ec.EllipticCurvePrivateKey
 

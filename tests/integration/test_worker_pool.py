@@ -422,6 +422,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+@pytest.mark.rabbitmq_only("worker processes")
 def test_sigterm_finishes_tasks_in_hand_then_exits(
     amqp_url: str, conn: Connection, queue_name: str, tmp_path: Path
 ) -> None:
@@ -448,6 +449,7 @@ def test_sigterm_finishes_tasks_in_hand_then_exits(
     assert sorted(Task.model_validate_json(d.body).id for d in rest) == [2, 3, 4, 5]
 
 
+@pytest.mark.rabbitmq_only("worker processes")
 def test_sigkill_mid_task_loses_nothing_with_two_worker_processes(
     amqp_url: str, conn: Connection, queue_name: str, tmp_path: Path
 ) -> None:

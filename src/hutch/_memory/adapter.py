@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -48,7 +47,7 @@ from hutch._topology import Binding, Exchange, Queue, TopologyItem, ordered
 
 if TYPE_CHECKING:
     from hutch._amqp import Channel, OutgoingMessage
-    from hutch._settings import ConnectionSettings
+    from hutch._settings import Address, ConnectionSettings
 
 __all__ = ["MemoryAmqpChannel", "MemoryDriver"]
 
@@ -84,7 +83,7 @@ class MemoryDriver:
     def __init__(self, settings: ConnectionSettings, name: str) -> None:
         self.settings = settings
         self.name = name
-        self.connected_address = None
+        self.connected_address: Address | None = None
         self.recoveries = 0
         self.recovering = False
         self.blocked = False
@@ -110,6 +109,7 @@ class MemoryDriver:
             return
         broker = get_broker(self.settings.memory or "")
         self._connection = broker.connect(self.settings.vhost)
+        self.connected_address = self.settings.addresses[0]
 
     def close(self, timeout: float | None) -> None:
         """Close every channel and the connection (idempotent); listeners hear "closed"."""
@@ -178,19 +178,6 @@ class MemoryDriver:
         with self._lock:
             if channel in self._channels:
                 self._channels.remove(channel)
-
-    def wait_callbacks(self, done: Callable[[], bool], limit: float) -> None:
-        """Wait up to ``limit`` seconds for ``done()``, woken after each callback ran."""
-        conn = self._connection
-        deadline = time.monotonic() + limit
-        if conn is None or self.in_io_thread:
-            return
-        with conn._idle:
-            while not done():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                conn._idle.wait(min(left, 0.05))
 
 
 class _Method:
@@ -277,12 +264,13 @@ class MemoryAmqpChannel:
         """Return at once (never blocked)."""
 
     def pump(self, fut: Future[Any], limit: float) -> None:
-        """Wait up to ``limit`` seconds for ``fut`` (off the callback thread)."""
-        self._driver.wait_callbacks(fut.done, limit)
+        """Return at once: the callback thread does all I/O (callers then wait as usual).
+
+        The pika channel returns early too whenever it cannot read the connection itself.
+        """
 
     def pump_until(self, done: Callable[[], bool], limit: float, *, wait: float = 0.005) -> None:
-        """Wait up to ``limit`` seconds for ``done()`` (off the callback thread)."""
-        self._driver.wait_callbacks(done, limit)
+        """Return at once (see :meth:`pump`)."""
 
     def wait_settled(self, fut: Future[R], timeout: float | None) -> R:
         """Wait for ``fut`` (raises ``concurrent.futures.TimeoutError`` after ``timeout``)."""
@@ -527,9 +515,8 @@ class MemoryAmqpChannel:
         until: Future[Any] | None = None,
         wait: float = 1.0,
     ) -> Future[None]:
-        """Publish a message, then wait up to ``limit`` seconds for ``until`` (its confirm)."""
+        """Publish a message; the caller then waits for its confirm as usual (see :meth:`pump`)."""
         self._publish_now(message)
-        self._driver.wait_callbacks((until or message.future).done, limit)
         return message.future
 
     def publish_many(self, messages: list[OutgoingMessage], *, direct: bool = False) -> None:
