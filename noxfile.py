@@ -106,6 +106,21 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]), env=BROKER_ENV)
 
 
+@nox.session
+def tests_memory(session: nox.Session) -> None:
+    """Run the integration suite on the in-process memory broker (``--hutch-broker=memory``).
+
+    Tests marked ``rabbitmq_only`` are skipped; every other one must pass on both brokers
+    (RabbitMQ stays the truth: a disagreement is a bug in the memory broker).
+    """
+    session.install("-e", ".[testing,cli]", *TEST_DEPS)
+    session.run(
+        "pytest",
+        *(session.posargs or ["-q", "tests/integration", "tests/unit/test_memory_backend.py"]),
+        "--hutch-broker=memory",
+    )
+
+
 # the oldest combination a user can install, the lowest pika on the newest Python, and the
 # newest of both (the default interpreter with the newest pika runs the whole suite)
 COMPAT_MATRIX = [

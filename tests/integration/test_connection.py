@@ -80,6 +80,7 @@ class Tick(BaseModel):
     n: int
 
 
+@pytest.mark.rabbitmq_only("AMQP heartbeats on a real socket")
 def test_idle_publisher_past_three_heartbeats_still_publishes(
     hutch_broker: Broker, unique_name: str
 ) -> None:
@@ -95,6 +96,7 @@ def test_idle_publisher_past_three_heartbeats_still_publishes(
         assert conn.channel().message_count(q.name) == 2
 
 
+@pytest.mark.rabbitmq_only("AMQP heartbeats on a real socket")
 def test_long_handler_past_three_heartbeats_keeps_connection(
     hutch_broker: Broker, unique_name: str
 ) -> None:

@@ -11,6 +11,7 @@ from tests.reliability import wait_until
 pytestmark = pytest.mark.timeout(240)
 
 
+@pytest.mark.rabbitmq_only("stops and restarts a real broker node")
 def test_is_connected_follows_loss_and_recovery(fault_broker: LocalBroker) -> None:
     conn = hutch.Connection(fault_broker.url)
     assert not conn.is_connected  # not opened yet

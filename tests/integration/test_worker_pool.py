@@ -27,6 +27,7 @@ from hutch import (
     WorkerPool,
 )
 from hutch._amqp import Delivery
+from hutch._worker_pool.pool import window
 from tests.integration import worker_script
 from tests.integration.worker_script import Task, read_log, work_queue
 
@@ -81,10 +82,10 @@ def test_fair_dispatch_with_a_skewed_workload(conn: Connection, queue_name: str)
     records: list[tuple[int, str, float]] = []
     lock = threading.Lock()
 
-    def handle(task: Task, message: Message[Task]) -> None:
+    def handle(task: Task) -> None:
         time.sleep(task.seconds)
-        with lock:
-            records.append((task.id, message.consumer_tag, task.seconds))
+        with lock:  # the worker thread is named hutch-worker-<pool>-<index>
+            records.append((task.id, threading.current_thread().name, task.seconds))
 
     q = work_queue(queue_name)
     tasks = [Task(id=i, seconds=0.020 if i % 4 == 3 else 0.005) for i in range(200)]
@@ -98,7 +99,8 @@ def test_fair_dispatch_with_a_skewed_workload(conn: Connection, queue_name: str)
     stats = pool.stats
     assert stats.processed == 200 and stats.failed == 0
     per_worker = collections.Counter(r[1] for r in records)
-    assert {w.consumer_tag: w.processed for w in stats.workers} == dict(per_worker)
+    by_thread = {f"hutch-worker-{queue_name}-{w.worker}": w.processed for w in stats.workers}
+    assert by_thread == dict(per_worker)
     assert len(per_worker) == 4
     busy: dict[str, float] = collections.defaultdict(float)
     longs: collections.Counter[str] = collections.Counter()
@@ -147,10 +149,62 @@ def test_fast_workers_take_more_tasks_than_slow_ones(
     assert by_host["fast"] > 2 * by_host["slow"], by_host  # ideal: 160 against 40
 
 
-def test_seed_layout_four_consumers_in_two_channels_prefetch_one(
+def test_a_busy_pool_holds_no_more_than_its_window(
+    amqp_url: str, conn: Connection, queue_name: str
+) -> None:
+    # two "hosts" on one queue: pool A (2 workers, 1 s tasks) and an idle, fast pool B.
+    # A prefetches a window of 2 x 1 + 2 = 4 messages (2 in hand, 2 waiting for a free
+    # worker) and never more; B takes all the rest.
+    q = work_queue(queue_name)
+    done: collections.Counter[int] = collections.Counter()
+    by_pool: collections.Counter[str] = collections.Counter()
+    in_hand = 0
+    lock = threading.Lock()
+
+    def slow(task: Task) -> None:
+        nonlocal in_hand
+        with lock:
+            in_hand += 1
+        time.sleep(1.0)
+        with lock:
+            in_hand -= 1
+            done[task.id] += 1
+            by_pool["A"] += 1
+
+    def fast(task: Task) -> None:
+        with lock:
+            done[task.id] += 1
+            by_pool["B"] += 1
+
+    limit = window(2, 1)
+    assert limit == 4
+    held: list[int] = []
+    with (
+        Connection(amqp_url, connection_name="busy-host") as busy_conn,
+        WorkerPool(busy_conn, queue=q, handler=slow, model=Task, concurrency=2) as pool_a,
+        WorkerPool(conn, queue=q, handler=fast, model=Task, concurrency=2),
+    ):
+        # A's unacked messages: those its handlers run plus those waiting in its inbox
+        inbox = pool_a._workers[0].inbox
+        assert all(w.inbox is inbox for w in pool_a._workers)  # one shared inbox
+        with TaskQueue(conn, queue=q, model=Task) as tasks:
+            tasks.submit_many([Task(id=i) for i in range(30)]).raise_for_failures()
+        deadline = time.monotonic() + 30
+        while sum(done.values()) < 30 and time.monotonic() < deadline:
+            with lock:
+                held.append(in_hand + inbox.qsize())
+            time.sleep(0.005)
+    assert sorted(done) == list(range(30)) and set(done.values()) == {1}, done
+    assert max(held) == limit, collections.Counter(held)  # it filled its window, no more
+    assert by_pool["A"] <= limit and by_pool["B"] == 30 - by_pool["A"], by_pool
+    assert pool_a.stats.processed == by_pool["A"]
+
+
+def test_seed_layout_four_workers_in_two_channels_prefetch_one(
     conn: Connection, queue_name: str
 ) -> None:
-    # every worker holds one message at a time, and all four work at once
+    # four workers over two channels: one consumer per channel with a window of
+    # 2 x prefetch + 2 = 4 unacked messages; all four workers work at once
     in_hand = 0
     peak = 0
     seen: list[str] = []
@@ -171,18 +225,18 @@ def test_seed_layout_four_consumers_in_two_channels_prefetch_one(
         conn, queue=work_queue(queue_name), handler=handle, concurrency=4, channels=2, prefetch=1
     )
     with pool:
-        for i in range(8):
+        for i in range(12):
             pool.submit(i)
         wait_for(lambda: len(seen) >= 4, 10, "four tasks in hand")
         time.sleep(0.2)
-        # 4 in hand, 4 still ready: no worker was sent a second message while busy
+        # 4 in hand, 4 waiting in the pool (2 per channel), 4 still ready on the broker
         assert peak == 4 and len(seen) == 4
         assert count(conn, queue_name) == 4
         release.set()
-        wait_for(lambda: len(seen) == 8, 10, "all tasks")
+        wait_for(lambda: len(seen) == 12, 10, "all tasks")
     assert sorted(w.channel for w in pool.stats.workers) == [0, 0, 1, 1]
-    assert len({w.consumer_tag for w in pool.stats.workers}) == 4
-    assert pool.stats.processed == 8 and count(conn, queue_name) == 0
+    assert len({w.consumer_tag for w in pool.stats.workers}) == 2
+    assert pool.stats.processed == 12 and count(conn, queue_name) == 0
 
 
 # --------------------------------------------------------------------------- failures
@@ -329,6 +383,7 @@ def test_retry_and_reject_signals(conn: Connection, queue_name: str) -> None:
 # --------------------------------------------------------------------------- long tasks, stop
 
 
+@pytest.mark.rabbitmq_only("AMQP heartbeats on a real socket")
 def test_long_handler_past_three_heartbeats_acks_without_reconnect(
     amqp_url: str, unique_name: str
 ) -> None:
@@ -364,22 +419,23 @@ def test_stop_finishes_tasks_in_hand_and_requeues_prefetched_ones(
         time.sleep(0.5)
         finished.append(n)
 
-    # prefetch 2: each worker holds one message in hand and one prefetched
+    # prefetch 2, two workers: a window of 2 x 2 + 2 = 6, two messages in hand and four
+    # prefetched; two more stay on the broker
     pool = WorkerPool(
         conn, queue=work_queue(queue_name), handler=handle, model=int, concurrency=2, prefetch=2
     )
     pool.start()
-    pool.submit_many(range(6)).raise_for_failures()
+    pool.submit_many(range(8)).raise_for_failures()
     wait_for(lambda: len(started) == 2, 10, "two tasks in hand")
     time.sleep(0.1)
     pool.stop()
     assert sorted(started) == sorted(finished) and len(finished) == 2
     stats = pool.stats
-    assert stats.processed == 2 and stats.requeued == 2
+    assert stats.processed == 2 and stats.requeued == 4
     rest = drain(conn, queue_name)
-    assert len(rest) == 4  # nothing lost, nothing acked that was not done
-    assert sorted(int(d.body) for d in rest) == sorted(set(range(6)) - set(finished))
-    assert sum(d.redelivered for d in rest) == 2  # the prefetched ones went back unstarted
+    assert len(rest) == 6  # nothing lost, nothing acked that was not done
+    assert sorted(int(d.body) for d in rest) == sorted(set(range(8)) - set(finished))
+    assert sum(d.redelivered for d in rest) == 4  # the prefetched ones went back unstarted
 
 
 def test_run_returns_when_a_handler_stops_the_pool(conn: Connection, queue_name: str) -> None:
@@ -490,6 +546,7 @@ def test_sigkill_mid_task_loses_nothing_with_two_worker_processes(
     assert count(conn, queue_name) == 0
 
 
+@pytest.mark.rabbitmq_only("worker processes")
 def test_process_workers_run_in_parallel_and_survive_a_crash(
     conn: Connection, queue_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
