@@ -2,9 +2,10 @@
 
 The classic RabbitMQ work-queue layout with hutch. Tasks of varying length go to the
 durable queue ``task_queue`` as persistent, confirmed messages. Four workers consume it,
-two per channel, each with ``prefetch_count=1``: a worker busy with a long task gets no
-new message until it acks, which it does only after the task is done, so the idle workers
-take the rest (fair dispatch). Every fourth task here is four times longer than the others.
+two per channel; each channel's consumer holds a window of 2 x prefetch 1 + 2 unacked
+messages that its two workers share, and a task is acked only after it is done, so a
+worker busy with a long task holds up nothing and the idle workers take the rest (fair
+dispatch). Every fourth task here is four times longer than the others.
 
 Run it against any broker; it exits by itself and prints how the tasks were spread::
 
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
     all_done = threading.Event()
 
-    def work(task: Task, message: hutch.Message[Task]) -> None:
+    def work(task: Task) -> None:
         # runs on a worker thread; the message is acked when this returns
         if task.run != run:
             return  # left over from an earlier, interrupted run: just ack it
         time.sleep(task.seconds)
         with lock:
-            done[message.consumer_tag].append(task)
+            done[threading.current_thread().name].append(task)  # hutch-worker-<pool>-<i>
             if sum(len(d) for d in done.values()) == len(tasks):
                 all_done.set()
 
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             queue=args.queue,
             handler=work,
             model=Task,
-            concurrency=4,  # four consumers...
-            channels=2,  # ...two per channel
-            prefetch=1,  # a busy worker gets nothing new until it acks
+            concurrency=4,  # four workers...
+            channels=2,  # ...two per channel (one consumer each)
+            prefetch=1,  # a window of 2 x 1 + 2 unacked tasks per channel
         )
         started = time.monotonic()
         with pool:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'worker':<8}{'channel':>8}{'tasks':>7}{'long':>6}{'busy s':>9}")
     for w in pool.stats.workers:
-        mine = done.get(w.consumer_tag, [])
+        mine = done.get(f"hutch-worker-{pool.name}-{w.worker}", [])
         longs = sum(t.seconds > 0.1 for t in mine)
         busy = sum(t.seconds for t in mine)
         print(f"{w.worker:<8}{w.channel:>8}{len(mine):>7}{longs:>6}{busy:>9.2f}")

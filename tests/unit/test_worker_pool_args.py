@@ -8,6 +8,7 @@ import pytest
 
 from hutch import Queue, RetryPolicy, TaskQueue, WorkerPool
 from hutch._worker_pool import load_handler
+from hutch._worker_pool.pool import window
 from hutch._worker_pool.process import jsonable as _jsonable
 
 URL = "amqp://guest:guest@localhost:1/"  # never connected: constructors do no I/O
@@ -48,13 +49,19 @@ def test_defaults_and_layout() -> None:
     pool = WorkerPool(URL, queue="tasks", handler=handler)
     assert pool.queue.name == "tasks" and pool.queue.durable  # durable by default
     assert pool.dead_letter_queue.name == "tasks.dead" and pool.dead_letter_queue.durable
-    assert (pool.concurrency, pool.prefetch, pool.channels) == (4, 1, 4)
+    assert (pool.concurrency, pool.prefetch, pool.channels) == (4, 1, 1)  # one consumer
     assert pool.retry == RetryPolicy()
     assert not pool.is_running and pool.stats.processed == 0
     seed = WorkerPool(URL, queue="task_queue", handler=handler, concurrency=4, channels=2)
     assert seed.channels == 2
     pool.stop()  # never started: a no-op, and idempotent
     pool.stop()
+
+
+def test_window_is_prefetch_per_worker_plus_a_few_spare() -> None:
+    assert [window(n, 1) for n in (1, 2, 4, 8)] == [2, 4, 6, 10]
+    assert window(4, 10) == 42
+    assert window(10_000, 65535) == 65535  # basic.qos takes a 16-bit count
 
 
 def test_handler_given_by_name() -> None:

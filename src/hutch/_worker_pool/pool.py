@@ -2,13 +2,16 @@
 
 Layout
 ------
-A pool runs ``concurrency`` workers. Each worker is one AMQP consumer of the work queue
-(its own ``basic.consume`` after ``basic.qos(prefetch, global=False)``) feeding one worker
-thread through a private in-memory inbox. The consumers are spread over ``channels``
-channels of one connection (one channel per consumer by default). Because prefetch is
-per consumer and a message is acked only after its handler returned, the broker never
-gives a busy worker more than ``prefetch`` messages: a worker stuck on a long task gets
-nothing new, the idle ones take the rest (fair dispatch).
+A pool runs ``concurrency`` worker threads and one AMQP consumer of the work queue per
+channel (one channel by default). A consumer's ``basic.qos(window, global=False)`` lets
+the broker send it at most ``window`` unacked messages, where the window is
+:func:`window` (``prefetch`` per worker on the channel plus up to 2); its deliveries go
+into one in-memory inbox that the channel's workers share, so whichever worker frees
+first takes the next message, already here (local dispatch: no worker waits a broker round
+trip after its ack). A message is acked only after its handler returned, so a busy pool
+holds at most its window and the broker gives the rest to other pools (fair dispatch
+across hosts). Partitions keep one consumer per partition instead (see
+:mod:`hutch._worker_pool.rebalance`).
 
 The connection's I/O thread only moves bytes: it puts deliveries into the inboxes and
 sends the acks the workers hand back, so heartbeats keep flowing however long a handler
@@ -26,6 +29,7 @@ it out. See :class:`~hutch.RetryPolicy`.
 from __future__ import annotations
 
 import logging
+import queue as _queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -70,7 +74,7 @@ if TYPE_CHECKING:
 
     from hutch._topology import FieldValue
 
-__all__ = ["WorkerPool", "load_handler"]
+__all__ = ["WorkerPool", "load_handler", "window"]
 
 log = logging.getLogger("hutch")
 
@@ -89,6 +93,23 @@ _WORDS = {
     Lifecycle.CLOSED: "stopped",
     Lifecycle.FAILED: "failed",
 }
+
+
+def window(workers: int, prefetch: int) -> int:
+    """Unacked messages one consumer may hold for ``workers`` workers (its ``basic.qos``).
+
+    ``prefetch`` per worker plus up to 2 spare: when a worker acks, the next message is
+    already in the pool's inbox, so no worker waits a broker round trip, while a busy pool
+    holds at most 2 messages more than it works on (the broker gives the rest to other
+    pools). A single worker gets 1 spare, so at most one message waits behind its task.
+
+    Example:
+        >>> window(4, 1)
+        6
+        >>> window(1, 1)
+        2
+    """
+    return min(65535, workers * prefetch + min(2, workers))
 
 
 def load_handler(spec: str) -> Callable[..., object]:
@@ -115,11 +136,12 @@ def load_handler(spec: str) -> Callable[..., object]:
 class WorkerPool(Generic[T]):
     """Competing workers on one durable queue: fair dispatch, retries, graceful shutdown.
 
-    Each of the ``concurrency`` workers is its own consumer with
-    ``basic.qos(prefetch, global=False)``, so the broker sends a worker at most
-    ``prefetch`` unacked messages: with the default ``prefetch=1`` a busy worker gets no
-    new message until it acks, and the others take the load. Several pools on several
-    hosts can consume the same queue (run the same ``hutch worker`` command on each).
+    The pool consumes with a small window of unacked messages (``prefetch`` per worker
+    plus up to 2, see :func:`window`) and hands each delivery to whichever of its workers
+    frees first, so a worker never waits a broker round trip for its next task, and a
+    busy pool never holds more than its window: the broker gives the rest to other pools.
+    Several pools on several hosts can consume the same queue (run the same
+    ``hutch worker`` command on each).
 
     Threads: handlers run on the pool's worker threads (or, with ``processes=True``, in
     one child process per worker), never on the connection's I/O thread, so heartbeats
@@ -150,8 +172,9 @@ class WorkerPool(Generic[T]):
             ``"package.module:function"`` string. Its return value is ignored.
         model: The body type; None decodes by content type (JSON, text, else bytes).
         concurrency: Number of workers (consumers, threads, and processes if enabled).
-        prefetch: Unacked messages the broker may send to each worker.
-        channels: Channels to spread the consumers over (default: one per consumer).
+        prefetch: Unacked messages per worker: a channel's consumer holds at most
+            ``prefetch`` times its workers plus up to 2 (see :func:`window`).
+        channels: Channels (one consumer each) to spread the workers over (default 1).
         processes: Run handlers in ``concurrency`` worker processes (for CPU-bound work).
             The handler and model must then be importable by qualified name; if they live
             in the main script, guard its entry point with ``if __name__ == "__main__":``.
@@ -250,7 +273,7 @@ class WorkerPool(Generic[T]):
             )
         self._partitioned: PartitionConsumers | None = None
         self.channels = (
-            self.concurrency
+            1
             if channels is None
             else check_int(
                 "channels (consumers are spread over them)", channels, 1, self.concurrency
@@ -415,10 +438,16 @@ class WorkerPool(Generic[T]):
         conn = self._conn
         if self._owns_conn and not conn.is_open:
             conn.open(self.timeout)
+        # one inbox per channel, shared by its workers (partitions: one inbox per worker)
+        inboxes: list[_queue.SimpleQueue[Any] | None] = [
+            None if self._partitioned is not None else _queue.SimpleQueue()
+            for _ in range(self.channels)
+        ]
         with self._stats_lock:
             self._workers = [
-                Worker(i, i * self.channels // self.concurrency, self._crew)
+                Worker(i, c, self._crew, inboxes[c])
                 for i in range(self.concurrency)
+                for c in [i * self.channels // self.concurrency]
             ]
         for _ in range(self.channels):
             # raises at once if the connection was closed or failed for good
@@ -451,13 +480,14 @@ class WorkerPool(Generic[T]):
         if self._partitioned is not None:
             self._consume_partitions(self._partitioned)
             return
-        for w in self._workers:
-            ch = self._channels[w.channel_index]
-            w.channel = ch
-            ch.qos(self.prefetch, timeout=self.timeout)  # per consumer: global_qos=False
-            w.consumer_tag = ch.consume(
-                self.queue, w.inbox.put, on_cancel=self._on_cancel, timeout=self.timeout
+        for c, ch in enumerate(self._channels):
+            crew = [w for w in self._workers if w.channel_index == c]
+            ch.qos(window(len(crew), self.prefetch), timeout=self.timeout)  # global_qos=False
+            tag = ch.consume(
+                self.queue, crew[0].inbox.put, on_cancel=self._on_cancel, timeout=self.timeout
             )
+            for w in crew:
+                w.channel, w.consumer_tag = ch, tag
 
     def _consume_partitions(self, partitioned: PartitionConsumers) -> None:
         """One consumer (prefetch 1) per partition; partition ``p`` feeds worker ``p % n``.
@@ -582,8 +612,12 @@ class WorkerPool(Generic[T]):
         # a stopped pool leaves nothing registered on a shared connection
         self._conn.remove_listener(self._on_connection_event)
 
+        cancelled: set[str] = set()
         for w in self._workers:
             if w.channel is not None and w.consumer_tag and self._conn.is_open:
+                if w.consumer_tag in cancelled:
+                    continue  # workers of one channel share its consumer
+                cancelled.add(w.consumer_tag)
                 try:
                     w.channel.cancel(w.consumer_tag, timeout=min(left(), self.timeout))
                 except HutchError as exc:

@@ -95,12 +95,16 @@ def _recording(handler: Callable[..., object], span: Scope) -> Callable[..., obj
 
 
 class Worker:
-    """One consumer's inbox, the thread that empties it, and its counters (internal).
+    """An inbox, the thread that empties it, and its counters (internal).
+
+    Workers may share one inbox (the pool's consumer on their channel fills it; whichever
+    worker is free takes the next delivery) or have their own (a partition's consumer).
 
     Args:
         index: The worker's index in its pool.
         channel_index: Index of the channel its consumer is on.
         crew: What the pool's workers share.
+        inbox: The inbox it takes deliveries from; None gives it its own.
     """
 
     __slots__ = (
@@ -121,11 +125,17 @@ class Worker:
         "thread",
     )
 
-    def __init__(self, index: int, channel_index: int, crew: Crew) -> None:
+    def __init__(
+        self,
+        index: int,
+        channel_index: int,
+        crew: Crew,
+        inbox: _queue.SimpleQueue[Any] | None = None,
+    ) -> None:
         self.index = index
         self.channel_index = channel_index
         self.crew = crew
-        self.inbox: _queue.SimpleQueue[Any] = _queue.SimpleQueue()
+        self.inbox: _queue.SimpleQueue[Any] = _queue.SimpleQueue() if inbox is None else inbox
         self.thread: threading.Thread | None = None
         self.channel: Channel | None = None
         self.consumer_tag = ""
@@ -155,7 +165,11 @@ class Worker:
         )
 
     def finish(self) -> None:
-        """Tell the thread to return once the deliveries in the inbox are dealt with."""
+        """Tell one thread of the inbox to return once the deliveries in it are dealt with.
+
+        Each worker of a shared inbox takes exactly one sentinel, so calling this once per
+        worker after the consumer was cancelled ends them all.
+        """
         self.inbox.put(_STOP)
 
     def run(self) -> None:
