@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from hutch import Connection
 from hutch.testing import Broker, BrokerError, LocalBroker
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what a test's in-process ``hutch`` command did to logging.
+
+    The CLI puts a handler on the root logger writing to the ``sys.stderr`` of its time,
+    which is pytest's capture stream, closed after the test: a later test's log record
+    would then fail to print ("I/O operation on closed file").
+    """
+    loggers = [logging.getLogger(), logging.getLogger("hutch"), logging.getLogger("pika")]
+    saved = [(lg, list(lg.handlers), lg.level) for lg in loggers]
+    yield
+    for lg, handlers, level in saved:
+        for h in lg.handlers[:]:
+            if h not in handlers:
+                lg.removeHandler(h)
+        lg.setLevel(level)
 
 
 @pytest.fixture

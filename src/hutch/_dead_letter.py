@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeadLetters",
     "Disposition",
+    "PendingRequeues",
     "dead_letter_headers",
     "failure_headers",
     "publish_to_queue",
@@ -200,7 +201,9 @@ def retry_headers(
     )
 
 
-def requeue_later(delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
+def requeue_later(
+    delivery: Delivery, delay: float = REQUEUE_DELAY, *, pending: PendingRequeues | None = None
+) -> None:
     """Requeue ``delivery`` after ``delay`` seconds (thread-safe).
 
     For a message that could not be moved where it belongs (dead-letter or delay queue):
@@ -209,10 +212,63 @@ def requeue_later(delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
     Args:
         delivery: The delivery to requeue.
         delay: Seconds to wait first.
+        pending: Where the timer is kept, so closing its owner cancels it; None runs it
+            unowned.
     """
+    if pending is not None:
+        pending.later(delivery, delay)
+        return
     timer = threading.Timer(delay, delivery.nack, kwargs={"requeue": True})
     timer.daemon = True
     timer.start()
+
+
+class PendingRequeues:
+    """The requeue timers of one consumer, cancelled when it closes (internal, thread-safe).
+
+    A held message stays unacked until its timer requeues it. When the consumer closes,
+    :meth:`cancel` stops the timers that have not fired and waits for any that are
+    running, so nothing of them runs after the consumer's ``close()`` returns; the held
+    messages go back to the queue when the consumer's channel closes (unacked).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._timers: set[threading.Timer] = set()
+        self._closed = False
+
+    def later(self, delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
+        """Requeue ``delivery`` after ``delay`` seconds, unless cancelled first."""
+
+        def fire() -> None:
+            try:
+                delivery.nack(requeue=True)
+            except HutchError as exc:  # the channel is gone: the broker gives it back
+                log.debug("hutch: requeue after the pause skipped: %s", exc)
+            finally:
+                with self._lock:
+                    self._timers.discard(timer)
+
+        timer = threading.Timer(delay, fire)
+        timer.name = f"hutch-requeue-{delivery.delivery_tag}"
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return  # closing: the channel's close returns the message
+            self._timers.add(timer)
+        timer.start()
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """Cancel the timers not yet fired; wait up to ``timeout`` s for running ones."""
+        with self._lock:
+            self._closed = True
+            timers = list(self._timers)
+            self._timers.clear()
+        for t in timers:
+            t.cancel()
+        for t in timers:
+            if t is not threading.current_thread():
+                t.join(timeout)
 
 
 def publish_to_queue(
@@ -266,6 +322,8 @@ class DeadLetters:
         self.source_queue = source_queue
         self._channel: Channel | None = None
         self._lock = threading.Lock()
+        #: Messages held before their requeue; cancelled by :meth:`close`.
+        self.pending = PendingRequeues()
 
     def _ensure(self) -> Channel:
         with self._lock:
@@ -352,12 +410,13 @@ class DeadLetters:
                 if self._channel is not None:
                     self._channel.close()
                     self._channel = None  # declare the queue again next time
-            requeue_later(delivery)
+            self.pending.later(delivery)
             return Disposition.REQUEUED
         delivery.ack()
         return Disposition.DEAD_LETTERED
 
     def close(self) -> None:
-        """Close the channel."""
+        """Cancel the pending requeues (see :class:`PendingRequeues`), close the channel."""
+        self.pending.cancel()
         if self._channel is not None:
             self._channel.close()

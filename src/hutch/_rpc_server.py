@@ -741,7 +741,7 @@ class RpcServer(Resource):
                 )
             except Exception as exc:  # never ack what was not placed
                 log.error("hutch: could not dead-letter an RPC request, requeueing it: %s", exc)
-                requeue_later(delivery)
+                requeue_later(delivery, pending=dead.pending)
         # else the channel that delivered it is gone: the broker gives it back
         with self._counter_lock:
             if went is Disposition.DEAD_LETTERED:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hutch import Connection, Publisher, Queue, RpcClient
+from hutch import Connection, HutchError, Publisher, Queue, RpcClient
 from tests.integration import signal_script
 
 SCRIPT = Path(signal_script.__file__)
@@ -72,17 +72,25 @@ class Run:
         )
         self.reply: list[object] = []
         self.caller: threading.Thread | None = None
+        self.client: RpcClient | None = None
 
     def send_one(self) -> None:
         """One message (one call for the RPC server), once the script is ready."""
         wait_for(lambda: bool(events(self.log, "ready")), 30, "the script to be ready")
         if self.kind == "rpc":
+            client = RpcClient(self.url, queue=self.queue, timeout=30)
+            self.client = client
 
             def call() -> None:
-                with RpcClient(self.url, queue=self.queue, timeout=30) as client:
-                    self.reply.append(client.call("work", "job"))
+                # a call the killed server never answers ends when kill() closes the
+                # client: its error is recorded, never raised in a thread outliving the test
+                with client:
+                    try:
+                        self.reply.append(client.call("work", "job"))
+                    except HutchError as exc:
+                        self.reply.append(exc)
 
-            self.caller = threading.Thread(target=call, daemon=True)
+            self.caller = threading.Thread(target=call, name="test-rpc-caller", daemon=True)
             self.caller.start()
         else:
             with Publisher(self.url, model=str) as pub:
@@ -97,6 +105,12 @@ class Run:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate(timeout=10)
+        if self.client is not None and self.caller is not None:
+            if self.proc.returncode == 0:
+                self.caller.join(10)  # the server answered before it exited
+            self.client.close()
+            self.caller.join(10)
+            assert not self.caller.is_alive()
 
 
 def ready_count(conn: Connection, queue: str) -> int:

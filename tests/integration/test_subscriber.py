@@ -191,12 +191,21 @@ def test_failed_dead_lettering_neither_loses_nor_loops_hot(
     def on_bad(body: int) -> None:  # never called: the body is undecodable
         attempts.append(True)
 
+    timers_before = {t for t in threading.enumerate() if isinstance(t, threading.Timer)}
     with Subscriber(conn, queue=q.name, model=int) as sub:
         sub.run(on_bad, timeout=2.0)
         # one try, then the message is held for REQUEUE_DELAY seconds, not redelivered hot;
         # the counters say so: no dead letter was placed, the message was requeued
         assert (sub.dead_lettered, sub.requeued) == (0, 1)
     assert attempts == []
+    # closed during the pause: its requeue timer is cancelled, nothing of it runs after
+    # close() (the closed channel gave the held message back)
+    leftover = [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, threading.Timer) and t not in timers_before and t.is_alive()
+    ]
+    assert leftover == []
     deadline = time.monotonic() + 10
     while ch.message_count(q.name) != 1 and time.monotonic() < deadline:
         time.sleep(0.1)

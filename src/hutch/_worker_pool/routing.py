@@ -243,7 +243,7 @@ class FailureRouter:
             log.exception(
                 "hutch: dead-lettering failed; requeueing the message in %.0f s", REQUEUE_DELAY
             )
-            requeue_later(delivery)
+            requeue_later(delivery, pending=self._dead.pending)
             return Disposition.REQUEUED
 
     def _delay_queue(self, delay: float, *, again: bool = False) -> str:
@@ -325,7 +325,7 @@ class FailureRouter:
                 exc,
                 REQUEUE_DELAY,
             )
-            requeue_later(delivery)
+            requeue_later(delivery, pending=self._dead.pending if self._dead else None)
             return Disposition.REQUEUED
         delivery.ack()
         return Disposition.RETRIED
