@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------- helpers
 class PublishLoop:
-    """Publishes ``count`` ints with confirms from a thread, recording into a ledger."""
+    """Publishes ``count`` ints with confirms from a thread, recording into a ledger.
+
+    :meth:`stop` ends it early, after the message in hand.
+    """
 
     def __init__(
         self,
@@ -66,6 +69,7 @@ class PublishLoop:
         self.prefix = prefix
         self.pause = pause
         self.done = 0
+        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
 
     def start(self) -> PublishLoop:
@@ -74,7 +78,7 @@ class PublishLoop:
 
     def _run(self) -> None:
         i = 0
-        while i < self.count:
+        while i < self.count and not self._stop.is_set():
             n = min(self.batch, self.count - i)
             if self.batch == 1:
                 mid = f"{self.prefix}-{i}"
@@ -102,6 +106,9 @@ class PublishLoop:
             self.done = i
             if self.pause:
                 time.sleep(self.pause)
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)
@@ -197,11 +204,21 @@ def test_close_connection_of_publisher_while_publishing(
             Subscriber(sc, queue=q, model=int) as sub,
         ):
             consumer = ConsumeLoop(sub, ledger).start()
-            publisher = PublishLoop(pub, ledger, 3000).start()
+            # publishes until stopped (bounded): the close lands mid-stream however fast
+            publisher = PublishLoop(pub, ledger, 1_000_000).start()
             assert wait_until(lambda: len(ledger.confirmed) >= 500, 30)
             assert fault_broker.close_connections(f"{unique_name}-pub", "test: force close") == 1
-            assert len(ledger.confirmed) < 3000  # the fault struck mid-stream
+            assert wait_until(lambda: pc.recoveries == 1, 30), pc.recoveries
+            # the publisher goes on through the recovery: messages published after the
+            # close are confirmed on the recovered connection
+            recovered_at = len(ledger.confirmed)
+            assert wait_until(lambda: len(ledger.confirmed) >= recovered_at + 500, 60), (
+                recovered_at,
+                len(ledger.confirmed),
+            )
+            publisher.stop()
             publisher.join(60)
+            assert publisher.done < publisher.count  # stopped by the test, not run dry
             drain_until_all_received(ledger, 30)
             consumer.stop()
         assert pc.recoveries == 1
