@@ -117,3 +117,25 @@ def test_the_noop_scope_is_shared_and_lets_exceptions_through() -> None:
             raise KeyError("k")
     tel.record_publish_outcome("e", PublishOutcome.CONFIRMED)
     first.settle(Settlement.DEAD_LETTERED, reason="r")
+
+
+def test_api_alone_skips_span_work_but_passes_a_trace_on() -> None:
+    # no SDK: no span object per message (NOOP_SCOPE), unless there is a trace to pass on
+    out = run_python(
+        """
+        from opentelemetry import context
+        from hutch._telemetry import NOOP_SCOPE, create_telemetry
+        tel = create_telemetry(connection_name="c")
+        assert tel.rpc_client_span(procedure="p", service="s") is NOOP_SCOPE
+        assert tel.rpc_server_span(procedure="p", service="s", headers={"a": 1}) is NOOP_SCOPE
+        assert tel.publish_span(exchange="e", routing_key="k") is NOOP_SCOPE
+        assert tel.process_span(queue="q", exchange="", routing_key="", headers=None) is NOOP_SCOPE
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        with tel.process_span(queue="q", exchange="", routing_key="",
+                              headers={"traceparent": parent}) as incoming:
+            assert incoming is not NOOP_SCOPE
+            with tel.publish_span(exchange="e", routing_key="k") as out:
+                print(out.inject(None)["traceparent"] == parent)
+        """
+    )
+    assert out.strip() == "True"

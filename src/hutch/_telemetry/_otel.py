@@ -14,6 +14,7 @@ extracting, and an invalid ``traceparent`` just starts a new trace.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +34,7 @@ from hutch._telemetry import (
     IN_HAND_METRIC,
     LOSSES_METRIC,
     NACKED_METRIC,
+    NOOP_SCOPE,
     PROCESS_DURATION_METRIC,
     PUBLISH_DURATION_METRIC,
     RECOVERIES_METRIC,
@@ -118,6 +120,27 @@ _GETTER = _HeaderGetter()
 
 def _error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
+
+
+try:  # the API's own globals, where this version has them: a module attribute each to read
+    from opentelemetry.metrics import _internal as _metrics_globals
+
+    _GLOBALS = hasattr(trace, "_TRACER_PROVIDER") and hasattr(_metrics_globals, "_METER_PROVIDER")
+except ImportError:  # pragma: no cover
+    _GLOBALS = False
+
+
+def _provider_set() -> bool:
+    """Whether the application has set a global tracer or meter provider (an SDK).
+
+    Until then the global API hands out no-op proxies: a span records nothing and a metric
+    goes nowhere. Read per call, since the application may set them after ``connect()``.
+    """
+    if _GLOBALS:
+        return trace._TRACER_PROVIDER is not None or _metrics_globals._METER_PROVIDER is not None
+    # pragma: no cover - an opentelemetry-api without those globals
+    tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return tracing or type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
 
 
 class _Instruments:
@@ -324,6 +347,15 @@ class OtelTelemetry(Telemetry):
             meter = meter_provider.get_meter("hutch", _VERSION, schema_url=_SCHEMA_URL)
         self.instruments = _Instruments(meter)
         self._propagator = propagator
+        # given providers, or ones the environment names (loaded at first use), are live
+        self._live = (
+            tracer_provider is not None
+            or meter_provider is not None
+            or "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+            or "OTEL_PYTHON_METER_PROVIDER" in os.environ
+        )
+        self._fields_of: TextMapPropagator | None = None
+        self._fields: frozenset[str] = frozenset()
         # spans name the connection; metrics do not (no series per connection name)
         self._base: dict[str, AttributeValue] = {SYSTEM: "rabbitmq"}
         if connection_name:
@@ -332,6 +364,29 @@ class OtelTelemetry(Telemetry):
     def propagator(self) -> TextMapPropagator:
         """The propagator: the one given, else the global one (read at each use)."""
         return self._propagator if self._propagator is not None else propagate.get_global_textmap()
+
+    def _idle(self, headers: Mapping[str, object] | None = None) -> bool:
+        """Nothing to record or pass on: no SDK provider, no current context, no trace headers.
+
+        With opentelemetry-api alone a span is a no-op, but the API still passes a trace on
+        (an incoming ``traceparent`` becomes the current context, which outgoing messages
+        carry, and so does baggage): only when there is nothing of the kind is the span work
+        skipped, which saves a few microseconds per message.
+        """
+        if self._live:
+            return False
+        if _provider_set():
+            self._live = True  # a provider, once set, stays set
+            return False
+        if otel_context.get_current():
+            return False
+        if headers:
+            textmap = self.propagator()
+            if textmap is not self._fields_of:
+                self._fields = frozenset(textmap.fields)
+                self._fields_of = textmap
+            return self._fields.isdisjoint(headers)
+        return True
 
     def _extract(
         self, headers: Mapping[str, object] | None
@@ -372,6 +427,8 @@ class OtelTelemetry(Telemetry):
         body_size: int | None = None,
         batch_size: int = 1,
     ) -> Scope:
+        if self._idle():
+            return NOOP_SCOPE
         metric_attributes: dict[str, AttributeValue] = {
             SYSTEM: "rabbitmq",
             OPERATION_NAME: "publish",
@@ -407,6 +464,8 @@ class OtelTelemetry(Telemetry):
         delivery_tag: int | None = None,
         attempt: int | None = None,
     ) -> Scope:
+        if self._idle(headers):
+            return NOOP_SCOPE
         metric_attributes: dict[str, AttributeValue] = {
             SYSTEM: "rabbitmq",
             OPERATION_NAME: "process",
@@ -452,6 +511,8 @@ class OtelTelemetry(Telemetry):
         message_id: str | None = None,
         body_size: int | None = None,
     ) -> Scope:
+        if self._idle():
+            return NOOP_SCOPE
         metric_attributes: dict[str, AttributeValue] = {
             SYSTEM: "rabbitmq",
             RPC_SYSTEM: "hutch",
@@ -485,6 +546,8 @@ class OtelTelemetry(Telemetry):
         message_id: str | None = None,
         body_size: int | None = None,
     ) -> Scope:
+        if self._idle(headers):
+            return NOOP_SCOPE
         metric_attributes: dict[str, AttributeValue] = {
             SYSTEM: "rabbitmq",
             RPC_SYSTEM: "hutch",
