@@ -25,7 +25,14 @@ pytestmark = [
     pytest.mark.rabbitmq_only("CLI subprocesses and a broker node that is stopped"),
 ]
 
-HANDLER = "def handle(body: dict) -> None:\n    print(body['n'], flush=True)\n"
+# one write per line: print() writes the value and the newline separately, so lines of
+# handlers running on several worker threads could interleave ("12" for "1" and "2")
+HANDLER = (
+    "import sys\n\n\n"
+    "def handle(body: dict) -> None:\n"
+    "    sys.stdout.write(f\"{body['n']}\\n\")\n"
+    "    sys.stdout.flush()\n"
+)
 
 
 def get(port: int, path: str) -> tuple[int, str, str]:
