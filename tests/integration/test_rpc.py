@@ -477,6 +477,7 @@ def test_server_stop_answers_in_flight_calls(
     assert s.server.handled == 2
 
 
+@pytest.mark.rabbitmq_only("fault injection: closes the client's connection from the broker side")
 def test_connection_lost_fails_waiting_calls_at_once(
     controllable_broker: Broker, served: Served, unique_name: str
 ) -> None:

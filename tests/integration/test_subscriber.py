@@ -158,6 +158,7 @@ def test_wrong_subscriber_arguments(conn: Connection) -> None:
         Subscriber(conn, queue=3)  # type: ignore[call-overload]
 
 
+@pytest.mark.rabbitmq_only("fault injection: restarts a real broker node")
 def test_persistent_message_survives_broker_restart(
     controllable_broker: Broker, unique_name: str
 ) -> None:
