@@ -60,15 +60,19 @@ def test_disabled_or_off_the_main_thread_installs_nothing() -> None:
     assert seen == [mine]
 
 
+def _ignore(body: object) -> None:
+    """A handler and procedure (a builtin such as print has no signature on Python 3.10)."""
+
+
 @pytest.mark.parametrize("bad", [1, "yes", None, 0.0])
 def test_handle_signals_must_be_a_bool(bad: object) -> None:
     conn = Connection("amqp://127.0.0.1:1/")  # never opened: the check comes first
     with pytest.raises(TypeError, match="handle_signals"):
-        Subscriber(conn, queue="q").run(print, handle_signals=bad)  # type: ignore[arg-type]
+        Subscriber(conn, queue="q").run(_ignore, handle_signals=bad)  # type: ignore[arg-type]
     server = RpcServer(conn, queue="q")
-    server.register(print, name="p")
+    server.register(_ignore, name="p")
     with pytest.raises(TypeError, match="handle_signals"):
         server.run(handle_signals=bad)  # type: ignore[arg-type]
-    pool = WorkerPool(conn, queue="q", handler=print)
+    pool = WorkerPool(conn, queue="q", handler=_ignore)
     with pytest.raises(TypeError, match="handle_signals"):
         pool.run(handle_signals=bad)  # type: ignore[arg-type]

@@ -136,8 +136,8 @@ def parse_topology(data: object) -> TopologyFile:
     for key in data:
         if key not in _SECTIONS:
             raise UsageError(
-                f"{key}: Extra inputs are not permitted; the allowed keys are "
-                + ", ".join(_SECTIONS)
+                f"{key if isinstance(key, str) and key.isprintable() else repr(key)}: "
+                "Extra inputs are not permitted; the allowed keys are " + ", ".join(_SECTIONS)
             )
     sections: dict[str, list[object]] = {}
     for name in _SECTIONS:
