@@ -6,15 +6,12 @@ import logging
 
 import pika.exceptions as pex
 
+from hutch._channel_errors import channel_closed_error
 from hutch._exceptions import (
-    AccessRefused,
     AuthenticationError,
-    ChannelClosed,
     ConnectionBlocked,
     ConnectionLost,
     HutchError,
-    NotFound,
-    PreconditionFailed,
 )
 
 __all__ = ["CONNECTION_ERRORS", "map_pika_error", "root_cause"]
@@ -49,32 +46,10 @@ def map_pika_error(exc: BaseException, *, entity: str = "") -> HutchError:
     if isinstance(exc, pex.ConnectionBlockedTimeout):
         return ConnectionBlocked("the broker blocked the connection for too long (resource alarm)")
     if isinstance(exc, pex.ChannelClosed):
-        code, text = exc.reply_code, exc.reply_text
-        if code == 406:
-            return PreconditionFailed(code, text, **_describe_406(text, entity))
-        if code == 404:
-            return NotFound(code, text, message=f"{entity or 'entity'} not found ({code} {text})")
-        if code == 403:
-            return AccessRefused(code, text)
-        return ChannelClosed(code, text)
+        return channel_closed_error(exc.reply_code, exc.reply_text, entity=entity)
     if isinstance(exc, (pex.AMQPConnectionError, OSError)):
         return ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
     return HutchError(f"unexpected pika error: {type(exc).__name__}: {exc}")
-
-
-def _describe_406(text: str, entity: str) -> dict[str, str]:
-    # e.g. "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/':
-    #       received 'false' but current is 'true'"
-    body = text.split(" - ", 1)[-1]
-    if " for " in body and "inequivalent arg" in body:
-        arg, _, rest = body.partition(" for ")
-        ent, _, tail = rest.partition(" in vhost ")
-        detail = tail.split(":", 1)[1].strip() if ":" in tail else ""
-        return {
-            "entity": ent.strip() or entity,
-            "differences": f"{arg.strip()}: {detail}".strip(": "),
-        }
-    return {"entity": entity, "differences": body}
 
 
 def root_cause(exc: BaseException) -> str:

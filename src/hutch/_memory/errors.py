@@ -8,7 +8,8 @@ for that code, so code written against one backend sees the same exceptions on t
 
 from __future__ import annotations
 
-from hutch._exceptions import AccessRefused, ChannelClosed, NotFound, PreconditionFailed
+from hutch._channel_errors import channel_closed_error
+from hutch._exceptions import ChannelClosed
 
 __all__ = [
     "ACCESS_REFUSED",
@@ -56,28 +57,7 @@ def channel_error(code: int, detail: str, *, entity: str = "") -> ChannelClosed:
         ``reply_text`` is RabbitMQ's, prefix included.
     """
     text = f"{_NAMES.get(code, 'INTERNAL_ERROR')} - {detail}"
-    if code == PRECONDITION_FAILED:
-        return PreconditionFailed(code, text, **_describe_406(text, entity))
-    if code == NOT_FOUND:
-        return NotFound(code, text, message=f"{entity or 'entity'} not found ({code} {text})")
-    if code == ACCESS_REFUSED:
-        return AccessRefused(code, text)
-    return ChannelClosed(code, text)
-
-
-def _describe_406(text: str, entity: str) -> dict[str, str]:
-    # The same reading of RabbitMQ's 406 texts as hutch's pika error mapping (a copy:
-    # that one lives in the pika layer, which this package must not import).
-    body = text.split(" - ", 1)[-1]
-    if " for " in body and "inequivalent arg" in body:
-        arg, _, rest = body.partition(" for ")
-        ent, _, tail = rest.partition(" in vhost ")
-        detail = tail.split(":", 1)[1].strip() if ":" in tail else ""
-        return {
-            "entity": ent.strip() or entity,
-            "differences": f"{arg.strip()}: {detail}".strip(": "),
-        }
-    return {"entity": entity, "differences": body}
+    return channel_closed_error(code, text, entity=entity)
 
 
 def no_queue(name: str, vhost: str) -> ChannelClosed:
