@@ -164,6 +164,41 @@ class Broker(Consuming):
         for conn in conns:
             conn.close()
 
+    def wait_quiet(
+        self, quiet: float = 0.0, *, handled: bool = False, timeout: float = 30.0
+    ) -> bool:
+        """Wait until nothing more happens on its own for ``quiet`` seconds; True if so.
+
+        Quiet means: every delivery, return, confirm and cancellation the broker has made
+        has been run by its connection's callback thread, and no message or queue expires
+        within ``quiet`` seconds (an expiry due sooner is waited for, and what it causes
+        too). With ``handled``, every delivered message must also have been acked, nacked
+        or rejected (handlers that settle each message have finished). On RabbitMQ the
+        same certainty needs a sleep of ``quiet`` seconds; here it is known at once.
+
+        Only the broker's own activity is covered: a thread of the caller's that has not
+        published yet is not waited for.
+
+        Args:
+            quiet: The window in seconds with nothing due in it.
+            handled: Also wait until no delivery is left unacknowledged.
+            timeout: Give up after this many seconds (returns False).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                now = self._clock()
+                due = self._next_deadline()
+                busy = any(conn.pending for conn in self._connections) or (
+                    handled
+                    and any(ch.unacked for conn in self._connections for ch in conn.channels)
+                )
+                if not busy and (due is None or due > now + quiet):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001 if busy or due is None else max(0.001, min(due - now, 0.05)))
+
     # ------------------------------------------------------------------ the one entry point
     def run(self, channel: MemoryChannel | None, operation: Callable[[float], _T]) -> _T:
         """Run ``operation(now)`` under the lock, with expiry before and after.

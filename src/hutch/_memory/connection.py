@@ -127,6 +127,11 @@ class MemoryConnection:
                 self._call(callback)
                 done += 1
 
+    @property
+    def pending(self) -> int:
+        """Callbacks queued or running (0: this connection has caught up with the broker)."""
+        return self._pending
+
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until every queued callback has run; False on timeout."""
         with self._idle:

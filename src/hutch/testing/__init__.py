@@ -11,6 +11,10 @@ point, so its fixtures are available without any import:
 
 Outside pytest, :func:`throwaway_broker` gives scripts and demos the same broker.
 
+:func:`settle` waits until no more messages can arrive: a sleep on RabbitMQ, and on the
+memory broker (``--hutch-broker=memory``, ``hutch_memory_connection``) as long as the
+broker still has something to do, often no time at all.
+
 Where the broker comes from, in this order: the URL in ``HUTCH_TEST_AMQP_URL``;
 testcontainers' RabbitMQ container when a Docker engine answers; otherwise a local
 ``rabbitmq-server`` node started in a temporary directory on free ports (installed with
@@ -25,7 +29,8 @@ The package, one module per concept:
 * ``_base``: the :class:`Broker` interface; ``_errors``: :class:`BrokerError` and kin;
 * ``_external`` (a URL), ``_local`` (a private node), ``_cluster`` (several nodes),
   ``_container`` (Docker); ``_install``: finding or installing ``rabbitmq-server``;
-* ``_util``: ports, TCP probes, redaction. Only ``_plugin`` imports the rest of hutch.
+* ``_util``: ports, TCP probes, redaction; ``_settle``: :func:`settle`. Only ``_plugin``
+  and ``_settle`` import the rest of hutch.
 
 Example:
     >>> def test_roundtrip(hutch_connection, unique_name):  # doctest: +SKIP
@@ -69,6 +74,7 @@ from hutch.testing._plugin import (
 from hutch.testing._plugin import (
     pytest_terminal_summary as pytest_terminal_summary,
 )
+from hutch.testing._settle import settle
 
 __all__ = [
     "Broker",
@@ -86,6 +92,7 @@ __all__ = [
     "hutch_broker",
     "hutch_connection",
     "hutch_memory_connection",
+    "settle",
     "throwaway_broker",
     "unique_name",
 ]

@@ -1,0 +1,57 @@
+"""Waiting for "nothing more will arrive" without sleeping on the memory broker."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from hutch._connection import Connection
+from hutch._exceptions import OperationTimeout
+
+__all__ = ["settle"]
+
+
+def settle(conn: Connection, quiet: float = 0.5, *, handled: bool = False) -> None:
+    """Wait until no more messages can arrive within ``quiet`` seconds.
+
+    A test that checks that something did *not* happen ("the error queue got nothing",
+    "no third delivery") has to wait for a while first. On RabbitMQ that is a sleep of
+    ``quiet`` seconds. On the memory broker (``memory://``) it returns as soon as the
+    broker knows: every delivery made has reached its consumer, and no TTL or queue
+    expiry falls due within ``quiet`` seconds. Use it after the test's own producers are
+    done; a producer thread that has yet to publish is not waited for.
+
+    Args:
+        conn: The connection the test uses (its broker is the one waited for).
+        quiet: The window, in seconds, in which nothing may arrive.
+        handled: Also wait until every delivered message has been acked, nacked or
+            rejected (a WorkerPool's or Subscriber's handlers have finished with them).
+            Leave it False while messages wait in a ``Subscriber.messages()`` loop that
+            the test itself has not reached.
+
+    Raises:
+        TypeError: ``quiet`` is not a number.
+        ValueError: ``quiet`` is not a finite number of seconds >= 0.
+        OperationTimeout: The memory broker did not become quiet within 30 seconds plus
+            ``quiet`` (a handler that never finishes, with ``handled=True``).
+
+    Example:
+        >>> pub.publish(order, routing_key="eu")  # doctest: +SKIP
+        >>> settle(conn)  # doctest: +SKIP
+        >>> assert list(us_orders.messages(timeout=0.01)) == []  # doctest: +SKIP
+    """
+    if isinstance(quiet, bool) or not isinstance(quiet, (int, float)):
+        raise TypeError(f"settle(quiet=...) takes a number of seconds, not {quiet!r}")
+    if not math.isfinite(quiet) or quiet < 0:
+        raise ValueError(f"settle(quiet=...) takes a finite number of seconds >= 0, not {quiet!r}")
+    name = conn.settings.memory
+    if name is None:
+        time.sleep(quiet)
+        return
+    from hutch._memory import get_broker
+
+    if not get_broker(name).wait_quiet(quiet, handled=handled, timeout=30.0 + quiet):
+        raise OperationTimeout(
+            f"the memory broker {name!r} did not become quiet in {30.0 + quiet:.0f} s: "
+            "a handler still holds a message (handled=True) or callbacks keep coming"
+        )

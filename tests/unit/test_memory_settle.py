@@ -1,0 +1,118 @@
+"""hutch.testing.settle: on the memory broker it waits for exactly what can still happen."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import hutch
+from hutch import Publisher, Queue, Subscriber, WorkerPool
+from hutch.testing import settle
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def conn(unique_name: str) -> Iterator[hutch.Connection]:
+    from hutch._memory import forget_broker
+
+    with hutch.connect(f"memory://{unique_name}") as c:
+        yield c
+    forget_broker(unique_name)
+
+
+def test_waits_for_an_expiry_inside_the_window_and_what_it_causes(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    dead = Queue(f"{unique_name}.dead", durable=False)
+    waiting = Queue(
+        f"{unique_name}.wait",
+        durable=False,
+        arguments={
+            "x-message-ttl": 300,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead.name,
+        },
+    )
+    sub = Subscriber(conn, queue=dead, model=str).open()
+    with Publisher(conn, declare=[waiting], model=str) as pub:
+        pub.publish("late", routing_key=waiting.name)
+    settle(conn, quiet=2.0)
+    # the expiry fell inside the window: it happened, and the dead letter was delivered
+    assert [m.body for m in sub.messages(timeout=0.001)] == ["late"]
+    sub.close()
+
+
+def test_an_expiry_beyond_the_window_is_not_waited_for(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    waiting = Queue(f"{unique_name}.wait", durable=False, arguments={"x-message-ttl": 60_000})
+    with Publisher(conn, declare=[waiting], model=str) as pub:
+        pub.publish("much later", routing_key=waiting.name)
+    settle(conn, quiet=0.1)
+    assert conn.channel().message_count(waiting.name) == 1
+
+
+def test_every_delivery_has_reached_its_subscriber(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    q = Queue(unique_name, durable=False)
+    sub = Subscriber(conn, queue=q, model=int, prefetch=1000).open()
+    # another connection: its confirms say nothing about the subscriber's callback thread
+    with (
+        hutch.connect(f"memory://{conn.settings.memory}") as other,
+        Publisher(other, model=int) as pub,
+    ):
+        pub.publish_many(range(500), routing_key=q.name)
+    settle(conn, quiet=5.0)
+    # nothing is on its way any more: the shortest wait finds all of them
+    assert [m.body for m in sub.messages(timeout=0.001)] == list(range(500))
+    sub.close()
+
+
+def test_handled_waits_for_the_handlers(conn: hutch.Connection, unique_name: str) -> None:
+    q = Queue(unique_name, durable=False)
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def slow(n: int) -> None:
+        time.sleep(0.05)
+        with lock:
+            done.append(n)
+
+    with WorkerPool(conn, queue=q, handler=slow, model=int, concurrency=2) as pool:
+        pool.start()
+        with Publisher(conn, declare=[q], model=int) as pub:
+            for i in range(10):
+                pub.publish(i, routing_key=q.name)
+        settle(conn, quiet=0.0, handled=True)
+        with lock:
+            assert sorted(done) == list(range(10))
+
+
+def test_on_rabbitmq_it_sleeps_the_window() -> None:
+    # no broker needed: an amqp:// connection object that is never opened
+    c = hutch.Connection("amqp://guest:guest@127.0.0.1:1/")
+    started = time.monotonic()
+    settle(c, quiet=0.05)
+    assert time.monotonic() - started >= 0.05
+
+
+@pytest.mark.parametrize(
+    ("quiet", "error"),
+    [
+        ("1", TypeError),
+        (True, TypeError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+    ],
+)
+def test_wrong_arguments_fail_at_once(
+    conn: hutch.Connection, quiet: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="settle"):
+        settle(conn, quiet=quiet)  # type: ignore[arg-type]
