@@ -291,8 +291,22 @@ def draw_chart(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def render(results: dict[str, Any], *, broker: str, chart: Path | None, output: Path) -> str:
-    """The Markdown of the performance page."""
+KEPT_START = "<!-- hand-written: kept by run_all.py when it regenerates this page -->"
+KEPT_END = "<!-- end of hand-written part -->"
+
+
+def kept_part(page: str) -> str:
+    """The hand-written part of an existing page (markers included), or ``""``."""
+    start, end = page.find(KEPT_START), page.find(KEPT_END)
+    if start < 0 or end < start:
+        return ""
+    return page[start : end + len(KEPT_END)]
+
+
+def render(
+    results: dict[str, Any], *, broker: str, chart: Path | None, output: Path, kept: str = ""
+) -> str:
+    """The Markdown of the performance page (``kept``: a hand-written part, before the end)."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Performance",
@@ -360,6 +374,8 @@ def render(results: dict[str, Any], *, broker: str, chart: Path | None, output: 
                 "",
             ]
         lines += [f"*Run time: {result.get('seconds', '?')} s.*", ""]
+    if kept:
+        lines += [kept, ""]
     lines += [
         "## Reproducing",
         "",
@@ -426,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     if chart is not None:
         written.append(str(chart))
     if args.output is not None:
-        output = render(results, broker=broker, chart=chart, output=args.output)
+        old = args.output.read_text() if args.output.exists() else ""
+        output = render(
+            results, broker=broker, chart=chart, output=args.output, kept=kept_part(old)
+        )
         args.output.write_text(output)
         written.append(str(args.output))
     if args.json is not None:

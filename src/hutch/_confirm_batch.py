@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from hutch._amqp import SEND_EVERY, Batch, Channel, OutgoingMessage
+from hutch._amqp import SEND_EVERY, Batch, ChannelApi, OutgoingMessage
 from hutch._exceptions import ClosedError, Nacked, OperationTimeout, PublishError, Unroutable
 from hutch._telemetry import PublishOutcome, Scope, Telemetry
 
@@ -131,7 +131,7 @@ class ConfirmBatch(Generic[T]):
         self._batch = Batch(sealed=False)
         self._buffer: list[OutgoingMessage] = []
         self._ids: list[str] = []
-        self._channel: Channel | None = None
+        self._channel: ChannelApi | None = None
         #: The outcome, once the ``with`` block is left.
         self.result: BatchResult | None = None
 
@@ -191,7 +191,7 @@ class ConfirmBatch(Generic[T]):
             self._send(window=True)
         return m.message_id or ""
 
-    def _check_may_wait(self, ch: Channel) -> None:
+    def _check_may_wait(self, ch: ChannelApi) -> None:
         """Refuse at once to wait for confirms on the connection's I/O thread (it would hang)."""
         reason = ch.blocking_refused(
             "a batch",

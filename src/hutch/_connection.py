@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from hutch._amqp import Channel, Driver
+from hutch._amqp import Channel, ChannelApi, Driver
 from hutch._checks import check_timeout
 from hutch._exceptions import ClosedError
 from hutch._memory.adapter import MemoryAmqpChannel, MemoryDriver
@@ -169,7 +169,7 @@ class Connection(Resource):
         """
         self._io.remove_listener(listener)
 
-    def channel(self, *, confirms: bool = False) -> Channel:
+    def channel(self, *, confirms: bool = False) -> ChannelApi:
         """Open a low-level channel (used by publishers, subscribers and pools).
 
         Args:
@@ -180,11 +180,11 @@ class Connection(Resource):
         """
         io = self._io
         if isinstance(io, MemoryDriver):
-            # same methods, same Delivery objects and exceptions as Channel (a structural
-            # stand-in: the patterns are typed against Channel)
+            # same methods, same Delivery objects and exceptions as Channel: both serve
+            # ChannelApi, the protocol the patterns are typed against
             memory = MemoryAmqpChannel(io, confirms=confirms)
             memory.open()
-            return cast(Channel, memory)
+            return memory
         ch = Channel(io, confirms=confirms)
         ch.open()
         return ch

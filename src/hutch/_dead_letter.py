@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from hutch._amqp import Channel, Delivery, OutgoingMessage, to_pika_properties
+from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, to_pika_properties
 from hutch._exceptions import HutchError, Unroutable
 from hutch._retry import ATTEMPTS_HEADER, RETRY_OF_HEADER
 from hutch._topology import Queue
@@ -272,7 +272,7 @@ class PendingRequeues:
 
 
 def publish_to_queue(
-    channel: Callable[[], Channel],
+    channel: Callable[[], ChannelApi],
     queue: str,
     build: Callable[[], OutgoingMessage],
     redeclare: Callable[[], None],
@@ -320,12 +320,12 @@ class DeadLetters:
         self._conn = connection
         self.queue = queue
         self.source_queue = source_queue
-        self._channel: Channel | None = None
+        self._channel: ChannelApi | None = None
         self._lock = threading.Lock()
         #: Messages held before their requeue; cancelled by :meth:`close`.
         self.pending = PendingRequeues()
 
-    def _ensure(self) -> Channel:
+    def _ensure(self) -> ChannelApi:
         with self._lock:
             if self._channel is None:
                 ch = self._conn.channel(confirms=True)

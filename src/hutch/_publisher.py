@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from hutch._amqp import (
     Batch,
-    Channel,
+    ChannelApi,
     OutgoingMessage,
     basic_properties,
     to_pika_properties,
@@ -201,7 +201,7 @@ class Publisher(Resource, Generic[T]):
         self._declare = list(declare)
         if isinstance(exchange, Exchange) and not exchange.is_default:
             self._declare.insert(0, exchange)
-        self._channel: Channel | None = None
+        self._channel: ChannelApi | None = None
         self._lock = threading.Lock()
         self._life = LifecycleState("the publisher")
         self._writes: deque[Future[None]] = deque()
@@ -227,7 +227,7 @@ class Publisher(Resource, Generic[T]):
         self._ensure_channel()
         return self
 
-    def _ensure_channel(self) -> Channel:
+    def _ensure_channel(self) -> ChannelApi:
         ch = self._channel
         if ch is not None:
             return ch
@@ -551,7 +551,7 @@ class Publisher(Resource, Generic[T]):
         return ConfirmBatch(self, routing_key, headers, timeout, max_in_flight, properties)
 
     def _settle_batch(
-        self, ch: Channel, batch: Batch, ids: list[str], timeout: float | None
+        self, ch: ChannelApi, batch: Batch, ids: list[str], timeout: float | None
     ) -> BatchResult:
         wait = self.timeout if timeout is None else timeout
         started = time.monotonic()
@@ -587,7 +587,7 @@ class Publisher(Resource, Generic[T]):
                 raise
             self._send(self._delays.after_return(message), timeout)
 
-    def _check_may_wait(self, ch: Channel, routing_key: str) -> None:
+    def _check_may_wait(self, ch: ChannelApi, routing_key: str) -> None:
         """Refuse at once a confirmed publish on the connection's I/O thread (it would hang)."""
         if not self.confirm:
             return
@@ -633,7 +633,7 @@ class Publisher(Resource, Generic[T]):
 
     def _wait_confirmed(
         self,
-        ch: Channel,
+        ch: ChannelApi,
         fut: Future[None],
         wait: float,
         started: float,

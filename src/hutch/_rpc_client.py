@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
 
-from hutch._amqp import Channel, Delivery, OutgoingMessage, basic_properties
+from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_shortstr, check_str, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
@@ -149,7 +149,7 @@ class RpcClient(Resource):
         self.timeout = float(timeout)
         self.reply_queue = reply_queue
         self._reply_queue: Queue | None = None
-        self._channel: Channel | None = None
+        self._channel: ChannelApi | None = None
         self._tag: str | None = None
         self._lock = threading.Lock()
         self._life = LifecycleState("the RPC client")
@@ -180,7 +180,7 @@ class RpcClient(Resource):
         self._ensure_channel()
         return self
 
-    def _ensure_channel(self) -> Channel:
+    def _ensure_channel(self) -> ChannelApi:
         ch = self._channel
         if ch is not None:
             return ch

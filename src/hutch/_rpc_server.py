@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from hutch._amqp import Channel, Delivery, OutgoingMessage, basic_properties
+from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_bool, check_int, check_shortstr, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters, Disposition, requeue_later
@@ -185,7 +185,7 @@ class RpcServer(Resource):
         self._busy = 0  # workers handling a request now
         self._workers: list[threading.Thread] = []
         self._supervisor: threading.Thread | None = None
-        self._channel: Channel | None = None
+        self._channel: ChannelApi | None = None
         self._tag: str | None = None
         self._stop_requested = False
         self._wake = threading.Event()
@@ -505,7 +505,7 @@ class RpcServer(Resource):
         self._cancelled = queue
         self._wake.set()
 
-    def _supervise(self, ch: Channel) -> None:
+    def _supervise(self, ch: ChannelApi) -> None:
         try:
             while not self._stop_requested:
                 self._wake.wait(0.1)
@@ -576,7 +576,7 @@ class RpcServer(Resource):
         else:
             self._inbox.put((delivery, time.monotonic()))
 
-    def _next_request(self, ch: Channel, mine: list[Any]) -> Any:
+    def _next_request(self, ch: ChannelApi, mine: list[Any]) -> Any:
         try:
             return self._inbox.get_nowait()
         except _queue.Empty:
@@ -596,7 +596,7 @@ class RpcServer(Resource):
                 return mine.pop()
         return self._inbox.get()
 
-    def _work(self, ch: Channel) -> None:
+    def _work(self, ch: ChannelApi) -> None:
         mine: list[Any] = []
         while True:
             item = self._next_request(ch, mine)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
-from hutch._amqp import Channel, Delivery
+from hutch._amqp import ChannelApi, Delivery
 from hutch._checks import (
     check_bool,
     check_field_table,
@@ -284,7 +284,7 @@ class Subscriber(Resource, Generic[T]):
         self.dead_letter_queue = (
             dead_letter_queue if isinstance(dead_letter_queue, Queue) else Queue(dead_letter_queue)
         )
-        self._channel: Channel | None = None
+        self._channel: ChannelApi | None = None
         self._dead: DeadLetters | None = None
         self._buffer: _queue.SimpleQueue[Delivery | object] = _queue.SimpleQueue()
         self._tag: str | None = None

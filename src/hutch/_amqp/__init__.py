@@ -1,13 +1,15 @@
 """hutch's AMQP layer: the only package that imports pika.
 
 The patterns (Publisher, Subscriber, WorkerPool, RPC) use what is exported here and
-nothing else: a :class:`Channel` (declare, consume, publish with a confirm handle,
-ack/nack, wait), the messages and batches it publishes, the :class:`Delivery` it hands
+nothing else: a channel typed as :class:`ChannelApi` (declare, consume, publish with a
+confirm handle, ack/nack, wait), which :class:`Channel` serves on RabbitMQ and the memory
+broker's adapter in-process, the messages and batches it publishes, the :class:`Delivery` it hands
 over, and hutch's properties converted to the wire. :class:`Driver` (the thread rules of
 pika's BlockingConnection) is used by :class:`hutch.Connection` alone.
 See docs/architecture.md.
 """
 
+from hutch._amqp.api import ChannelApi
 from hutch._amqp.channel import SEND_EVERY, Channel
 from hutch._amqp.confirms import Batch, OutgoingMessage
 from hutch._amqp.driver import Driver
@@ -27,6 +29,7 @@ __all__ = [
     "SEND_EVERY",
     "Batch",
     "Channel",
+    "ChannelApi",
     "Delivery",
     "Driver",
     "OutgoingMessage",

@@ -16,7 +16,7 @@ from hutch._amqp.pika_private import register_properties_class
 from hutch._message import Properties
 
 if TYPE_CHECKING:
-    from hutch._amqp.channel import Channel
+    from hutch._amqp.api import ChannelApi
 
 __all__ = [
     "RAW_HEADERS",
@@ -370,7 +370,7 @@ class Delivery:
 
     def __init__(
         self,
-        channel: Channel,
+        channel: ChannelApi,
         generation: int,
         method: Any,
         props: pika.BasicProperties,

@@ -46,7 +46,7 @@ from hutch._message import Properties
 from hutch._topology import Binding, Exchange, Queue, TopologyItem, ordered
 
 if TYPE_CHECKING:
-    from hutch._amqp import Channel, OutgoingMessage
+    from hutch._amqp import Channel, ChannelApi, OutgoingMessage
     from hutch._settings import Address, ConnectionSettings
 
 __all__ = ["MemoryAmqpChannel", "MemoryDriver"]
@@ -404,9 +404,7 @@ class MemoryAmqpChannel:
         name = self.queue_name(queue)
 
         def deliver(gen: int, d: MemoryDelivery) -> None:
-            delivery = Delivery(
-                cast("Channel", self), gen, _Method(d), cast("Any", d.properties), d.body
-            )
+            delivery = Delivery(self, gen, _Method(d), cast("Any", d.properties), d.body)
             try:
                 on_message(delivery)
             except Exception:
@@ -613,7 +611,7 @@ class MemoryAmqpChannel:
             if d is None:
                 return None
             return Delivery(
-                cast("Channel", self),
+                self,
                 self.generation,
                 _Method(d),
                 cast("Any", d.properties),
@@ -623,6 +621,10 @@ class MemoryAmqpChannel:
     def message_count(self, queue: str, timeout: float | None = 30.0) -> int:
         """Ready messages in a queue (passive declare)."""
         return self._run(lambda ch: ch.queue_declare(queue, passive=True))[1]
+
+    def consumer_count(self, queue: str, timeout: float | None = 30.0) -> int:
+        """Consumers of a queue (passive declare)."""
+        return self._run(lambda ch: ch.queue_declare(queue, passive=True))[2]
 
     def exists(self, kind: str, name: str, timeout: float | None = 30.0) -> bool:
         """Whether an exchange or a queue exists (a passive declare)."""
@@ -648,3 +650,10 @@ class MemoryAmqpChannel:
     def purge(self, queue: str, timeout: float | None = 30.0) -> int:
         """Remove all ready messages from a queue; returns how many."""
         return self._run(lambda ch: ch.queue_purge(queue))
+
+
+if TYPE_CHECKING:
+    # mypy compares both backends with the protocol the patterns are typed against: a
+    # method missing here, or with another signature, fails the type check
+    def _serves_the_channel_api(memory: MemoryAmqpChannel, pika: Channel) -> list[ChannelApi]:
+        return [memory, pika]

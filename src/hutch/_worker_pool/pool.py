@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 
-from hutch._amqp import Channel
+from hutch._amqp import ChannelApi
 from hutch._checks import check_bool, check_int, check_timeout
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
@@ -324,7 +324,7 @@ class WorkerPool(Generic[T]):
         self._stopped = threading.Event()
         self._failure: HutchError | None = None
         self._workers: list[Worker] = []
-        self._channels: list[Channel] = []
+        self._channels: list[ChannelApi] = []
         self._router = FailureRouter(self._conn, self.queue, dead_letter_queue, retry, self.timeout)
         if self.partitions is not None:
             # a retried copy comes back through the hash exchange: to the same partition

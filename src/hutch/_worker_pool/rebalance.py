@@ -47,7 +47,7 @@ import math
 import threading
 from collections.abc import Callable
 
-from hutch._amqp import Channel, Delivery
+from hutch._amqp import ChannelApi, Delivery
 from hutch._exceptions import HutchError
 from hutch._topology import Queue
 
@@ -77,7 +77,7 @@ class PartitionConsumers:
     def __init__(
         self,
         names: list[str],
-        open_channel: Callable[[], Channel],
+        open_channel: Callable[[], ChannelApi],
         *,
         census: str,
         pool: str,
@@ -103,13 +103,13 @@ class PartitionConsumers:
         self._lock = threading.Lock()
         self._closed = False
         self._feeds: dict[int, Callable[[Delivery], None]] = {}
-        self._channels: dict[int, Channel] = {}  # partition -> its own channel
+        self._channels: dict[int, ChannelApi] = {}  # partition -> its own channel
         self._consumers: dict[int, str] = {}  # partition -> consumer tag
         self._by_tag: dict[str, int] = {}
         self._active: set[int] = set()
         self._missing: set[int] = set()
         self._released: dict[str, int] = {}  # cancelled consumer's tag -> its partition
-        self._probe: Channel | None = None
+        self._probe: ChannelApi | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -147,7 +147,7 @@ class PartitionConsumers:
         self._by_tag[tag] = p
         self._missing.discard(p)
 
-    def start_probe(self, channel: Channel) -> None:
+    def start_probe(self, channel: ChannelApi) -> None:
         """Join the census on ``channel``; count the pools every ``interval`` seconds there.
 
         Args:

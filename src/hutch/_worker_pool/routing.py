@@ -36,7 +36,7 @@ import logging
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from hutch._amqp import Channel, Delivery, OutgoingMessage, to_pika_properties
+from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, to_pika_properties
 from hutch._connection import Connection
 from hutch._dead_letter import (
     REQUEUE_DELAY,
@@ -172,7 +172,7 @@ class FailureRouter:
         self.dead_letter_queue = dead_letter_queue
         self.retry = retry
         self.timeout = timeout
-        self._retry_channel: Channel | None = None
+        self._retry_channel: ChannelApi | None = None
         self._dead: DeadLetters | None = None
         self._delays = DelayQueues(self._declare_delay_queue, kind="retry")
         #: Where retried copies go back to: ``""`` (the default exchange, by the work
@@ -261,7 +261,7 @@ class FailureRouter:
         assert self._retry_channel is not None
         self._retry_channel.declare([queue], timeout=self.timeout)
 
-    def _retry_channel_now(self) -> Channel:
+    def _retry_channel_now(self) -> ChannelApi:
         assert self._retry_channel is not None
         return self._retry_channel
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hutch._amqp import Channel, Delivery
+from hutch._amqp import ChannelApi, Delivery
 from hutch._dead_letter import Disposition
 from hutch._exceptions import HutchError, MessageError, WorkerError
 from hutch._message import Message
@@ -137,7 +137,7 @@ class Worker:
         self.crew = crew
         self.inbox: _queue.SimpleQueue[Any] = _queue.SimpleQueue() if inbox is None else inbox
         self.thread: threading.Thread | None = None
-        self.channel: Channel | None = None
+        self.channel: ChannelApi | None = None
         self.consumer_tag = ""
         self.child: Child | None = None
         self.processed = 0
