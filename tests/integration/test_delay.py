@@ -61,22 +61,24 @@ def test_a_delayed_message_arrives_after_its_delay_not_before(
     with Publisher(conn, declare=[q]) as pub:
         pub.open()
         before = time.monotonic()
-        pub.publish(b"later", routing_key=unique_name, delay=1.0)
+        pub.publish(b"later", routing_key=unique_name, delay=0.2)
         published = time.monotonic()
         names.extend(pub._delays.names)
-        assert pub._delays.names == (f"{unique_name}.delay.1000",)
-        assert arrivals(conn, unique_name, 1, 0.8) == []  # nothing early
+        assert pub._delays.names == (f"{unique_name}.delay.200",)
+        # nothing early (polled until 0.15 s after the publish began)
+        assert arrivals(conn, unique_name, 1, before + 0.15 - time.monotonic()) == []
         got = arrivals(conn, unique_name, 1, 5)
     assert [body for _, body in got] == [b"later"]
     waited = got[0][0] - before
-    assert 1.0 <= waited < 1.0 + LATE + (published - before), waited
+    assert 0.2 <= waited < 0.2 + LATE + (published - before), waited
 
 
 def test_different_delays_arrive_in_delay_order(
     conn: Connection, unique_name: str, names: list[str]
 ) -> None:
     q = Queue(unique_name, expires=120)
-    delays: list[float | dt.timedelta] = [1.6, 0.4, dt.timedelta(seconds=1.2), 0.8, 0, 0.4]
+    # 0.2 s apart: far more than publishing the six takes (each new delay declares a queue)
+    delays: list[float | dt.timedelta] = [0.8, 0.2, dt.timedelta(seconds=0.6), 0.4, 0, 0.2]
     seconds = [d.total_seconds() if isinstance(d, dt.timedelta) else d for d in delays]
     with Publisher(conn, declare=[q]) as pub:
         start = time.monotonic()
@@ -105,22 +107,22 @@ def test_a_delayed_message_to_an_exchange_is_routed_with_its_routing_key(
     binding = Binding(ex, q, routing_key="order.*")
     with Publisher(conn, exchange=ex, declare=[q, binding]) as pub:
         before = time.monotonic()
-        pub.publish(b"late order", routing_key="order.created", delay=0.5)
+        pub.publish(b"late order", routing_key="order.created", delay=0.2)
         names.extend(pub._delays.names)
-        assert pub._delays.names == (f"{ex.name}.delay.500/order.created",)
+        assert pub._delays.names == (f"{ex.name}.delay.200/order.created",)
         got = arrivals(conn, unique_name, 1, 5)
     assert [b for _, b in got] == [b"late order"]
-    assert got[0][0] - before >= 0.5
+    assert got[0][0] - before >= 0.2
 
 
 def test_publish_async_with_a_delay(conn: Connection, unique_name: str, names: list[str]) -> None:
     q = Queue(unique_name, expires=120)
     with Publisher(conn, declare=[q]) as pub:
         before = time.monotonic()
-        pub.publish_async(b"a", routing_key=unique_name, delay=0.3).result(10)
+        pub.publish_async(b"a", routing_key=unique_name, delay=0.1).result(10)
         names.extend(pub._delays.names)
         got = arrivals(conn, unique_name, 1, 5)
-    assert got and got[0][0] - before >= 0.3
+    assert got and got[0][0] - before >= 0.1
 
 
 def test_a_deleted_delay_queue_is_declared_again(
@@ -154,13 +156,13 @@ def test_submit_with_a_delay_reaches_the_worker_pool_after_it(
         pool.start()
         with TaskQueue(conn, queue=q, model=str) as tasks:
             before = time.monotonic()
-            tasks.submit("later", delay=1.0)
+            tasks.submit("later", delay=0.3)
             tasks.submit("now")
-            names.append(f"{unique_name}.delay.1000")
+            names.append(f"{unique_name}.delay.300")
             assert done.wait(10)
     assert [b for _, b in handled] == ["now", "later"]
-    assert handled[1][0] - before >= 1.0
-    assert handled[1][0] - before < 1.0 + LATE + 0.5
+    assert handled[1][0] - before >= 0.3
+    assert handled[1][0] - before < 0.3 + LATE + 0.5
 
 
 bad_delays = st.one_of(

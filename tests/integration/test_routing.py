@@ -7,10 +7,7 @@ from typing import Literal
 import pytest
 
 from hutch import Binding, Connection, Exchange, Publisher, Queue, Subscriber, bind
-
-
-def drain(sub: Subscriber[str], timeout: float = 0.5) -> list[str]:
-    return [m.body for m in sub.messages(timeout=timeout)]
+from tests.waits import drain
 
 
 def test_fanout_reaches_every_subscriber(conn: Connection, unique_name: str) -> None:
@@ -22,7 +19,7 @@ def test_fanout_reaches_every_subscriber(conn: Connection, unique_name: str) -> 
         for i in range(10):
             pub.publish(f"v{i}")
     for s in subs:
-        assert drain(s) == [f"v{i}" for i in range(10)]
+        assert drain(conn, s) == [f"v{i}" for i in range(10)]
         s.close()
 
 
@@ -35,8 +32,8 @@ def test_direct_exact_key_and_several_keys_on_one_queue(conn: Connection, unique
     with Publisher(conn, exchange=ex, model=str) as pub:
         for level in ("info", "warning", "error", "debug"):
             pub.publish(level, routing_key=level)
-    assert drain(errors) == ["error"]
-    assert drain(all_levels) == ["info", "warning", "error"]
+    assert drain(conn, errors) == ["error"]
+    assert drain(conn, all_levels) == ["info", "warning", "error"]
 
 
 TOPIC_CASES = [
@@ -69,7 +66,7 @@ def test_topic_patterns(conn: Connection, unique_name: str) -> None:
     with Publisher(conn, exchange=ex, model=str) as pub:
         for k in keys:
             pub.publish(k, routing_key=k)
-    received = {p: set(drain(s)) for p, s in subs.items()}
+    received = {p: set(drain(conn, s)) for p, s in subs.items()}
     for pattern, key, matches in TOPIC_CASES:
         assert (key in received[pattern]) is matches, (pattern, key)
 
@@ -94,7 +91,7 @@ def test_headers_exchange_all_and_any(
         pub.publish("pdf-log", headers={"format": "pdf", "type": "log"})
         pub.publish("csv-report", headers={"format": "csv", "type": "report"})
         pub.publish("zip-x", headers={"format": "zip"})
-    assert set(drain(sub)) == expected
+    assert set(drain(conn, sub)) == expected
 
 
 def test_n_to_m_bindings(conn: Connection, unique_name: str) -> None:
@@ -113,7 +110,7 @@ def test_n_to_m_bindings(conn: Connection, unique_name: str) -> None:
         p2.publish("nobody", routing_key="k3")
     for q in (q1, q2):
         with Subscriber(conn, queue=q.name, model=str) as sub:
-            assert sorted(drain(sub)) == ["a", "b"]
+            assert sorted(drain(conn, sub)) == ["a", "b"]
     ch.close()
 
 
@@ -124,7 +121,7 @@ def test_one_subscriber_on_several_exchanges(conn: Connection, unique_name: str)
     with Publisher(conn, exchange=a, model=str) as pa, Publisher(conn, exchange=b, model=str) as pb:
         pa.publish("from-a")
         pb.publish("from-b", routing_key="x.y")
-    assert sorted(drain(sub)) == ["from-a", "from-b"]
+    assert sorted(drain(conn, sub)) == ["from-a", "from-b"]
 
 
 def test_named_durable_subscription_keeps_messages_while_away(
@@ -136,7 +133,7 @@ def test_named_durable_subscription_keeps_messages_while_away(
     with Publisher(conn, exchange=ex, model=str) as pub:
         pub.publish("while-away")
     with Subscriber(conn, exchange=ex, queue=q, model=str) as sub:
-        assert drain(sub) == ["while-away"]
+        assert drain(conn, sub) == ["while-away"]
     ch = conn.channel()
     ch.delete_queue(q.name)
     ch.delete_exchange(ex.name)
@@ -156,4 +153,4 @@ def test_extra_bindings_by_queue_name(conn: Connection, unique_name: str) -> Non
     with Publisher(conn, exchange=ex, model=str) as pub:
         pub.publish("1", routing_key="one")
         pub.publish("2", routing_key="two")
-    assert drain(sub) == ["1", "2"]
+    assert drain(conn, sub) == ["1", "2"]

@@ -31,6 +31,7 @@ from hutch import (
     ValidationError,
 )
 from hutch.testing import Broker
+from tests.reliability import wait_until
 
 
 class Point(BaseModel):
@@ -84,6 +85,9 @@ class Served:
     server: RpcServer
     queue: str
     executed: collections.Counter[str] = field(default_factory=collections.Counter)
+    # wait_for_gate: `entered` once a handler runs it, which then holds the call until `gate`
+    # is set: a slow server whose reply comes exactly when the test lets it
+    entered: threading.Event = field(default_factory=threading.Event)
     gate: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,13 +118,9 @@ def build_server(url: str, queue: str, **options: Any) -> Served:
         raise ValueError(message)
 
     @server.procedure
-    def sleep(seconds: float) -> float:
-        served.count("sleep")
-        time.sleep(seconds)
-        return seconds
-
-    @server.procedure
     def wait_for_gate() -> bool:
+        served.count("wait_for_gate")
+        served.entered.set()
         return served.gate.wait(30)
 
     @server.procedure
@@ -157,6 +157,7 @@ def served(amqp_url: str, unique_name: str, conn: Connection) -> Iterator[Served
     s = build_server(amqp_url, unique_name)
     with s.server:
         yield s
+        s.gate.set()  # a call the test left waiting at the gate ends: the server can close
     conn.channel().delete_queue(unique_name)
 
 
@@ -331,39 +332,48 @@ def test_no_server_queue_fails_fast(conn: Connection, unique_name: str) -> None:
 def test_slow_server_times_out_and_the_late_reply_is_dropped(
     client: RpcClient, served: Served
 ) -> None:
+    # the server holds the call until the gate opens: its reply is late by construction
     start = time.monotonic()
     with pytest.raises(RpcTimeout):
-        client.call("sleep", 1.0, timeout=0.3)
+        client.call("wait_for_gate", timeout=0.2)
     elapsed = time.monotonic() - start
-    assert 0.3 <= elapsed < 1.0
+    assert 0.2 <= elapsed < 1.0
     assert isinstance(RpcTimeout("x"), TimeoutError)
     # the next call is not confused by the late reply to the first one
     assert client.call("echo", "next") == ["next"]
-    deadline = time.monotonic() + 5
-    while client.dropped_replies < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    served.gate.set()  # the late reply goes out now
+    assert wait_until(lambda: client.dropped_replies >= 1, 10, interval=0.005)
     assert client.dropped_replies == 1
     assert client.call("echo", "after") == ["after"]
-    # asynchronous calls time out too
-    future = client.call_async("sleep", 0.6, timeout=0.2)
+    # asynchronous calls time out too (the first handler has returned: its reply came)
+    served.gate.clear()
+    future = client.call_async("wait_for_gate", timeout=0.2)
     with pytest.raises(RpcTimeout):
         future.result(5)
-    assert served.executed["sleep"] == 2
+    served.gate.set()
+    assert wait_until(lambda: client.dropped_replies >= 2, 10, interval=0.005)
+    assert client.dropped_replies == 2
+    assert served.executed["wait_for_gate"] == 2
 
 
 @pytest.mark.parametrize("prefetch", [1, 4])
 def test_expired_request_is_not_executed(
     amqp_url: str, conn: Connection, unique_name: str, prefetch: int
 ) -> None:
-    # one worker is busy for 1 s; a call that gives up after 0.3 s waits behind it, in
-    # the queue (prefetch 1: the broker drops it) or in the server (prefetch 4: skipped)
+    # the one worker is busy until the gate opens; a call that gives up after 0.1 s waits
+    # behind it, in the queue (prefetch 1: the broker drops it) or in the server
+    # (prefetch 4: skipped)
     s = build_server(amqp_url, unique_name, concurrency=1, prefetch=prefetch)
     with s.server, RpcClient(conn, queue=unique_name) as c:
-        busy = c.call_async("sleep", 1.0, timeout=5)
-        time.sleep(0.1)
+        busy = c.call_async("wait_for_gate", timeout=30)
+        assert s.entered.wait(10)
         with pytest.raises(RpcTimeout):
-            c.call("record", "late", timeout=0.3)
-        assert busy.result(5) == 1.0
+            c.call("record", "late", timeout=0.1)
+        # the broker and the server count the request's 0.1 s from when it reached them, a
+        # moment after the caller started its clock: the worker frees up well after that
+        time.sleep(0.3)
+        s.gate.set()
+        assert busy.result(10) is True
         assert c.call("record", "fresh") == "fresh"
         assert s.executed["record:late"] == 0
         assert s.executed["record:fresh"] == 1
@@ -438,9 +448,9 @@ def test_blocking_call_in_a_future_callback_is_refused(client: RpcClient, served
     assert client.call("add", 2, 2) == 4
 
 
-def test_client_close_fails_waiting_calls(client: RpcClient) -> None:
-    future: Future[object] = client.call_async("sleep", 0.5)
-    time.sleep(0.05)
+def test_client_close_fails_waiting_calls(client: RpcClient, served: Served) -> None:
+    future: Future[object] = client.call_async("wait_for_gate")
+    assert served.entered.wait(10)  # the server runs the call: its reply is all that is missing
     client.close()
     with pytest.raises(ClosedError):
         future.result(2)
@@ -459,18 +469,24 @@ def test_server_stop_answers_in_flight_calls(
     try:
         with RpcClient(conn, queue=unique_name) as c:
             assert c.call("add", 1, 2) == 3
-            future = c.call_async("sleep", 0.5)
-            time.sleep(0.2)
+            future = c.call_async("wait_for_gate")
+            assert s.entered.wait(10)
             s.server.stop()
-            assert future.result(5) == 0.5
+            # stop() on the main thread only sets a flag, which the server reads within 0.1 s
+            # and then stops consuming: the call is still running all that time
+            time.sleep(0.2)
+            assert not future.done()
+            s.gate.set()
+            assert future.result(5) is True
             runner.join(10)
             assert not runner.is_alive()
             with pytest.raises(ClosedError):
                 s.server.start()
             # the queue stays (not auto-deleted): callers now wait instead of failing
             with pytest.raises(RpcTimeout):
-                c.call("add", 1, 2, timeout=0.3)
+                c.call("add", 1, 2, timeout=0.2)
     finally:
+        s.gate.set()
         s.server.close()
         runner.join(10)
         conn.channel().delete_queue(unique_name)

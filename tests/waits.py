@@ -1,0 +1,42 @@
+"""Waiting in integration tests without idle time on the memory broker.
+
+A test that checks that nothing *more* arrives must wait a quiet window first. On RabbitMQ
+these helpers wait exactly as long as before (the window is slept); on the memory broker
+:func:`hutch.testing.settle` knows at once when nothing more can arrive, so the same test
+runs in milliseconds there. RabbitMQ stays the truth: the window is what makes the test
+mean something on a real broker, and it is not shortened there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from hutch import Connection, Message, Subscriber
+from hutch.testing import settle
+
+T = TypeVar("T")
+
+__all__ = ["drain", "drain_messages", "settle"]
+
+
+def drain_messages(conn: Connection, sub: Subscriber[T], quiet: float = 0.5) -> list[Message[T]]:
+    """Every message ``sub`` receives until none arrives for ``quiet`` seconds (each acked).
+
+    On RabbitMQ: ``list(sub.messages(timeout=quiet))``. On the memory broker: take what has
+    arrived, settle (every delivery the acks make possible reaches ``sub``), again until a
+    settled broker has nothing more for it.
+    """
+    if conn.settings.memory is None:
+        return list(sub.messages(timeout=quiet))
+    out: list[Message[T]] = []
+    while True:
+        settle(conn, quiet)
+        got = list(sub.messages(timeout=0.001))
+        if not got:
+            return out
+        out.extend(got)
+
+
+def drain(conn: Connection, sub: Subscriber[Any], quiet: float = 0.5) -> list[Any]:
+    """The bodies of :func:`drain_messages`."""
+    return [m.body for m in drain_messages(conn, sub, quiet)]
