@@ -46,6 +46,9 @@ def test_unreachable_host_is_a_connect_error() -> None:
     assert not isinstance(info.value, AuthenticationError)
 
 
+@pytest.mark.rabbitmq_only(
+    "RabbitMQ's check of amqp:// credentials (memory:// has no users; the fixture starts a node)"
+)
 def test_wrong_password_is_an_authentication_error(hutch_broker: Broker) -> None:
     url = hutch_broker.url.replace("guest:guest@", "guest:wrong-secret@")
     with pytest.raises(AuthenticationError) as info:

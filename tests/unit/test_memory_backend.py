@@ -142,11 +142,13 @@ def test_worker_processes_are_refused_on_memory(hutch_memory_connection: Connect
 
 
 def test_named_brokers_are_separate() -> None:
-    with hutch.connect("memory://one") as a, hutch.connect("memory://two") as b:
-        a.channel().declare([Queue("only-in-one")])
-        assert a.channel().exists("queue", "only-in-one")
-        assert not b.channel().exists("queue", "only-in-one")
     from hutch._memory import forget_broker
 
-    forget_broker("one")
-    forget_broker("two")
+    try:
+        with hutch.connect("memory://one") as a, hutch.connect("memory://two") as b:
+            a.channel().declare([Queue("only-in-one")])
+            assert a.channel().exists("queue", "only-in-one")
+            assert not b.channel().exists("queue", "only-in-one")
+    finally:  # a failed assertion must not leave the brokers to later tests
+        forget_broker("one")
+        forget_broker("two")
