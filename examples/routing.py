@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Literal
 
 import hutch
 
 
 def receive(subscribers: dict[str, hutch.Subscriber[str]]) -> None:
-    """Print what each subscriber got: publishes were confirmed, so it is all queued."""
+    """Print what each subscriber got: publishes were confirmed, so it is all queued.
+
+    The subscribers share one quarter-second window: each reads until the window is over
+    and then until its queue stays quiet for 50 ms.
+    """
+    until = time.monotonic() + 0.25
     for label, sub in subscribers.items():
-        bodies = [message.body for message in sub.messages(timeout=0.25)]
+        quiet = max(until - time.monotonic(), 0.05)
+        bodies = [message.body for message in sub.messages(timeout=quiet)]
         print(f"  {label:<32} got {', '.join(bodies) or '(nothing)'}")
         sub.close()
 
