@@ -516,7 +516,8 @@ class Subscriber(Resource, Generic[T]):
             self._dead_letter(delivery, exc, span)
             return False
         delivery.ack()
-        span.settle(Settlement.ACKED)
+        if span is not NOOP_SCOPE:  # no call per message when telemetry is off
+            span.settle(Settlement.ACKED)
         return True
 
     def run(
