@@ -103,6 +103,20 @@ def _has_bytes_key(value: Any) -> bool:
     return False
 
 
+#: pika before 1.4 writes an int of 2**63 or more as an *unsigned* ``l`` and reads it back
+#: itself, but RabbitMQ and every other client read ``l`` as signed (a negative number):
+#: hutch refuses such ints, and that pika's own round trip succeeds proves nothing.
+_PIKA_UNSIGNED_LONGS = tuple(int(p) for p in pika.__version__.split(".")[:2]) < (1, 4)
+
+
+def _has_uint64(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_uint64(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_uint64(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2**63
+
+
 def _round_trip(table: dict[Any, Any]) -> Any:
     """What a consumer gets: pika's encoding and decoding, then hutch's (aware timestamps)."""
     pieces: list[bytes] = []
@@ -125,7 +139,7 @@ def test_field_table_check_agrees_with_pika(table: dict[Any, Any]) -> None:
     assert str(error).startswith("headers"), error  # names the argument, then the field
     # and pika indeed cannot carry it: it fails, or what comes back is not the same
     # (except bytes keys: pika sends them, but hutch's tables have str keys only)
-    if _has_bytes_key(table):
+    if _has_bytes_key(table) or (_PIKA_UNSIGNED_LONGS and _has_uint64(table)):
         return
     try:
         decoded = _round_trip(table)
