@@ -510,7 +510,8 @@ class RpcClient(Resource):
             # call_async leaves it to the I/O thread, which sends the requests of a busy
             # moment together (more calls per second)
             sent = ch.publish(message)
-        sent.add_done_callback(lambda f: self._on_sent(cid, f))
+        if not sent.done() or sent.exception() is not None:
+            sent.add_done_callback(lambda f: self._on_sent(cid, f))
         return call
 
     def _on_sent(self, cid: str, sent: Future[None]) -> None:
@@ -525,7 +526,7 @@ class RpcClient(Resource):
         call.blocking = threading.get_ident()
         # read the reply on this thread when it can: no hand-over from the I/O thread
         ch = self._channel  # set: the request was sent on it
-        if ch is not None:
+        if ch is not None and not call.future.done():
             ch.pump(call.future, min(_PUMP_LIMIT, call.deadline - time.monotonic()))
         try:
             return call.future.result(max(0.0, call.deadline - time.monotonic()))

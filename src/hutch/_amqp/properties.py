@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import operator
 import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -86,6 +87,7 @@ _SHORT_STRINGS = (
     "app_id",
     "cluster_id",
 )
+_short_strings_of = operator.attrgetter(*_SHORT_STRINGS)
 
 
 # bounds, not a range: pika decodes AMQP longs as pika.compat.long, an int subclass, and
@@ -237,6 +239,8 @@ def _table_problem(table: Mapping[Any, object], prefix: str = "", depth: int = 0
     for key, value in table.items():
         if not isinstance(key, str):
             return f"header name {prefix}{key!r} is not valid UTF-8"
+        if type(value) is str:  # the common case, never a problem: no repr of the name
+            continue
         problem = _value_problem(value, repr(prefix + key), depth)
         if problem is not None:
             return problem
@@ -290,6 +294,10 @@ def decode_properties(p: pika.BasicProperties) -> tuple[Properties, str | None]:
         problems.append(f"the headers table cannot be decoded ({headers.reason})")
         raw[RAW_HEADERS] = headers.raw
         table = None
+    elif isinstance(headers, dict) and all(
+        type(k) is str and type(v) is str for k, v in headers.items()
+    ):
+        table = headers  # strings only (the common case): nothing to fix or to refuse
     elif isinstance(headers, dict):
         table = cast("dict[str, Any]", aware_timestamps(headers))
         problem = _table_problem(headers)
@@ -301,14 +309,14 @@ def decode_properties(p: pika.BasicProperties) -> tuple[Properties, str | None]:
                 table = None
     else:
         table = None
-    values: dict[str, Any] = {}
-    for name in _SHORT_STRINGS:
-        value = getattr(p, name)
-        if isinstance(value, bytes):
-            problems.append(f"the {name} property is not valid UTF-8")
-            raw[RAW_PREFIX + name.replace("_", "-")] = value
-            value = None
-        values[name] = value
+    strings = _short_strings_of(p)
+    values: dict[str, Any] = dict(zip(_SHORT_STRINGS, strings, strict=True))
+    if bytes in map(type, strings):  # pika left what is not UTF-8 as bytes
+        for name, value in values.items():
+            if isinstance(value, bytes):
+                problems.append(f"the {name} property is not valid UTF-8")
+                raw[RAW_PREFIX + name.replace("_", "-")] = value
+                values[name] = None
     expiration = values["expiration"]
     if expiration is not None and not (isinstance(expiration, str) and expiration.isdigit()):
         problems.append(f"the expiration property {expiration!r} is not a number of milliseconds")
