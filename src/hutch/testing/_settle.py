@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import time
 
+from hutch._checks import check_float
 from hutch._connection import Connection
 from hutch._exceptions import OperationTimeout
 
@@ -40,10 +40,7 @@ def settle(conn: Connection, quiet: float = 0.5, *, handled: bool = False) -> No
         >>> settle(conn)  # doctest: +SKIP
         >>> assert list(us_orders.messages(timeout=0.01)) == []  # doctest: +SKIP
     """
-    if isinstance(quiet, bool) or not isinstance(quiet, (int, float)):
-        raise TypeError(f"settle(quiet=...) takes a number of seconds, not {quiet!r}")
-    if not math.isfinite(quiet) or quiet < 0:
-        raise ValueError(f"settle(quiet=...) takes a finite number of seconds >= 0, not {quiet!r}")
+    quiet = check_float("settle(quiet=...)", quiet, low=0)
     name = conn.settings.memory
     if name is None:
         time.sleep(quiet)
