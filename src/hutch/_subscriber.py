@@ -485,18 +485,7 @@ class Subscriber(Resource, Generic[T]):
 
     def _process_span(self, delivery: Delivery) -> Scope:
         """The consumer span of one delivery (telemetry on), child of its headers' context."""
-        props = delivery.properties
-        return self._conn.telemetry.process_span(
-            queue=self.queue_name,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key,
-            headers=delivery.headers,
-            message_id=props.message_id,
-            correlation_id=props.correlation_id,
-            body_size=len(delivery.body),
-            redelivered=delivery.redelivered,
-            delivery_tag=delivery.delivery_tag,
-        )
+        return self._conn.telemetry.delivery_span(delivery, self.queue_name)
 
     def _handle(
         self, handler: Handler[T], call_with_message: bool, delivery: Delivery, span: Scope

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from types import TracebackType
 
+    from hutch._amqp.properties import Delivery
+
 __all__ = [
     "ACKED_METRIC",
     "CONFIRMED_METRIC",
@@ -283,6 +285,31 @@ class Telemetry:
             The scope.
         """
         return _NOOP_SCOPE
+
+    def delivery_span(self, delivery: Delivery, queue: str, attempt: int | None = None) -> Scope:
+        """:meth:`process_span` for ``delivery``: its exchange, routing key, headers and properties.
+
+        Args:
+            delivery: The message as delivered.
+            queue: The queue it was consumed from.
+            attempt: hutch's attempt number (``x-hutch-attempts``), when known.
+
+        Returns:
+            The scope.
+        """
+        props = delivery.properties
+        return self.process_span(
+            queue=queue,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key,
+            headers=delivery.headers,
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            body_size=len(delivery.body),
+            redelivered=delivery.redelivered,
+            delivery_tag=delivery.delivery_tag,
+            attempt=attempt,
+        )
 
     def rpc_client_span(
         self,

@@ -215,19 +215,7 @@ class Worker:
             return
         # a consumer span, child of the publisher's context in the headers; whatever the
         # handler publishes or calls (in this thread) is its child
-        props = delivery.properties
-        with tel.process_span(
-            queue=crew.queue,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key,
-            headers=delivery.headers,
-            message_id=props.message_id,
-            correlation_id=props.correlation_id,
-            body_size=len(delivery.body),
-            redelivered=delivery.redelivered,
-            delivery_tag=delivery.delivery_tag,
-            attempt=attempt,
-        ) as span:
+        with tel.delivery_span(delivery, crew.queue, attempt) as span:
             self._attempt(delivery, attempt, span)
 
     def _attempt(self, delivery: Delivery, attempt: int, span: Scope) -> None:
