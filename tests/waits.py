@@ -9,6 +9,8 @@ mean something on a real broker, and it is not shortened there.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hutch import Connection, Message, Subscriber
@@ -16,7 +18,7 @@ from hutch.testing import settle
 
 T = TypeVar("T")
 
-__all__ = ["drain", "drain_messages", "settle"]
+__all__ = ["drain", "drain_messages", "settle", "wait_for"]
 
 
 def drain_messages(conn: Connection, sub: Subscriber[T], quiet: float = 0.5) -> list[Message[T]]:
@@ -40,3 +42,12 @@ def drain_messages(conn: Connection, sub: Subscriber[T], quiet: float = 0.5) -> 
 def drain(conn: Connection, sub: Subscriber[Any], quiet: float = 0.5) -> list[Any]:
     """The bodies of :func:`drain_messages`."""
     return [m.body for m in drain_messages(conn, sub, quiet)]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 20 ms; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

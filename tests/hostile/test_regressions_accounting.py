@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -39,19 +39,12 @@ from hutch import (
     Unroutable,
     WorkerPool,
 )
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
 
 # --------------------------------------------------------------------------- helpers
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Raw:
     """A foreign producer and inspector: raw pika, no hutch."""
 

@@ -13,13 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hutch import Connection, HutchError, Publisher, Queue, RpcClient
 from tests.integration import signal_script
+from tests.waits import wait_for
 
 SCRIPT = Path(signal_script.__file__)
 ROOT = SCRIPT.parents[2]
@@ -31,14 +32,6 @@ pytestmark = [
         "real processes receiving signals: the broker must be shared across processes"
     ),
 ]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def events(log: Path, kind: str) -> list[float]:

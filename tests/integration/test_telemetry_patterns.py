@@ -8,8 +8,7 @@ read ``connection.telemetry`` exactly as they do with the global one.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -41,16 +40,9 @@ from hutch._telemetry import (
     SENT_METRIC,
 )
 from tests.otel_support import Otel, make_otel
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -30,18 +30,10 @@ from hutch._amqp import Delivery
 from hutch._worker_pool.pool import window
 from tests.integration import worker_script
 from tests.integration.worker_script import Task, read_log, work_queue
-from tests.waits import settle
+from tests.waits import settle, wait_for
 
 SCRIPT = Path(worker_script.__file__)
 ROOT = SCRIPT.parents[2]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
