@@ -6,6 +6,7 @@ allow-list before touching the bytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any, Generic, TypeVar, cast
@@ -135,9 +136,12 @@ class Codec(Generic[T]):
         adapter = cast("TypeAdapter[T]", self._adapter)
         if type(value) is self.model:
             try:
-                return adapter.dump_json(value), JSON
+                data = adapter.dump_json(value)
             except pydantic_core.PydanticSerializationError as exc:
                 raise ValidationError(f"cannot encode body as {self._name()}: {exc}") from None
+            if b"null" in data:  # JSON writes an infinite or NaN float as null
+                _refuse_non_finite(value)
+            return data, JSON
         try:
             raw = pydantic_core.to_json(value)
         except pydantic_core.PydanticSerializationError as exc:
@@ -150,7 +154,10 @@ class Codec(Generic[T]):
         except pydantic.ValidationError as exc:
             what = f"body of type {type(value).__name__}"
             raise _validation_error(exc, what, self._name()) from None
-        return adapter.dump_json(validated), JSON
+        data = adapter.dump_json(validated)
+        if b"null" in data:
+            _refuse_non_finite(validated)
+        return data, JSON
 
     def _name(self) -> str:
         return getattr(self.model, "__name__", repr(self.model))
@@ -193,6 +200,29 @@ class Codec(Generic[T]):
             if first is not None and first["type"] in ("json_invalid", "json_type"):
                 raise DecodeError(f"body is not valid JSON: {first['msg']}") from None
             raise _validation_error(exc, "body", self._name()) from None
+
+
+def _refuse_non_finite(value: object) -> None:
+    """Raise if ``value`` holds an infinite or NaN float, which JSON would send as ``null``.
+
+    A consumer decoding with the same model would then refuse the message (``null`` is
+    not a number), or take ``None`` for an optional field: refused before sending instead.
+    """
+    if _has_non_finite(pydantic_core.to_jsonable_python(value)):
+        raise ValidationError(
+            "body holds an infinite or NaN float, which JSON cannot carry (it would arrive "
+            "as null): send a finite number, or a str or Decimal"
+        )
+
+
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def _validation_error(exc: pydantic.ValidationError, what: str, name: str) -> ValidationError:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from typing import Any
 
@@ -150,3 +151,35 @@ def test_what_a_typed_codec_sends_its_consumers_accept(value: object, model: Any
     decoded = codec.decode(data, content_type)
     if type(value) is model:
         assert decoded == value
+
+
+class _Reading(BaseModel):
+    value: float
+    previous: float | None = None
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        (float, math.inf),
+        (float, math.nan),
+        (_Reading, _Reading(value=-math.inf)),
+        (_Reading, {"value": 1.0, "previous": math.nan}),
+        (list[float], [1.0, -math.inf]),
+        (float | None, math.inf),
+        (dict[str, float], {"a": math.nan}),
+    ],
+)
+def test_an_infinite_or_nan_float_is_refused_before_sending(model: Any, body: object) -> None:
+    # JSON writes it as null, which a consumer with the same model refuses (or takes as None)
+    with pytest.raises(ValidationError, match="infinite or NaN"):
+        Codec(model).encode(body)
+
+
+def test_a_null_that_is_none_is_still_sent() -> None:
+    assert Codec(_Reading).encode(_Reading(value=1.0)) == (
+        b'{"value":1.0,"previous":null}',
+        "application/json",
+    )
+    optional: Codec[Any] = Codec(float | None)  # type: ignore[arg-type]
+    assert optional.encode(None) == (b"null", "application/json")
