@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from hutch._exceptions import RemoteError, ValidationError
-from hutch._serialization import BINARY, JSON, TEXT, _media_type
+from hutch._serialization import BINARY, JSON, TEXT, _media_type, refuse_non_finite
 
 __all__ = [
     "DIRECT_REPLY_TO",
@@ -412,7 +412,7 @@ class Signature:
         try:
             if ret is Any or type(value) is ret:
                 # nothing to check (Any), or exactly the declared class: the fast path
-                return adapter.dump_json(value, warnings=False), JSON
+                return self._finite(adapter.dump_json(value, warnings=False), value), JSON
             raw = pydantic_core.to_json(value)
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise CallError(
@@ -429,7 +429,16 @@ class Signature:
                 "ValidationError",
                 _describe(exc, self.name, prefix=f"result ({type(value).__name__})"),
             ) from None
-        return adapter.dump_json(validated, warnings=False), JSON
+        return self._finite(adapter.dump_json(validated, warnings=False), validated), JSON
+
+    def _finite(self, data: bytes, value: object) -> bytes:
+        """``data``, unless JSON turned an infinite or NaN float of ``value`` into null."""
+        if b"null" in data:
+            try:
+                refuse_non_finite(value)
+            except ValidationError as exc:
+                raise CallError("ValidationError", f"the result of {self.name!r}: {exc}") from None
+        return data
 
     # ------------------------------------------------------------------ client side
     def check_call(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> None:

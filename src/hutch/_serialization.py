@@ -140,7 +140,7 @@ class Codec(Generic[T]):
             except pydantic_core.PydanticSerializationError as exc:
                 raise ValidationError(f"cannot encode body as {self._name()}: {exc}") from None
             if b"null" in data:  # JSON writes an infinite or NaN float as null
-                _refuse_non_finite(value)
+                refuse_non_finite(value)
             return data, JSON
         try:
             raw = pydantic_core.to_json(value)
@@ -156,7 +156,7 @@ class Codec(Generic[T]):
             raise _validation_error(exc, what, self._name()) from None
         data = adapter.dump_json(validated)
         if b"null" in data:
-            _refuse_non_finite(validated)
+            refuse_non_finite(validated)
         return data, JSON
 
     def _name(self) -> str:
@@ -202,7 +202,7 @@ class Codec(Generic[T]):
             raise _validation_error(exc, "body", self._name()) from None
 
 
-def _refuse_non_finite(value: object) -> None:
+def refuse_non_finite(value: object) -> None:
     """Raise if ``value`` holds an infinite or NaN float, which JSON would send as ``null``.
 
     A consumer decoding with the same model would then refuse the message (``null`` is

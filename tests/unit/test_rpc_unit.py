@@ -109,6 +109,22 @@ def test_result_encoding_and_client_side_decoding() -> None:
         Signature(lambda: object(), name="odd").encode_result(object())
 
 
+def test_an_infinite_or_nan_result_is_an_error_not_a_null() -> None:
+    # JSON writes it as null: the caller would get None, or an invalid reply
+    def ratio() -> float:
+        return float("inf")
+
+    def anything():  # type: ignore[no-untyped-def]
+        return {"mean": float("nan")}
+
+    for fn, name in ((ratio, "ratio"), (anything, "anything")):
+        with pytest.raises(CallError, match="infinite or NaN") as info:
+            Signature(fn, name=name).encode_result(fn())
+        assert info.value.type_name == "ValidationError"
+    nothing = Signature(lambda: None, name="nothing")
+    assert nothing.encode_result(None) == (b"null", "application/json")
+
+
 def test_raw_procedures_take_bytes_text_or_validated_values() -> None:
     def as_bytes(body: bytes) -> bytes:
         return body
