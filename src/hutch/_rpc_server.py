@@ -577,6 +577,8 @@ class RpcServer(Resource):
             self._inbox.put((delivery, time.monotonic()))
 
     def _next_request(self, ch: ChannelApi, mine: list[Any]) -> Any:
+        if mine:  # read while replying to the last one (see _handle)
+            return mine.pop()
         try:
             return self._inbox.get_nowait()
         except _queue.Empty:
@@ -611,7 +613,7 @@ class RpcServer(Resource):
                 if self._conn.telemetry.enabled:
                     self._handle_traced(*item)
                 else:
-                    self._handle(*item)
+                    self._handle(*item, lead=mine)
             except BaseException as exc:  # never lose a worker, nor the request
                 log.exception("hutch: RPC worker failed on a request; dead-lettering it")
                 self._dead_letter(
@@ -636,7 +638,14 @@ class RpcServer(Resource):
         ) as span:
             self._handle(delivery, received, span)
 
-    def _handle(self, delivery: Delivery, received: float, span: Scope = NOOP_SCOPE) -> None:
+    def _handle(
+        self,
+        delivery: Delivery,
+        received: float,
+        span: Scope = NOOP_SCOPE,
+        *,
+        lead: list[Any] | None = None,
+    ) -> None:
         expiration = delivery.expiration
         if (
             expiration is not None
@@ -722,10 +731,27 @@ class RpcServer(Resource):
                     delivery_mode=_TRANSIENT,
                     headers={STATUS_HEADER: status},
                 ),
+                tracked=False,
             )
             # published first, acked second: by this thread when no other request is in
             # hand (the quickest reply), else by the I/O thread, which batches them
-            ch.publish_then_ack(reply, delivery, direct=self._busy <= 1 and self._inbox.empty())
+            direct = self._busy <= 1 and self._inbox.empty()
+            if direct and lead is not None and not lead and not self._stop_requested:
+                # the server is idle: this worker goes on reading the connection for the
+                # next request in the same hold of it (see _next_request); not inside a
+                # traced call, whose span would then last until the next request
+                self._leading.mine = lead
+                try:
+                    ch.publish_then_ack(
+                        reply,
+                        delivery,
+                        lead_until=lambda: bool(lead) or self._stop_requested,
+                        lead_limit=_LEAD,
+                    )
+                finally:
+                    self._leading.mine = None
+            else:
+                ch.publish_then_ack(reply, delivery, direct=direct)
         else:
             log.debug("hutch: RPC request %r has no reply_to; result dropped", name)
             delivery.ack()

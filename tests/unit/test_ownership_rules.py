@@ -114,7 +114,7 @@ def test_without_a_connection_no_snapshot_lets_a_caller_take_it() -> None:
 
     flips: dict[str, Callable[[Driver], object]] = {
         "started": lambda d: setattr(d, "_thread", threading.current_thread()),
-        "opened": lambda d: d._opened.set_result(None),
+        "opened": lambda d: (d._opened.set_result(None), setattr(d, "_opened_ok", True)),
         "broken": lambda d: setattr(d, "_broken", OSError("gone")),
         "recovering": lambda d: setattr(d, "_down_since", 1.0),
         "closing": lambda d: setattr(d, "_closing", True),

@@ -122,9 +122,19 @@ class ChannelApi(Protocol):
         """Publish several messages at once."""
 
     def publish_then_ack(
-        self, message: OutgoingMessage, delivery: Delivery, *, direct: bool = True
+        self,
+        message: OutgoingMessage,
+        delivery: Delivery,
+        *,
+        direct: bool = True,
+        lead_until: Callable[[], bool] | None = None,
+        lead_limit: float = 0.0,
     ) -> None:
-        """Publish ``message``, then ack ``delivery`` (an RPC server's reply)."""
+        """Publish ``message``, then ack ``delivery`` (an RPC server's reply).
+
+        With ``lead_until``, then read the connection on this thread until it is true
+        (at most ``lead_limit`` seconds), where the channel can.
+        """
 
     # ----------------------------------------------------------------- settling, queries
     def ack(self, delivery: Delivery) -> None:

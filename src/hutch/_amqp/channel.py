@@ -393,13 +393,23 @@ class Channel(AckCoalescing):
             self._io.submit(run)
 
     def publish_then_ack(
-        self, message: OutgoingMessage, delivery: Delivery, *, direct: bool = True
+        self,
+        message: OutgoingMessage,
+        delivery: Delivery,
+        *,
+        direct: bool = True,
+        lead_until: Callable[[], bool] | None = None,
+        lead_limit: float = 0.0,
     ) -> None:
         """Publish ``message`` (no waiting), then ack ``delivery``: an RPC server's reply.
 
         With ``direct``, the calling thread sends both itself when the connection is free
         (the quickest reply); otherwise both are queued for the I/O thread, in that order
         (which sends the replies of busy moments in batches: more replies per second).
+        With ``lead_until`` as well, the calling thread sends the reply at once, then goes
+        on reading the connection, in the same hold of it, until ``lead_until()`` is true
+        or ``lead_limit`` seconds passed (an idle server's worker waiting for the next
+        request; the ack goes out with the next write).
         """
         gen, tag = delivery.generation, delivery.delivery_tag
 
@@ -412,10 +422,17 @@ class Channel(AckCoalescing):
         if self._life.closed:
             message.fail(self._closed_error())
             self.ack(delivery)
-        elif not direct or not self._io.run_direct(run, 0 if self._io.pumping else _BRIEF):
-            # a pumping thread (waiting for something else) sends it as soon as it is queued
-            self._io.submit(lambda: self._publish_now(message))
-            self.ack(delivery)
+            return
+        if direct:
+            wait = 0 if self._io.pumping else _BRIEF
+            if lead_until is None:
+                if self._io.run_direct(run, wait):
+                    return
+            elif self._io.run_and_pump_until(run, lead_until, lead_limit, wait):
+                return
+        # a pumping thread (waiting for something else) sends it as soon as it is queued
+        self._io.submit(lambda: self._publish_now(message))
+        self.ack(delivery)
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge a delivery (thread-safe, asynchronous).

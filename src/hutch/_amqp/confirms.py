@@ -121,6 +121,7 @@ class OutgoingMessage:
         *,
         batch: Batch | None = None,
         index: int = 0,
+        tracked: bool = True,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -131,13 +132,14 @@ class OutgoingMessage:
         self._batch = batch
         self._index = index
         self._settled = False
-        self._future: Future[None] | None = None if batch is not None else Future()
+        # untracked: nobody waits for it (an RPC reply), so no future to create and settle
+        self._future: Future[None] | None = Future() if batch is None and tracked else None
 
     @property
     def future(self) -> Future[None]:
         """Resolves when the broker confirmed the message (not for batch members)."""
         if self._future is None:
-            raise TypeError("a message of a batch has no future of its own; see Batch")
+            raise TypeError("a message of a batch, or untracked, has no future of its own")
         return self._future
 
     def done(self) -> bool:
@@ -161,9 +163,10 @@ class OutgoingMessage:
                 else:
                     future.set_exception(error)
             return
-        if not self._settled and self._batch is not None:
+        if not self._settled:
             self._settled = True
-            self._batch.settle(self._index, error)
+            if self._batch is not None:
+                self._batch.settle(self._index, error)
 
 
 class Pending:

@@ -211,6 +211,15 @@ class Driver(IoThread):
             False (without running ``fn``) if the connection cannot be taken; see
             :meth:`run_direct`.
         """
+        return self.run_and_pump_until(fn, fut.done, limit, timeout)
+
+    def run_and_pump_until(
+        self, fn: Callable[[], None], done: Callable[[], bool], limit: float, timeout: float = 1.0
+    ) -> bool:
+        """:meth:`run_and_pump` until ``done()`` is true (checked after each round of I/O).
+
+        An RPC server's reply: send it, then read the next request, in one hold.
+        """
         if self.in_io_thread:
             fn()
             return True
@@ -225,7 +234,7 @@ class Driver(IoThread):
             except CONNECTION_ERRORS as exc:
                 self._mark_broken(exc)
                 return True
-            self._pump(conn, fut.done, time.monotonic() + limit)
+            self._pump(conn, done, time.monotonic() + limit)
             return True
         finally:
             self._release()

@@ -103,6 +103,7 @@ class IoThread(Recovering):
                 self._opened.set_exception(exc)
                 return
             self._opened.set_result(None)
+            self._opened_ok = True
             io_due = True
             while not self._closing:
                 try:

@@ -135,6 +135,7 @@ class Ownership:
         self._wake_pending = False
         self._wake = threading.Event()
         self._opened: Future[None] = Future()
+        self._opened_ok = False  # _opened resolved with success: a plain read for _direct_ok
         self._closing = False
         self._closed = threading.Event()
         self._failure: HutchError | None = None
@@ -256,7 +257,7 @@ class Ownership:
             and self._broken is None
             and self._down_since is None
             and not self._closing
-            and self._opened.done()
+            and self._opened_ok
             and self._unblocked.is_set()
             and not conn.is_closed
         )

@@ -523,9 +523,19 @@ class MemoryAmqpChannel:
             self._publish_now(m)
 
     def publish_then_ack(
-        self, message: OutgoingMessage, delivery: Delivery, *, direct: bool = True
+        self,
+        message: OutgoingMessage,
+        delivery: Delivery,
+        *,
+        direct: bool = True,
+        lead_until: Callable[[], bool] | None = None,
+        lead_limit: float = 0.0,
     ) -> None:
-        """Publish ``message``, then ack ``delivery`` (an RPC server's reply)."""
+        """Publish ``message``, then ack ``delivery`` (an RPC server's reply).
+
+        ``lead_until`` is not waited for: the callback thread does all I/O (see
+        :meth:`pump`).
+        """
         self._publish_now(message)
         self.ack(delivery)
 
