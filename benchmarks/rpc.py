@@ -308,21 +308,23 @@ def run(
     flight_calls = flight_calls or scaled(6000, 100)
     warmup = min(WARMUP, calls)
     kinds = ["pika", "hutch"] + (["aio_pika"] if _have_aio_pika() else [])
-    servers: dict[str, ServerProcess] = {}
-    clients: dict[str, Any] = {}
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     round_p50s: dict[str, list[float]] = {k: [] for k in kinds}
     flight_time: dict[str, float] = dict.fromkeys(kinds, 0.0)
-    try:
+    for _ in range(rounds):
         for kind in kinds:
+            # A fresh server process and client connection in every round: on a small
+            # machine a connection's latency depends on where its processes and the
+            # broker's land (the same pika server measured 0.36 ms in one start and
+            # 0.42 ms in the next, steady within each), so rounds on one connection
+            # would measure one placement, not the variant.
             queue = f"bench_rpc_{kind}_{uuid.uuid4().hex[:8]}"
-            servers[kind] = ServerProcess(kind, url, queue)
-            clients[kind] = CLIENTS[kind](url, queue)
-            for i in range(warmup):
-                assert clients[kind].call(i) == i + 1
-        for _ in range(rounds):
-            for kind in kinds:
-                client = clients[kind]
+            server = ServerProcess(kind, url, queue)
+            client: Any = None
+            try:
+                client = CLIENTS[kind](url, queue)
+                for i in range(warmup):
+                    assert client.call(i) == i + 1
                 this_round = []
                 for i in range(calls):
                     t = time.perf_counter()
@@ -331,15 +333,13 @@ def run(
                     assert result == i + 1
                 samples[kind] += this_round
                 round_p50s[kind].append(statistics.median(this_round) * 1000)
-            for kind in kinds:
                 t = time.perf_counter()
-                clients[kind].flight(flight_calls // rounds, in_flight)
+                client.flight(flight_calls // rounds, in_flight)
                 flight_time[kind] += time.perf_counter() - t
-    finally:
-        for client in clients.values():
-            client.close()
-        for server in servers.values():
-            server.close()
+            finally:
+                if client is not None:
+                    client.close()
+                server.close()
     results: dict[str, Any] = {}
     for kind in kinds:
         ordered = sorted(samples[kind])

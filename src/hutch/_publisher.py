@@ -610,7 +610,8 @@ class Publisher(Resource, Generic[T]):
         else:
             # this thread sends the message and reads its confirm itself when it can: no
             # hand-over to the I/O thread and back
-            fut = ch.publish_and_wait(message, min(wait, _PUMP_LIMIT))
+            ch.publish_and_wait(message, min(wait, _PUMP_LIMIT))
+            fut = message.future
         if not self.confirm:
             # no confirms: return at once, but bound what is queued for the I/O thread
             self._writes.append(fut)

@@ -500,24 +500,35 @@ class RpcClient(Resource):
             headers=headers,
         )
         self._pending[cid] = call
-        message = OutgoingMessage("", self.queue, body, props, mandatory=True)
         if direct:
             # a blocking call sends its request and reads its reply on this thread (no
-            # hand-over to the I/O thread and back), for up to _PUMP_LIMIT seconds
+            # hand-over to the I/O thread and back), for up to _PUMP_LIMIT seconds; the
+            # request has no future of its own: the call's future says what came of it
+            message = OutgoingMessage(
+                "",
+                self.queue,
+                body,
+                props,
+                mandatory=True,
+                tracked=False,
+                on_fail=lambda exc: self._on_send_failed(cid, exc),
+            )
             call.blocking = threading.get_ident()
-            sent = ch.publish_and_wait(message, min(_PUMP_LIMIT, timeout), until=call.future)
-        else:
-            # call_async leaves it to the I/O thread, which sends the requests of a busy
-            # moment together (more calls per second)
-            sent = ch.publish(message)
+            ch.publish_and_wait(message, min(_PUMP_LIMIT, timeout), until=call.future.done)
+            return call
+        # call_async leaves it to the I/O thread, which sends the requests of a busy
+        # moment together (more calls per second)
+        sent = ch.publish(OutgoingMessage("", self.queue, body, props, mandatory=True))
         if not sent.done() or sent.exception() is not None:
             sent.add_done_callback(lambda f: self._on_sent(cid, f))
         return call
 
     def _on_sent(self, cid: str, sent: Future[None]) -> None:
         exc = sent.exception()
-        if exc is None:
-            return
+        if exc is not None:
+            self._on_send_failed(cid, exc)
+
+    def _on_send_failed(self, cid: str, exc: BaseException) -> None:
         call = self._pending.pop(cid, None)
         if call is not None and not call.future.done():
             call.future.set_exception(exc)

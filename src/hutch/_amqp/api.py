@@ -113,9 +113,9 @@ class ChannelApi(Protocol):
         message: OutgoingMessage,
         limit: float,
         *,
-        until: Future[Any] | None = None,
+        until: Callable[[], bool] | None = None,
         wait: float = 1.0,
-    ) -> Future[None]:
+    ) -> None:
         """Publish a message, then help with the I/O until ``until`` (or its confirm)."""
 
     def publish_many(self, messages: list[OutgoingMessage], *, direct: bool = False) -> None:

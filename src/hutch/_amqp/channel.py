@@ -348,27 +348,23 @@ class Channel(AckCoalescing):
         message: OutgoingMessage,
         limit: float,
         *,
-        until: Future[Any] | None = None,
+        until: Callable[[], bool] | None = None,
         wait: float = 1.0,
-    ) -> Future[None]:
+    ) -> None:
         """Publish a message, then do this connection's I/O on this thread for a while.
 
-        That is, for up to ``limit`` seconds until ``until`` (default: the message's
-        confirm) is done. It may still be pending afterwards (a slow answer, or the
-        connection could not be taken within ``wait`` seconds and the message was queued
-        for the I/O thread).
-
-        Returns:
-            The message's future (see :meth:`publish`).
+        That is, for up to ``limit`` seconds until ``until()`` (default: the message is
+        settled, i.e. confirmed) is true. The message may still be pending afterwards (a
+        slow answer, or the connection could not be taken within ``wait`` seconds and the
+        message was queued for the I/O thread): callers wait for its future as usual.
         """
         if self._life.closed:
             message.fail(self._closed_error())
-            return message.future
-        if not self._io.run_and_pump(
-            lambda: self._publish_now(message), until or message.future, limit, wait
+            return
+        if not self._io.run_and_pump_until(
+            lambda: self._publish_now(message), until or message.done, limit, wait
         ):
             self._io.submit(lambda: self._publish_now(message))
-        return message.future
 
     def publish_many(self, messages: list[OutgoingMessage], *, direct: bool = False) -> None:
         """Publish several messages at once (one hand-over to the I/O thread at most).

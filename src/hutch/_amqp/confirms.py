@@ -102,6 +102,7 @@ class OutgoingMessage:
         "_batch",
         "_future",
         "_index",
+        "_on_fail",
         "_settled",
         "body",
         "exchange",
@@ -122,6 +123,7 @@ class OutgoingMessage:
         batch: Batch | None = None,
         index: int = 0,
         tracked: bool = True,
+        on_fail: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -132,8 +134,10 @@ class OutgoingMessage:
         self._batch = batch
         self._index = index
         self._settled = False
-        # untracked: nobody waits for it (an RPC reply), so no future to create and settle
+        # untracked: nobody waits for it (an RPC reply or request), so no future to create
+        # and settle; on_fail (untracked only) hears of a failure
         self._future: Future[None] | None = Future() if batch is None and tracked else None
+        self._on_fail = on_fail
 
     @property
     def future(self) -> Future[None]:
@@ -167,6 +171,8 @@ class OutgoingMessage:
             self._settled = True
             if self._batch is not None:
                 self._batch.settle(self._index, error)
+            elif error is not None and self._on_fail is not None:
+                self._on_fail(error)
 
 
 class Pending:

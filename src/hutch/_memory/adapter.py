@@ -510,12 +510,11 @@ class MemoryAmqpChannel:
         message: OutgoingMessage,
         limit: float,
         *,
-        until: Future[Any] | None = None,
+        until: Callable[[], bool] | None = None,
         wait: float = 1.0,
-    ) -> Future[None]:
+    ) -> None:
         """Publish a message; the caller then waits for its confirm as usual (see :meth:`pump`)."""
         self._publish_now(message)
-        return message.future
 
     def publish_many(self, messages: list[OutgoingMessage], *, direct: bool = False) -> None:
         """Publish several messages; each settles its own future or its batch."""
