@@ -3,14 +3,18 @@
 Each server runs in its own process; the three clients run in this process, against the same
 broker in the same run. Every call is ``add(x, y) -> int`` with a JSON body.
 
-* sequential: 3 rounds of 2,000 calls one after another (after 200 warm-up calls); the
-  p50 latency is the median of the 3 rounds' p50s (p99 over all calls);
+* sequential: 5 rounds of 2,000 calls one after another (after 200 warm-up calls); the
+  p50 latency is the median of the 5 rounds' p50s (p99 over all calls);
 * in flight: 6,000 calls with 50 outstanding at any time: calls per second.
 
-The variants take turns in every round (each round: 2,000 sequential calls, then 2,000 in
+The variants take turns in every round (each round: 2,000 sequential calls, then 1,200 in
 flight, per variant), so a change in the machine's load during the run affects all of them
-alike. ``$HUTCH_BENCH_SCALE`` (e.g. 0.05) or ``--smoke`` scales the counts down for a
-quick run.
+alike. Every round starts each variant's server process and client connection afresh: on
+a small machine one connection's latency depends on where its processes (and the broker's
+work for it) land, and stays so while it lives -- the same pika server measured 0.36 ms
+after one start and 0.42 ms after the next -- so rounds over one connection would measure
+one placement rather than the variant. ``$HUTCH_BENCH_SCALE`` (e.g. 0.05) or ``--smoke``
+scales the counts down for a quick run.
 
 Servers: hutch ``RpcServer`` with its defaults (4 worker threads, prefetch 8); a pika
 ``BlockingConnection`` consumer (prefetch 50) that replies and acks in its callback; aio-pika's
@@ -19,7 +23,7 @@ reply-to); pika publishing with ``reply_to=amq.rabbitmq.reply-to`` and driving
 ``process_data_events`` itself; aio-pika ``JsonRPC.call`` with ``asyncio.gather``.
 
     python benchmarks/rpc.py [--url amqp://...] [--calls 2000] [--flight-calls 6000]
-                             [--in-flight 50] [--rounds 3] [--smoke]
+                             [--in-flight 50] [--rounds 5] [--smoke]
 
 The URL defaults to ``$HUTCH_URL``, else a throwaway local broker is started. aio-pika is a
 benchmark-only dependency (``pip install aio-pika``); without it that column is skipped.
@@ -296,7 +300,7 @@ def run(
     calls: int | None = None,
     flight_calls: int | None = None,
     in_flight: int = 50,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> dict[str, Any]:
     """Run every variant against ``url``; return figures per variant and the ratios.
 
@@ -406,7 +410,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=None, help="sequential calls per round (2000)")
     p.add_argument("--flight-calls", type=int, default=None, help="calls in flight (6000)")
     p.add_argument("--in-flight", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--smoke", action="store_true", help="tiny counts: does it work?")
     p.add_argument("--serve", choices=["hutch", "pika", "aio_pika"], help=argparse.SUPPRESS)
     p.add_argument("--queue", help=argparse.SUPPRESS)
