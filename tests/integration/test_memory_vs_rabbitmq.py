@@ -402,7 +402,81 @@ def test_ttl_maxlen_dead_lettering_match_rabbitmq(rabbit: Any, scenarios: list[S
         broker.close()
 
 
+# ------------------------------------------------------------------------- consumer priority
+
+_consumers = st.lists(
+    st.tuples(st.one_of(st.none(), st.integers(-2, 3)), st.integers(1, 4)),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _priority_both(
+    amqp_url: str, consumers: list[tuple[int | None, int]], count: int
+) -> tuple[list[list[bytes]], list[list[bytes]]]:
+    """Consumers (x-priority, prefetch) that never ack, then ``count`` messages: who got what."""
+    queue = f"prio-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    rabbit: list[list[bytes]] = [[] for _ in consumers]
+    try:
+        pub = conn.channel()
+        pub.confirm_delivery()
+        pub.queue_declare(queue, auto_delete=True)
+        for i, (priority, prefetch) in enumerate(consumers):
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=prefetch)
+            ch.basic_consume(
+                queue,
+                lambda _c, _m, _p, body, got=rabbit[i]: got.append(body),
+                arguments=None if priority is None else {"x-priority": priority},
+            )
+        for n in range(count):
+            pub.basic_publish("", queue, str(n).encode())
+        expected = min(count, sum(prefetch for _, prefetch in consumers))
+        deadline = time.monotonic() + 10
+        while sum(map(len, rabbit)) < expected and time.monotonic() < deadline:
+            conn.process_data_events(0.02)
+        conn.process_data_events(0.05)  # nothing more may come
+    finally:
+        conn.close()
+    broker = Broker()
+    memory: list[list[bytes]] = [[] for _ in consumers]
+    try:
+        mconn = broker.connect(threaded=False)
+        mpub = mconn.channel()
+        mpub.queue_declare(queue, auto_delete=True)
+        for i, (priority, prefetch) in enumerate(consumers):
+            mch = mconn.channel()
+            mch.basic_qos(prefetch)
+            mch.basic_consume(
+                queue,
+                lambda d, got=memory[i]: got.append(d.body),
+                arguments=None if priority is None else {"x-priority": priority},
+            )
+        for n in range(count):
+            mpub.basic_publish("", queue, str(n).encode())
+        mconn.run_pending()
+    finally:
+        broker.close()
+    return rabbit, memory
+
+
+@_settings(60)
+@given(consumers=_consumers, count=st.integers(0, 14))
+def test_consumer_priorities_match_rabbitmq(
+    amqp_url: str, consumers: list[tuple[int | None, int]], count: int
+) -> None:
+    """``x-priority`` with prefetch: the same messages reach the same consumers."""
+    rabbit, memory = _priority_both(amqp_url, consumers, count)
+    assert memory == rabbit, consumers
+
+
 # ------------------------------------------------------------------------- channel errors
+
+
+def _ignore(*_args: Any) -> None:
+    """A consumer callback for the error cases (they fail before any delivery)."""
+
 
 _ERROR_CASES: list[tuple[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]]] = [
     ("passive missing queue", [("queue_declare", ("Q",), {"passive": True})]),
@@ -446,6 +520,34 @@ _ERROR_CASES: list[tuple[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]]
         [("queue_declare", ("Q",), {"arguments": {"x-dead-letter-routing-key": "a"}})],
     ),
     ("unknown delivery tag", [("basic_ack", (7,), {})]),
+    (
+        "x-priority not an integer",
+        [
+            ("queue_declare", ("Q",), {}),
+            ("basic_consume", ("Q", _ignore), {"arguments": {"x-priority": "high"}}),
+        ],
+    ),
+    (
+        "x-priority a bool",
+        [
+            ("queue_declare", ("Q",), {}),
+            ("basic_consume", ("Q", _ignore), {"arguments": {"x-priority": True}}),
+        ],
+    ),
+    (
+        "x-cancel-on-ha-failover not a bool",
+        [
+            ("queue_declare", ("Q",), {}),
+            ("basic_consume", ("Q", _ignore), {"arguments": {"x-cancel-on-ha-failover": 1}}),
+        ],
+    ),
+    (
+        "stream offset on a classic queue",
+        [
+            ("queue_declare", ("Q",), {}),
+            ("basic_consume", ("Q", _ignore), {"arguments": {"x-stream-offset": "first"}}),
+        ],
+    ),
     (
         "bad x-match",
         [

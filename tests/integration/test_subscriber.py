@@ -39,6 +39,26 @@ def test_handler_gets_body_and_delivery_details(conn: Connection, unique_name: s
     assert conn.channel().message_count(q.name) == 0
 
 
+def test_a_higher_consumer_priority_gets_every_message_while_it_has_room(
+    conn: Connection, unique_name: str
+) -> None:
+    """``consumer_arguments`` reach the broker: ``x-priority`` 10 beats the default 0."""
+    q = temp_queue(unique_name)
+    with Publisher(conn, routing_key=q.name, model=int, declare=[q]) as pub:
+        low = Subscriber(conn, queue=q, model=int, prefetch=5).open()
+        high = Subscriber(
+            conn, queue=q, model=int, prefetch=50, consumer_arguments={"x-priority": 10}
+        ).open()
+        try:
+            for i in range(20):
+                pub.publish(i)
+            assert sorted(drain(conn, high)) == list(range(20))
+            assert drain(conn, low) == []
+        finally:
+            high.close()
+            low.close()
+
+
 def test_stop_from_another_thread(conn: Connection, unique_name: str) -> None:
     q = temp_queue(unique_name)
     with Subscriber(conn, queue=q, model=int) as sub:

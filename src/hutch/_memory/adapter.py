@@ -196,7 +196,7 @@ class _Method:
 class _Consumer:
     """A consumer to start again on a new engine channel after a channel error."""
 
-    __slots__ = ("cancelled", "deliver", "exclusive", "queue")
+    __slots__ = ("arguments", "cancelled", "deliver", "exclusive", "queue")
 
     def __init__(
         self,
@@ -204,11 +204,13 @@ class _Consumer:
         deliver: Callable[[int, MemoryDelivery], None],
         exclusive: bool,
         cancelled: Callable[[str], None] | None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> None:
         self.queue = queue
         self.deliver = deliver
         self.exclusive = exclusive
         self.cancelled = cancelled
+        self.arguments = dict(arguments) if arguments else None
 
 
 class MemoryAmqpChannel:
@@ -426,7 +428,7 @@ class MemoryAmqpChannel:
                     )
                     user_cancel(name)
 
-        consumer = _Consumer(name, deliver, exclusive, cancelled)
+        consumer = _Consumer(name, deliver, exclusive, cancelled, arguments)
         return self._run(lambda ch: self._start(ch, consumer, ""))
 
     def _start(self, ch: MemoryChannel, consumer: _Consumer, tag: str) -> str:
@@ -437,6 +439,7 @@ class MemoryAmqpChannel:
             exclusive=consumer.exclusive,
             consumer_tag=tag,
             on_cancel=consumer.cancelled,
+            arguments=consumer.arguments,
         )
         self._consumers[tag] = consumer
         return tag

@@ -8,7 +8,12 @@ from typing import Any
 from hutch._exceptions import ChannelClosed
 from hutch._memory.errors import PRECONDITION_FAILED, channel_error, describe, show_value
 
-__all__ = ["check_queue_arguments", "inequivalent", "queue_arguments_equivalent"]
+__all__ = [
+    "check_consume_arguments",
+    "check_queue_arguments",
+    "inequivalent",
+    "queue_arguments_equivalent",
+]
 
 #: The queue arguments RabbitMQ checks and compares on redeclaration, in its order.
 QUEUE_ARGUMENTS = (
@@ -87,6 +92,47 @@ def check_queue_arguments(arguments: Mapping[str, Any], queue: str, vhost: str) 
                 raise _invalid(key, queue, vhost, "routing_key_but_no_dlx_defined")
         elif key == "x-single-active-consumer" and not isinstance(value, bool):
             raise _invalid(key, queue, vhost, f'"expected bool, got {_type_name(value)}"')
+
+
+#: Consumer arguments of other queue types: RabbitMQ refuses them on a classic queue.
+_OTHER_TYPES_CONSUME_ARGUMENTS = ("x-stream-offset",)
+
+
+def check_consume_arguments(arguments: Mapping[str, Any], queue: str, vhost: str) -> int:
+    """Check ``basic.consume`` arguments as RabbitMQ 3.10 does on a classic queue.
+
+    ``x-priority`` must be an integer (any sign), ``x-cancel-on-ha-failover`` a bool;
+    arguments of other queue types are refused; anything else is ignored.
+
+    Args:
+        arguments: The consume arguments.
+        queue: The queue's name (for the text).
+        vhost: The vhost (for the text).
+
+    Returns:
+        The consumer's priority (``x-priority``, default 0).
+
+    Raises:
+        PreconditionFailed: An argument has the wrong type or does not apply.
+    """
+    for key in _OTHER_TYPES_CONSUME_ARGUMENTS:
+        if key in arguments:
+            raise channel_error(
+                PRECONDITION_FAILED,
+                f"invalid arg '{key}' for {describe('queue', queue, vhost)} "
+                "of queue type rabbit_classic_queue",
+            )
+    failover = arguments.get("x-cancel-on-ha-failover", False)
+    if not isinstance(failover, bool):
+        raise _invalid(
+            "x-cancel-on-ha-failover", queue, vhost, f"{{unacceptable_type,{_type_name(failover)}}}"
+        )
+    priority = arguments.get("x-priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise _invalid(
+            "x-priority", queue, vhost, f'"expected integer, got {_type_name(priority)}"'
+        )
+    return priority
 
 
 def inequivalent(

@@ -332,6 +332,7 @@ class MemoryChannel:
         exclusive: bool = False,
         consumer_tag: str = "",
         on_cancel: Callable[[str], None] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> str:
         """``basic.consume``: returns the consumer tag."""
         return self.broker.consume(
@@ -342,6 +343,7 @@ class MemoryChannel:
             exclusive=exclusive,
             consumer_tag=consumer_tag,
             on_cancel=on_cancel,
+            arguments=arguments,
         )
 
     def basic_cancel(self, consumer_tag: str) -> None:

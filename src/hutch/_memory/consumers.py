@@ -2,7 +2,9 @@
 
 A queue hands its head to the first consumer in its round-robin list that has room
 (unacknowledged deliveries below its prefetch, and below its channel's global prefetch if
-one is set), then moves that consumer to the end of the list. With
+one is set) among those of the highest priority with room (``x-priority``: a consumer of
+lower priority gets messages only while every higher one is full), then moves that
+consumer to the end of the list. With
 ``x-single-active-consumer`` only the oldest consumer receives messages; the next one takes
 over when it is cancelled. Everything here runs under the broker's lock.
 """
@@ -36,6 +38,7 @@ class Consumer:
         on_message: Called with each :class:`~hutch._memory.message.Delivery`.
         on_cancel: Called with the tag if the broker cancels it (its queue is deleted).
         unacked: Its unacknowledged deliveries now.
+        priority: Its ``x-priority`` (default 0).
     """
 
     tag: str
@@ -47,6 +50,7 @@ class Consumer:
     on_message: Callable[[Delivery], None]
     on_cancel: Callable[[str], None] | None = None
     unacked: int = 0
+    priority: int = 0
 
     def has_room(self) -> bool:
         """True if it may receive one more delivery now."""
@@ -62,8 +66,11 @@ def pick_consumer(queue: MemoryQueue) -> Consumer | None:
     if queue.settings.single_active_consumer:
         active = queue.consumers[:1]
         return active[0] if active and active[0].has_room() else None
+    chosen: Consumer | None = None
+    at = 0
     for index, consumer in enumerate(queue.consumers):
-        if consumer.has_room():
-            queue.consumers.append(queue.consumers.pop(index))
-            return consumer
-    return None
+        if (chosen is None or consumer.priority > chosen.priority) and consumer.has_room():
+            chosen, at = consumer, index
+    if chosen is not None:
+        queue.consumers.append(queue.consumers.pop(at))
+    return chosen

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import errors
+from hutch._memory.arguments import check_consume_arguments
 from hutch._memory.consumers import Consumer, pick_consumer
 from hutch._memory.dead_letter import DeathReason
 from hutch._memory.errors import describe
@@ -101,8 +102,13 @@ class Consuming:
         exclusive: bool = False,
         consumer_tag: str = "",
         on_cancel: Callable[[str], None] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> str:
-        """``basic.consume``; returns the consumer tag (``amq.ctag-...`` if none given)."""
+        """``basic.consume``; returns the consumer tag (``amq.ctag-...`` if none given).
+
+        ``arguments``: ``x-priority`` orders consumers (see :func:`pick_consumer`); checked
+        as RabbitMQ checks them on a classic queue.
+        """
 
         def op(now: float) -> str:
             tag = consumer_tag or server_name("amq.ctag-")
@@ -121,13 +127,22 @@ class Consuming:
                 ch.consumers[tag] = consumer
                 return tag
             queue = self._queue(ch, queue_name)
+            priority = check_consume_arguments(arguments or {}, queue_name, ch.vhost.name)
             if any(c.exclusive for c in queue.consumers) or (exclusive and queue.consumers):
                 raise errors.channel_error(
                     errors.ACCESS_REFUSED,
                     f"{describe('queue', queue_name, ch.vhost.name)} in exclusive use",
                 )
             consumer = Consumer(
-                tag, ch, queue_name, no_ack, exclusive, ch.consumer_prefetch, on_message, on_cancel
+                tag,
+                ch,
+                queue_name,
+                no_ack,
+                exclusive,
+                ch.consumer_prefetch,
+                on_message,
+                on_cancel,
+                priority=priority,
             )
             ch.consumers[tag] = consumer
             queue.consumers.append(consumer)
