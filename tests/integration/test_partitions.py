@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from hutch import Connection, TaskQueue, WorkerPool
+from hutch._delay import delay_queue
 from hutch._worker_pool.partitions import partition_exchange, partition_names
 from tests.integration.partition_script import work_queue
 
@@ -59,6 +62,46 @@ def test_submit_needs_a_key_exactly_when_partitioned(conn: Connection, partition
     conn.channel().delete_queue(f"{partitioned}.plain")
     with pytest.raises(ValueError, match="prefetch must be 1"):
         WorkerPool(conn, queue="q", handler=print, partitions=4, prefetch=2)
+
+
+def test_delayed_submits_share_one_delay_queue_and_hash_like_the_others(
+    conn: Connection, partitioned: str
+) -> None:
+    # the exchange hashes the key's header: a delayed task lands in its key's partition,
+    # and the delay queue is one per delay, not one per key (keys may be millions)
+    q = work_queue(partitioned)
+    keys = [f"customer-{i}" for i in range(8)]
+    exchange = partition_exchange(q)
+    shared = delay_queue(exchange, q.name, 300, durable=True).name
+    ch = conn.channel()
+    try:
+        with TaskQueue(conn, queue=q, partitions=PARTITIONS) as tasks:
+            for key in keys:
+                tasks.submit({"key": key, "delayed": False}, key=key)
+                tasks.submit({"key": key, "delayed": True}, key=key, delay=0.3)
+        assert ch.exists("queue", shared)
+        for key in keys:
+            assert not ch.exists("queue", delay_queue(exchange, key, 300, durable=True).name)
+        got: list[tuple[str, str]] = []  # (partition, key); partitions refuse basic.get
+
+        def take(name: str, delivery: Any) -> None:
+            got.append((name, json.loads(delivery.body)["key"]))
+            delivery.ack()
+
+        for name in partition_names(q, PARTITIONS):
+            ch.consume(name, functools.partial(take, name))
+        deadline = time.monotonic() + 15
+        while len(got) < 2 * len(keys) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(got) == 2 * len(keys)
+        where: dict[str, set[str]] = defaultdict(set)
+        for name, key in got:
+            where[key].add(name)
+        assert sorted(where) == sorted(keys)
+        assert all(len(partitions) == 1 for partitions in where.values()), where
+    finally:
+        ch.delete_queue(shared)
+        ch.close()
 
 
 def test_equal_keys_stay_in_order_within_a_pool(conn: Connection, partitioned: str) -> None:

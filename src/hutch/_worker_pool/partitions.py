@@ -16,7 +16,9 @@ partitions=N, ...)`` agree on this topology (both declare it, idempotently):
   partitions change their active consumer whenever pools rebalance or one dies.
 
 ``submit(body, key=...)`` sets the header (and the routing key, for people reading the
-management UI) to ``key``; equal keys land in the same partition. A pool consumes every
+management UI) to ``key``; equal keys land in the same partition. A delayed submit routes
+by the work queue's name instead: a delay queue is named after its routing key, and all
+keys share one per delay. A pool consumes every
 partition with prefetch 1 and hands each to one worker, which processes its messages one
 by one, so a partition's messages run in queue order and never two at once; partitions
 run in parallel. Because each partition queue has a single active consumer, only one

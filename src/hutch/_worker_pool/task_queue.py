@@ -193,6 +193,11 @@ class TaskQueue(Resource, Generic[T]):
             >>> tasks.submit(Job(url="https://example.com/cat.png"), delay=30)  # doctest: +SKIP
         """
         routing_key, headers = self._route(key, headers)
+        if delay is not None and self.partitions is not None:
+            # the exchange hashes the key's header, not the routing key; a delay queue is
+            # named after its routing key, so keys as routing keys would make one delay
+            # queue per key and delay
+            routing_key = self.queue.name
         return self._publisher.publish(
             body,
             routing_key=routing_key,
