@@ -7,6 +7,7 @@ disagreement is a bug in the memory broker.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 import uuid
@@ -411,6 +412,14 @@ _consumers = st.lists(
 )
 
 
+def _keep_body(got: list[bytes], _ch: Any, _method: Any, _props: Any, body: bytes) -> None:
+    got.append(body)
+
+
+def _keep_memory_body(got: list[bytes], delivery: Any) -> None:
+    got.append(delivery.body)
+
+
 def _priority_both(
     amqp_url: str, consumers: list[tuple[int | None, int]], count: int
 ) -> tuple[list[list[bytes]], list[list[bytes]]]:
@@ -427,7 +436,7 @@ def _priority_both(
             ch.basic_qos(prefetch_count=prefetch)
             ch.basic_consume(
                 queue,
-                lambda _c, _m, _p, body, got=rabbit[i]: got.append(body),
+                functools.partial(_keep_body, rabbit[i]),
                 arguments=None if priority is None else {"x-priority": priority},
             )
         for n in range(count):
@@ -450,7 +459,7 @@ def _priority_both(
             mch.basic_qos(prefetch)
             mch.basic_consume(
                 queue,
-                lambda d, got=memory[i]: got.append(d.body),
+                functools.partial(_keep_memory_body, memory[i]),
                 arguments=None if priority is None else {"x-priority": priority},
             )
         for n in range(count):

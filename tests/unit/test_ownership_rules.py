@@ -103,6 +103,11 @@ def test_a_new_driver_is_new_and_refuses_callers() -> None:
     assert not d._direct_ok()
 
 
+def _open(d: Driver) -> None:
+    d._opened.set_result(None)
+    d._opened_ok = True
+
+
 def test_without_a_connection_no_snapshot_lets_a_caller_take_it() -> None:
     """``_direct_ok`` (inline on the hot path) and ``may_take_direct`` agree: both refuse.
 
@@ -114,7 +119,7 @@ def test_without_a_connection_no_snapshot_lets_a_caller_take_it() -> None:
 
     flips: dict[str, Callable[[Driver], object]] = {
         "started": lambda d: setattr(d, "_thread", threading.current_thread()),
-        "opened": lambda d: (d._opened.set_result(None), setattr(d, "_opened_ok", True)),
+        "opened": _open,
         "broken": lambda d: setattr(d, "_broken", OSError("gone")),
         "recovering": lambda d: setattr(d, "_down_since", 1.0),
         "closing": lambda d: setattr(d, "_closing", True),
