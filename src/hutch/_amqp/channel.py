@@ -402,10 +402,9 @@ class Channel(AckCoalescing):
         With ``direct``, the calling thread sends both itself when the connection is free
         (the quickest reply); otherwise both are queued for the I/O thread, in that order
         (which sends the replies of busy moments in batches: more replies per second).
-        With ``lead_until`` as well, the calling thread sends the reply at once, then goes
-        on reading the connection, in the same hold of it, until ``lead_until()`` is true
-        or ``lead_limit`` seconds passed (an idle server's worker waiting for the next
-        request; the ack goes out with the next write).
+        With ``lead_until`` as well, the calling thread sends both, then goes on reading the
+        connection in the same hold of it until ``lead_until()`` is true or ``lead_limit``
+        seconds passed (an idle server's worker waiting for its next request).
         """
         gen, tag = delivery.generation, delivery.delivery_tag
 
