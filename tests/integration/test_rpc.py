@@ -22,6 +22,7 @@ from hutch import (
     Connection,
     ConnectionLost,
     NoServer,
+    PublishError,
     Queue,
     RemoteError,
     RpcClient,
@@ -327,6 +328,22 @@ def test_no_server_queue_fails_fast(conn: Connection, unique_name: str) -> None:
             future.result(2)
         with pytest.raises(NoServer):
             c.call_raw("30")
+
+
+def test_a_request_that_cannot_be_sent_fails_its_call_at_once(
+    conn: Connection, unique_name: str
+) -> None:
+    # a procedure name with a lone surrogate cannot be encoded as an AMQP header: the
+    # blocking call (whose request has no future of its own) and the async one both fail
+    # with the reason at once, not with RpcTimeout after their timeout
+    with RpcClient(conn, queue=unique_name, timeout=10) as c:
+        start = time.monotonic()
+        with pytest.raises(PublishError, match="cannot be encoded"):
+            c.call("bad\ud800", 1)
+        with pytest.raises(PublishError, match="cannot be encoded"):
+            c.call_async("bad\ud800", 1).result(5)
+        assert time.monotonic() - start < 2
+        assert "pending=0" in repr(c)  # neither call is left waiting
 
 
 def test_slow_server_times_out_and_the_late_reply_is_dropped(
