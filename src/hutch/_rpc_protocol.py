@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from hutch._exceptions import RemoteError, ValidationError
-from hutch._serialization import BINARY, JSON, TEXT, _media_type, refuse_non_finite
+from hutch._serialization import BINARY, JSON, TEXT, _media_type, finite_json
 
 __all__ = [
     "DIRECT_REPLY_TO",
@@ -433,12 +433,10 @@ class Signature:
 
     def _finite(self, data: bytes, value: object) -> bytes:
         """``data``, unless JSON turned an infinite or NaN float of ``value`` into null."""
-        if b"null" in data:
-            try:
-                refuse_non_finite(value)
-            except ValidationError as exc:
-                raise CallError("ValidationError", f"the result of {self.name!r}: {exc}") from None
-        return data
+        try:
+            return finite_json(data, value)
+        except ValidationError as exc:
+            raise CallError("ValidationError", f"the result of {self.name!r}: {exc}") from None
 
     # ------------------------------------------------------------------ client side
     def check_call(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> None:

@@ -139,9 +139,7 @@ class Codec(Generic[T]):
                 data = adapter.dump_json(value)
             except pydantic_core.PydanticSerializationError as exc:
                 raise ValidationError(f"cannot encode body as {self._name()}: {exc}") from None
-            if b"null" in data:  # JSON writes an infinite or NaN float as null
-                refuse_non_finite(value)
-            return data, JSON
+            return finite_json(data, value), JSON
         try:
             raw = pydantic_core.to_json(value)
         except pydantic_core.PydanticSerializationError as exc:
@@ -154,10 +152,7 @@ class Codec(Generic[T]):
         except pydantic.ValidationError as exc:
             what = f"body of type {type(value).__name__}"
             raise _validation_error(exc, what, self._name()) from None
-        data = adapter.dump_json(validated)
-        if b"null" in data:
-            refuse_non_finite(validated)
-        return data, JSON
+        return finite_json(adapter.dump_json(validated), validated), JSON
 
     def _name(self) -> str:
         return getattr(self.model, "__name__", repr(self.model))
@@ -202,17 +197,22 @@ class Codec(Generic[T]):
             raise _validation_error(exc, "body", self._name()) from None
 
 
-def refuse_non_finite(value: object) -> None:
-    """Raise if ``value`` holds an infinite or NaN float, which JSON would send as ``null``.
+def finite_json(data: bytes, value: object) -> bytes:
+    """``data`` (the JSON of ``value``), unless ``value`` holds an infinite or NaN float.
 
-    A consumer decoding with the same model would then refuse the message (``null`` is
-    not a number), or take ``None`` for an optional field: refused before sending instead.
+    JSON writes those as ``null``; a consumer decoding with the same model would then
+    refuse the message (``null`` is not a number), or take ``None`` for an optional field:
+    refused before sending instead. Only JSON that contains ``null`` is looked into.
+
+    Raises:
+        ValidationError: ``value`` holds an infinite or NaN float.
     """
-    if _has_non_finite(pydantic_core.to_jsonable_python(value)):
+    if b"null" in data and _has_non_finite(pydantic_core.to_jsonable_python(value)):
         raise ValidationError(
             "body holds an infinite or NaN float, which JSON cannot carry (it would arrive "
             "as null): send a finite number, or a str or Decimal"
         )
+    return data
 
 
 def _has_non_finite(value: object) -> bool:

@@ -361,7 +361,7 @@ class Channel(AckCoalescing):
         if self._life.closed:
             message.fail(self._closed_error())
             return
-        if not self._io.run_and_pump_until(
+        if not self._io.run_and_pump(
             lambda: self._publish_now(message), until or message.done, limit, wait
         ):
             self._io.submit(lambda: self._publish_now(message))
@@ -423,7 +423,7 @@ class Channel(AckCoalescing):
             if lead_until is None:
                 if self._io.run_direct(run, wait):
                     return
-            elif self._io.run_and_pump_until(run, lead_until, lead_limit, wait):
+            elif self._io.run_and_pump(run, lead_until, lead_limit, wait):
                 return
         # a pumping thread (waiting for something else) sends it as soon as it is queued
         self._io.submit(lambda: self._publish_now(message))

@@ -201,24 +201,16 @@ class Driver(IoThread):
             self._release()
 
     def run_and_pump(
-        self, fn: Callable[[], None], fut: Future[Any], limit: float, timeout: float = 1.0
+        self, fn: Callable[[], None], done: Callable[[], bool], limit: float, timeout: float = 1.0
     ) -> bool:
-        """:meth:`run_direct` then :meth:`pump` in one hold of the connection.
+        """:meth:`run_direct` then :meth:`pump_until` ``done()`` in one hold of the connection.
 
-        A confirmed publish or an RPC call: send, then read the answer, on this thread.
+        A confirmed publish or an RPC call: send, then read the answer, on this thread; an
+        RPC server's reply: send it, then read the next request.
 
         Returns:
             False (without running ``fn``) if the connection cannot be taken; see
             :meth:`run_direct`.
-        """
-        return self.run_and_pump_until(fn, fut.done, limit, timeout)
-
-    def run_and_pump_until(
-        self, fn: Callable[[], None], done: Callable[[], bool], limit: float, timeout: float = 1.0
-    ) -> bool:
-        """:meth:`run_and_pump` until ``done()`` is true (checked after each round of I/O).
-
-        An RPC server's reply: send it, then read the next request, in one hold.
         """
         if self.in_io_thread:
             fn()
