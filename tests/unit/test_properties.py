@@ -1,4 +1,5 @@
-"""hutch._amqp.properties: timestamps in headers come out aware UTC on every pika version."""
+"""hutch._amqp.properties: timestamps in headers come out aware UTC on every pika version; the
+cheap "nothing to decode" test never lets a problem through."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hutch._amqp.properties import aware_timestamps, decode_properties
+from hutch._amqp.properties import (
+    UndecodableHeaders,
+    aware_timestamps,
+    decode_properties,
+    plainly_decodable,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,3 +70,85 @@ def test_what_this_pika_decodes_comes_out_aware() -> None:
     data = b"".join(encoded.encode())
     props, _ = decode_properties(pika.BasicProperties().decode(data))
     assert dict(props.headers or {}) == {"when": dt.datetime(2024, 5, 1, 12, tzinfo=UTC)}
+
+
+# anything a property may hold after pika decoded a frame (or a bug put there): right and
+# wrong types, digits and not, bytes that are not UTF-8
+_anything = st.one_of(
+    st.none(),
+    st.text(max_size=6),
+    st.text(alphabet="0123456789", min_size=1, max_size=6),
+    st.binary(max_size=6),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.floats(),
+    _values,
+)
+_headers = st.one_of(
+    st.none(),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=3),
+    st.dictionaries(st.one_of(st.text(max_size=3), st.binary(max_size=3)), _anything, max_size=3),
+    st.builds(UndecodableHeaders, st.binary(max_size=4), st.text(max_size=4)),
+    _anything,
+)
+_NAMES = (
+    "content_type",
+    "content_encoding",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+    "delivery_mode",
+    "priority",
+    "timestamp",
+)
+
+
+_PLAIN: dict[str, st.SearchStrategy[Any]] = {
+    **{name: st.none() | st.text(max_size=6) for name in _NAMES},
+    "expiration": st.none() | st.text(alphabet="0123456789", min_size=1, max_size=6),
+    "delivery_mode": st.sampled_from([None, 1, 2]),
+    "priority": st.none(),
+    "timestamp": st.none(),
+}
+
+
+def _mostly_plain(name: str) -> st.SearchStrategy[Any]:
+    # one value in six is anything at all: most draws are plain but for one or two values,
+    # which is where a cheap test would let a problem slip through
+    return st.integers(0, 5).flatmap(lambda i: _anything if i == 0 else _PLAIN[name])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    values=st.fixed_dictionaries({name: _mostly_plain(name) for name in _NAMES}),
+    headers=st.integers(0, 2).flatmap(
+        lambda i: _headers if i == 0 else st.none() | st.dictionaries(st.text(), st.text())
+    ),
+)
+def test_plainly_decodable_properties_have_no_problem(values: dict[str, Any], headers: Any) -> None:
+    props = pika.BasicProperties()
+    for name, value in {**values, "headers": headers}.items():
+        setattr(props, name, value)  # as a decoder would: no checks on the way
+    if plainly_decodable(props):
+        assert decode_properties(props)[1] is None
+
+
+def test_an_rpc_request_is_plainly_decodable() -> None:
+    # the hot path this exists for: what hutch's RpcClient sends
+    request = pika.BasicProperties(
+        content_type="application/json",
+        correlation_id="3f2a",
+        reply_to="amq.rabbitmq.reply-to.g1h2AA5yZXBseQ==",
+        expiration="10000",
+        delivery_mode=1,
+        headers={"x-hutch-procedure": "add"},
+    )
+    assert plainly_decodable(request)
+    for bad in ({"expiration": "soon"}, {"reply_to": b"\xff"}, {"headers": {"n": 1}}):
+        odd = pika.BasicProperties(**{**request.__dict__, **bad})
+        assert not plainly_decodable(odd), bad

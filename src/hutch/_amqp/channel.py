@@ -410,6 +410,8 @@ class Channel(AckCoalescing):
 
         def run() -> None:
             self._publish_now(message)
+            # the reply on the wire first: the caller waits for it, nobody for the ack
+            self._io.send_ready()
             if gen == self.generation and self._ch is not None:
                 self._acks_pending.add(tag)
                 self._flush_acks()
