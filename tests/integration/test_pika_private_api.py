@@ -38,6 +38,7 @@ from hutch._amqp.pika_private import (
     output_pending,
     pika_fds,
     poke,
+    publish,
     send_now,
 )
 
@@ -109,6 +110,45 @@ def test_async_channel_under_blocking_channel_publishes_with_pipelined_confirms(
     io_until(raw, lambda: bool(acks) and max(tag for _n, tag, _m in acks) >= 5)
     assert {name for name, _t, _m in acks} == {"Basic.Ack"}
     assert _drain_queue(ch, queue, 5) == [b"m%d" % i for i in range(5)]
+
+
+def test_publish_sends_what_basic_publish_sends(raw: pika.BlockingConnection, queue: str) -> None:
+    """publish: pika's frame size (_body_max_length) and output (_output_marshaled_frames)."""
+    ch = raw.channel()
+    impl = async_channel(ch)
+    big = bytes(range(256)) * 1200  # 307,200 bytes: three body frames at frame_max 131,072
+    props = pika.BasicProperties(
+        content_type="application/json",
+        correlation_id="c-1",
+        delivery_mode=2,
+        priority=3,
+        headers={"k": "v", "n": 7, "list": [1, "two"], "nested": {"x": True}},
+    )
+    for body in (b"", b"small", big):
+        impl.basic_publish("", queue, body, props, False)
+        publish(impl, "", queue, body, props, False)
+    send_now(raw)
+    got: list[tuple[Any, bytes]] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 6 and time.monotonic() < deadline:
+        _method, p, fetched = ch.basic_get(queue, auto_ack=True)
+        if p is not None and fetched is not None:
+            got.append((p, fetched))
+    assert [body for _p, body in got] == [b"", b"", b"small", b"small", big, big]
+    for p, _body in got:
+        assert (p.content_type, p.correlation_id, p.delivery_mode, p.priority) == (
+            "application/json",
+            "c-1",
+            2,
+            3,
+        )
+        assert p.headers == {"k": "v", "n": 7, "list": [1, "two"], "nested": {"x": True}}
+    # mandatory goes in the method frame: an unroutable message comes back
+    returned: list[bytes] = []
+    impl.add_on_return_callback(lambda _c, _m, _p, body: returned.append(body))
+    publish(impl, "", f"{queue}.nowhere", b"lost", pika.BasicProperties(), True)
+    io_until(raw, lambda: bool(returned))
+    assert returned == [b"lost"]
 
 
 def test_async_channel_returns_unroutable_mandatory_and_reports_close(

@@ -25,7 +25,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from hutch._amqp.confirms import AckCoalescing, OutgoingMessage, Pending
 from hutch._amqp.errors import map_pika_error
-from hutch._amqp.pika_private import async_channel
+from hutch._amqp.pika_private import async_channel, publish
 from hutch._amqp.properties import Delivery
 from hutch._exceptions import (
     ChannelClosed,
@@ -653,7 +653,7 @@ class Channel(AckCoalescing):
         try:
             ch = self._ensure_open()
             impl = async_channel(ch)
-            impl.basic_publish(m.exchange, m.routing_key, m.body, m.properties, m.mandatory)
+            publish(impl, m.exchange, m.routing_key, m.body, m.properties, m.mandatory)
         except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost):
             # connection is going down: keep it for republishing after recovery
             if self.confirms:

@@ -18,6 +18,8 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
 
+from hutch._amqp.frames import publish_frames
+
 __all__ = [
     "MAX_IDLE",
     "Alarm",
@@ -30,6 +32,7 @@ __all__ = [
     "output_pending",
     "pika_fds",
     "poke",
+    "publish",
     "register_properties_class",
     "send_now",
 ]
@@ -231,3 +234,32 @@ def register_properties_class(cls: type[pika.spec.BasicProperties]) -> None:
     ``UndecodableHeaders`` instead of killing the connection).
     """
     pika.spec.props[pika.spec.BasicProperties.INDEX] = cls
+
+
+def publish(
+    impl: pika.channel.Channel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: pika.BasicProperties,
+    mandatory: bool,
+) -> None:
+    """``impl.basic_publish(...)``: the same frames and errors, output in one write.
+
+    The frames come from :func:`hutch._amqp.frames.publish_frames` (pika's bytes, with
+    the method frame cached and no frame objects); a channel that is not open takes
+    pika's own path, which raises what it raises.
+
+    Private pika: ``Connection._body_max_length`` (read) and
+    ``Connection._output_marshaled_frames`` (call). Guarded by
+    ``test_publish_sends_what_basic_publish_sends`` (integration).
+    """
+    conn = impl.connection
+    body_max = getattr(conn, "_body_max_length", None)
+    if not impl.is_open or not body_max:
+        impl.basic_publish(exchange, routing_key, body, properties, mandatory)
+        return
+    data = publish_frames(
+        impl.channel_number, exchange, routing_key, body, properties, mandatory, body_max
+    )
+    conn._output_marshaled_frames((data,))  # type: ignore[attr-defined]
