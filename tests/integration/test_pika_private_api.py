@@ -29,6 +29,7 @@ from hutch import Connection, Publisher, Queue
 from hutch._amqp.pika_private import (
     MAX_IDLE,
     Alarm,
+    ack,
     async_channel,
     coalesce,
     dispatch_events,
@@ -127,14 +128,16 @@ def test_publish_sends_what_basic_publish_sends(raw: pika.BlockingConnection, qu
     for body in (b"", b"small", big):
         impl.basic_publish("", queue, body, props, False)
         publish(impl, "", queue, body, props, False)
+        send_now(raw)
+        publish(impl, "", queue, body, props, False, now=True)  # straight to the socket
     send_now(raw)
     got: list[tuple[Any, bytes]] = []
     deadline = time.monotonic() + 10
-    while len(got) < 6 and time.monotonic() < deadline:
+    while len(got) < 9 and time.monotonic() < deadline:
         _method, p, fetched = ch.basic_get(queue, auto_ack=True)
         if p is not None and fetched is not None:
             got.append((p, fetched))
-    assert [body for _p, body in got] == [b"", b"", b"small", b"small", big, big]
+    assert [body for _p, body in got] == [b""] * 3 + [b"small"] * 3 + [big] * 3
     for p, _body in got:
         assert (p.content_type, p.correlation_id, p.delivery_mode, p.priority) == (
             "application/json",
@@ -143,12 +146,46 @@ def test_publish_sends_what_basic_publish_sends(raw: pika.BlockingConnection, qu
             3,
         )
         assert p.headers == {"k": "v", "n": 7, "list": [1, "two"], "nested": {"x": True}}
+    # more than the socket takes at once: the rest is queued behind, and what is published
+    # after it (straight to the socket or not) goes out after it, in order
+    huge = os.urandom(8 * 1024 * 1024)
+    publish(impl, "", queue, huge, props, False, now=True)
+    assert output_pending(raw)  # the socket did not take 8 MiB at once
+    publish(impl, "", queue, b"after-1", props, False, now=True)
+    publish(impl, "", queue, b"after-2", props, False)
+    io_until(raw)
+    assert _drain_queue(ch, queue, 3) == [huge, b"after-1", b"after-2"]
     # mandatory goes in the method frame: an unroutable message comes back
     returned: list[bytes] = []
     impl.add_on_return_callback(lambda _c, _m, _p, body: returned.append(body))
     publish(impl, "", f"{queue}.nowhere", b"lost", pika.BasicProperties(), True)
     io_until(raw, lambda: bool(returned))
     assert returned == [b"lost"]
+
+
+def test_ack_settles_what_basic_ack_settles(raw: pika.BlockingConnection, queue: str) -> None:
+    """ack: the frame output as publish outputs it, queued or straight to the socket."""
+    ch = raw.channel()
+    for i in range(6):
+        ch.basic_publish("", queue, b"%d" % i)
+    ch.basic_qos(prefetch_count=6)
+    got: list[Any] = []
+    ch.basic_consume(queue, lambda _c, m, _p, _b: got.append(m.delivery_tag))
+    while len(got) < 6:
+        raw.process_data_events(0.1)
+    impl = async_channel(ch)
+    ack(impl, got[1], True)  # 1 and 2, queued
+    ack(impl, got[2], False, now=True)  # 3, straight to the socket behind them
+    io_until(raw)
+    ack(impl, got[3], False, now=True)  # 4, straight to the socket
+    ack(impl, got[5], True)  # 5 and 6
+    ch.cancel()
+    ok = ch.queue_declare(queue, passive=True)
+    assert ok.method.message_count == 0  # every one settled, nothing requeued
+    # an ack on a closed channel raises what pika raises
+    ch.close()
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        ack(impl, 1, False, now=True)
 
 
 def test_async_channel_returns_unroutable_mandatory_and_reports_close(

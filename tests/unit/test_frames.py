@@ -1,7 +1,9 @@
-"""hutch._amqp.frames: a basic.publish marshalled in one buffer is pika's bytes, byte for byte."""
+"""hutch._amqp.frames: a basic.publish marshalled in one buffer, and a basic.ack, are pika's
+bytes, byte for byte."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pika
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pika import frame, spec
 
-from hutch._amqp.frames import publish_frames
+from hutch._amqp.frames import ack_frame, publish_frames
 from tests.hostile.strategies import basic_properties, raw_field_encoder
 
 pytestmark = pytest.mark.timeout(120)
@@ -97,3 +99,21 @@ def test_the_method_frame_is_cached_per_destination_and_flag() -> None:
     assert a != b  # the mandatory bit
     assert a == _pika_bytes(7, "x", "k", b"", props, False, 10)
     assert b == _pika_bytes(7, "x", "k", b"", props, True, 10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    channel=st.integers(1, 65535),
+    tag=st.one_of(st.integers(0, 2**64 - 1), st.integers(-(2**70), 2**70)),
+    multiple=st.booleans(),
+)
+def test_ack_frames_are_pikas_bytes(channel: int, tag: int, multiple: bool) -> None:
+    try:
+        want: bytes | None = frame.Method(channel, spec.Basic.Ack(tag, multiple)).marshal()
+    except (*_REFUSED, struct.error):
+        want = None
+    try:
+        got: bytes | None = ack_frame(channel, tag, multiple)
+    except (*_REFUSED, struct.error):
+        got = None
+    assert got == want

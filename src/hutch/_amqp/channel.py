@@ -338,7 +338,7 @@ class Channel(AckCoalescing):
         if self._life.closed:
             message.fail(self._closed_error())
             return message.future
-        if direct and self._io.run_direct(lambda: self._publish_now(message), wait):
+        if direct and self._io.run_direct(lambda: self._publish_now(message, now=True), wait):
             return message.future
         self._io.submit(lambda: self._publish_now(message))
         return message.future
@@ -362,7 +362,7 @@ class Channel(AckCoalescing):
             message.fail(self._closed_error())
             return
         if not self._io.run_and_pump(
-            lambda: self._publish_now(message), until or message.done, limit, wait
+            lambda: self._publish_now(message, now=True), until or message.done, limit, wait
         ):
             self._io.submit(lambda: self._publish_now(message))
 
@@ -409,12 +409,12 @@ class Channel(AckCoalescing):
         gen, tag = delivery.generation, delivery.delivery_tag
 
         def run() -> None:
-            self._publish_now(message)
+            self._publish_now(message, now=True)
             # the reply on the wire first: the caller waits for it, nobody for the ack
             self._io.send_ready()
             if gen == self.generation and self._ch is not None:
                 self._acks_pending.add(tag)
-                self._flush_acks()
+                self._flush_acks(now=True)
 
         if self._life.closed:
             message.fail(self._closed_error())
@@ -643,7 +643,8 @@ class Channel(AckCoalescing):
             f"queue {queue!r}",
         )
 
-    def _publish_now(self, m: OutgoingMessage) -> None:
+    def _publish_now(self, m: OutgoingMessage, *, now: bool = False) -> None:
+        # now: straight to the socket (a caller waits for the answer); see pika_private.publish
         if m.done():
             return
         if self._life.closed and (self._ch is None or not self._ch.is_open):
@@ -653,7 +654,7 @@ class Channel(AckCoalescing):
         try:
             ch = self._ensure_open()
             impl = async_channel(ch)
-            publish(impl, m.exchange, m.routing_key, m.body, m.properties, m.mandatory)
+            publish(impl, m.exchange, m.routing_key, m.body, m.properties, m.mandatory, now=now)
         except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost):
             # connection is going down: keep it for republishing after recovery
             if self.confirms:

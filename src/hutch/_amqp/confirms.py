@@ -14,7 +14,7 @@ import pika.channel
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
-from hutch._amqp.pika_private import async_channel
+from hutch._amqp.pika_private import ack, async_channel
 from hutch._amqp.properties import from_pika_properties
 from hutch._exceptions import (
     Nacked,
@@ -367,7 +367,8 @@ class AckCoalescing(ConfirmTracking):
             # runs after every task already queued, so acks arriving together coalesce
             self._io.submit(self._flush_acks)
 
-    def _flush_acks(self) -> None:
+    def _flush_acks(self, *, now: bool = False) -> None:
+        # now: straight to the socket (see pika_private.ack)
         self._ack_flush_scheduled = False
         ch = self._ch
         pending = self._acks_pending
@@ -389,8 +390,8 @@ class AckCoalescing(ConfirmTracking):
             unacked.popleft()
         if last:
             # every outstanding delivery up to `last` is settled: one frame acks them all
-            impl.basic_ack(last, multiple=True)
+            ack(impl, last, True, now=now)
         for tag in pending:
-            impl.basic_ack(tag)
+            ack(impl, tag, False, now=now)
             settled.add(tag)
         pending.clear()

@@ -20,12 +20,13 @@ import struct
 
 import pika
 
-__all__ = ["publish_frames"]
+__all__ = ["ack_frame", "publish_frames"]
 
 _FRAME = struct.Struct(">BHI")  # frame type, channel, payload size
 _HEADER = struct.Struct(">BHIHxxQ")  # + content class (60, basic), weight 0, body size
 _FRAME_END = b"\xce"
 _PUBLISH = struct.pack(">IH", (60 << 16) | 40, 0)  # basic.publish, ticket 0
+_ACK = struct.Struct(">BHIIQB")  # frame type 1, channel, size 13, basic.ack, tag, multiple
 _METHODS: dict[tuple[int, str, str, bool], bytes] = {}
 _METHODS_MAX = 1024
 
@@ -88,3 +89,12 @@ def publish_frames(
         chunk = body[start : start + body_max]
         pieces += (_FRAME.pack(3, channel, len(chunk)), chunk, _FRAME_END)
     return b"".join(pieces)
+
+
+def ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    """The frame of one ``basic.ack``, as pika would marshal it.
+
+    Raises:
+        struct.error: A delivery tag that is not an unsigned 64-bit integer.
+    """
+    return _ACK.pack(1, channel, 13, (60 << 16) | 80, delivery_tag, multiple) + _FRAME_END

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pika
 import pika.channel
@@ -18,11 +19,12 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
 
-from hutch._amqp.frames import publish_frames
+from hutch._amqp.frames import ack_frame, publish_frames
 
 __all__ = [
     "MAX_IDLE",
     "Alarm",
+    "ack",
     "async_channel",
     "coalesce",
     "dispatch_events",
@@ -243,15 +245,23 @@ def publish(
     body: bytes,
     properties: pika.BasicProperties,
     mandatory: bool,
+    *,
+    now: bool = False,
 ) -> None:
     """``impl.basic_publish(...)``: the same frames and errors, output in one write.
 
     The frames come from :func:`hutch._amqp.frames.publish_frames` (pika's bytes, with
     the method frame cached and no frame objects); a channel that is not open takes
-    pika's own path, which raises what it raises.
+    pika's own path, which raises what it raises. With ``now`` (a caller waiting for the
+    answer: an RPC reply or request, a confirmed publish) they go straight to the socket
+    when pika holds no output before them, so pika neither registers nor removes its
+    writer for them; what the socket does not take is queued behind, as pika would.
+    Without ``now`` they are queued for the next send, so a batch goes out together.
 
-    Private pika: ``Connection._body_max_length`` (read) and
-    ``Connection._output_marshaled_frames`` (call). Guarded by
+    Private pika: ``Connection._body_max_length`` (read), ``Connection.bytes_sent`` (read
+    and write: pika's statistics, kept right),
+    ``Connection._output_marshaled_frames`` (call), and for ``now`` the plain transport's
+    ``_tx_buffers``, ``_state`` and ``_sock`` (read). Guarded by
     ``test_publish_sends_what_basic_publish_sends`` (integration).
     """
     conn = impl.connection
@@ -262,4 +272,50 @@ def publish(
     data = publish_frames(
         impl.channel_number, exchange, routing_key, body, properties, mandatory, body_max
     )
-    conn._output_marshaled_frames((data,))  # type: ignore[attr-defined]
+    _output(conn, data, now)
+
+
+def ack(
+    impl: pika.channel.Channel, delivery_tag: int, multiple: bool, *, now: bool = False
+) -> None:
+    """``impl.basic_ack(delivery_tag, multiple)``, output as :func:`publish` does.
+
+    ``now``: straight to the socket when pika holds no output (an RPC server's ack right
+    after its reply, which went the same way). A channel or connection that is not open
+    takes pika's own path, which raises what it raises.
+
+    Private pika: as :func:`publish`. Guarded by ``test_ack_settles_what_basic_ack_settles``
+    (integration).
+    """
+    conn = impl.connection
+    if not impl.is_open or conn.is_closed:
+        impl.basic_ack(delivery_tag, multiple)
+        return
+    _output(conn, ack_frame(impl.channel_number, delivery_tag, multiple), now)
+
+
+def _output(conn: Any, data: bytes, now: bool) -> None:
+    """Hand marshalled frames to pika's connection; with ``now``, to the socket first."""
+    if now:
+        sock = _idle_plain_socket(conn)
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except OSError:  # would block, or the connection broke: pika's writer meets it
+                sent = 0
+            conn.bytes_sent += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
+    conn._output_marshaled_frames((data,))
+
+
+def _idle_plain_socket(conn: Any) -> Any:
+    """The socket of a plain TCP transport that holds no output and is active, or None."""
+    transport: Any = conn._transport
+    if type(transport) is not _PlainTransport:
+        return None
+    t: Any = transport
+    if t._tx_buffers or t._state != t._STATE_ACTIVE:
+        return None
+    return t._sock
