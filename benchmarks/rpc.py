@@ -3,17 +3,20 @@
 Each server runs in its own process; the three clients run in this process, against the same
 broker in the same run. Every call is ``add(x, y) -> int`` with a JSON body.
 
-* sequential: 5 rounds of 2,000 calls one after another (after 200 warm-up calls); the
-  p50 latency is the median of the 5 rounds' p50s (p99 over all calls);
-* in flight: 6,000 calls with 50 outstanding at any time: calls per second.
+* sequential: 15 rounds of 700 calls one after another (after 200 warm-up calls); the
+  p50 latency is the median of the 15 rounds' p50s (p99 over all calls);
+* in flight: 18,000 calls with 50 outstanding at any time: calls per second.
 
-The variants take turns in every round (each round: 2,000 sequential calls, then 1,200 in
-flight, per variant), so a change in the machine's load during the run affects all of them
-alike. Every round starts each variant's server process and client connection afresh: on
-a small machine one connection's latency depends on where its processes (and the broker's
-work for it) land, and stays so while it lives -- the same pika server measured 0.36 ms
-after one start and 0.42 ms after the next -- so rounds over one connection would measure
-one placement rather than the variant. ``$HUTCH_BENCH_SCALE`` (e.g. 0.05) or ``--smoke``
+The variants take turns in every round (each round: 700 sequential calls, then 1,200
+in flight, per variant), each round in a rotated order, so a change in the machine's load
+during the run, and going first after the previous variant's processes ended, affect all
+of them alike. Every round starts each variant's server process and client connection
+afresh: on a small machine one connection's latency depends on where its processes (and
+the broker's work for it) land, and stays so while it lives -- the same pika server
+measured 0.36 ms after one start and 0.42 ms after the next, and on a busy VM one round's
+p50 may sit 30 % off the next -- so the p50 is taken over many placements: rounds over one
+connection, or a few rounds, would measure the luck of a few. ``$HUTCH_BENCH_SCALE`` (e.g.
+0.05) or ``--smoke`` (3 rounds)
 scales the counts down for a quick run.
 
 Servers: hutch ``RpcServer`` with its defaults (4 worker threads, prefetch 8); a pika
@@ -22,8 +25,8 @@ Servers: hutch ``RpcServer`` with its defaults (4 worker threads, prefetch 8); a
 reply-to); pika publishing with ``reply_to=amq.rabbitmq.reply-to`` and driving
 ``process_data_events`` itself; aio-pika ``JsonRPC.call`` with ``asyncio.gather``.
 
-    python benchmarks/rpc.py [--url amqp://...] [--calls 2000] [--flight-calls 6000]
-                             [--in-flight 50] [--rounds 5] [--smoke]
+    python benchmarks/rpc.py [--url amqp://...] [--calls 700] [--flight-calls 18000]
+                             [--in-flight 50] [--rounds 15] [--smoke]
 
 The URL defaults to ``$HUTCH_URL``, else a throwaway local broker is started. aio-pika is a
 benchmark-only dependency (``pip install aio-pika``); without it that column is skipped.
@@ -50,7 +53,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hutch
-from _common import broker_url, load_average, scaled, set_smoke
+from _common import broker_url, is_smoke, load_average, scaled, set_smoke
 
 # issue 15: sequential p50 within 1.10x of hand-written pika, 50 in flight ahead of it
 TARGETS = {"p50_vs_pika": 1.10, "flight_vs_pika": 1.0, "flight_vs_aio": 1.8}
@@ -300,23 +303,25 @@ def run(
     calls: int | None = None,
     flight_calls: int | None = None,
     in_flight: int = 50,
-    rounds: int = 5,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
     """Run every variant against ``url``; return figures per variant and the ratios.
 
-    The variants take turns in ``rounds`` rounds: each round makes ``calls`` sequential
-    calls (default 2,000 times ``$HUTCH_BENCH_SCALE``) and 1/rounds of ``flight_calls``
-    (default 6,000 times the scale) per variant. The p50 is the median of the rounds' p50s.
+    The variants take turns in ``rounds`` rounds (default 15, 3 in smoke mode), in a
+    rotated order: each round makes ``calls`` sequential calls (default 700 times
+    ``$HUTCH_BENCH_SCALE``) and 1/rounds of ``flight_calls`` (default 18,000 times the scale)
+    per variant. The p50 is the median of the rounds' p50s.
     """
-    calls = calls or scaled(2000, 20)
-    flight_calls = flight_calls or scaled(6000, 100)
+    rounds = rounds or (3 if is_smoke() else 15)
+    calls = calls or scaled(700, 20)
+    flight_calls = flight_calls or scaled(18000, 100)
     warmup = min(WARMUP, calls)
     kinds = ["pika", "hutch"] + (["aio_pika"] if _have_aio_pika() else [])
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     round_p50s: dict[str, list[float]] = {k: [] for k in kinds}
     flight_time: dict[str, float] = dict.fromkeys(kinds, 0.0)
-    for _ in range(rounds):
-        for kind in kinds:
+    for r in range(rounds):
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
             # A fresh server process and client connection in every round: on a small
             # machine a connection's latency depends on where its processes and the
             # broker's land (the same pika server measured 0.36 ms in one start and
@@ -391,7 +396,7 @@ def print_table(results: dict[str, Any]) -> None:
         ("flight_calls_per_s", "in flight calls/s", "{:12.0f}"),
     ):
         print(f"{label:22}" + "".join(fmt.format(results[k][key]) for k in kinds))
-    print("p50 of each round (ms)")  # one line per variant: five rounds do not fit a column
+    print("p50 of each round (ms)")  # one line per variant: the rounds do not fit a column
     for k in kinds:
         print(f"  {k:20}" + " ".join(f"{v:.3f}" for v in results[k]["round_p50s_ms"]))
     print("\nratio                    value   target")
@@ -406,10 +411,12 @@ def print_table(results: dict[str, Any]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", help="broker URL (default: $HUTCH_URL, else a throwaway local node)")
-    p.add_argument("--calls", type=int, default=None, help="sequential calls per round (2000)")
-    p.add_argument("--flight-calls", type=int, default=None, help="calls in flight (6000)")
+    p.add_argument("--calls", type=int, default=None, help="sequential calls per round (700)")
+    p.add_argument(
+        "--flight-calls", type=int, default=None, help="calls in flight, over all rounds (18000)"
+    )
     p.add_argument("--in-flight", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=None, help="rounds (15; 3 with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny counts: does it work?")
     p.add_argument("--serve", choices=["hutch", "pika", "aio_pika"], help=argparse.SUPPRESS)
     p.add_argument("--queue", help=argparse.SUPPRESS)

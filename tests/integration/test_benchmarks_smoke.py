@@ -86,8 +86,8 @@ def test_run_all_smoke_renders_every_new_benchmark(amqp_url: str, tmp_path: Path
         for kind in ("hutch", "pika"):
             assert memory[what][kind]["after_mib"] > 0
     rpc = figures["rpc"]
-    assert len(rpc["hutch"]["round_p50s_ms"]) == 5  # the p50 is a median of 5 rounds
-    assert rpc["hutch"]["p50_ms"] == pytest.approx(sorted(rpc["hutch"]["round_p50s_ms"])[2])
+    assert len(rpc["hutch"]["round_p50s_ms"]) == 3  # smoke: the p50 is a median of 3 rounds
+    assert rpc["hutch"]["p50_ms"] == pytest.approx(sorted(rpc["hutch"]["round_p50s_ms"])[1])
     page = output.read_text()
     for title in ("## Scale-out", "## Client CPU per message", "## Rpc"):
         assert title in page
