@@ -91,21 +91,8 @@ _headers = st.one_of(
     st.builds(UndecodableHeaders, st.binary(max_size=4), st.text(max_size=4)),
     _anything,
 )
-_NAMES = (
-    "content_type",
-    "content_encoding",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-    "delivery_mode",
-    "priority",
-    "timestamp",
-)
+# every property but headers, as pika names them
+_NAMES = tuple(name for name in vars(pika.BasicProperties()) if name != "headers")
 
 
 _PLAIN: dict[str, st.SearchStrategy[Any]] = {
