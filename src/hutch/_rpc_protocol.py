@@ -350,9 +350,10 @@ class Signature:
             bound = self.python_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise CallError("TypeError", f"{self.name}(): {exc}") from None
-        if self._args_adapter is not None:
+        validate = self._validate_args
+        if validate is not None:
             try:
-                validated = self._args_adapter.validate_python(bound.arguments)
+                validated = validate(bound.arguments)
             except pydantic.ValidationError as exc:
                 raise CallError("ValidationError", _describe(exc, self.name)) from None
             for key, value in validated.items():

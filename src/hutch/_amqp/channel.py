@@ -409,9 +409,9 @@ class Channel(AckCoalescing):
         gen, tag = delivery.generation, delivery.delivery_tag
 
         def run() -> None:
+            # the reply first, then the ack, each straight to the socket when pika holds no
+            # output (else queued in that order and sent together)
             self._publish_now(message, now=True)
-            # the reply on the wire first: the caller waits for it, nobody for the ack
-            self._io.send_ready()
             if gen == self.generation and self._ch is not None:
                 self._acks_pending.add(tag)
                 self._flush_acks(now=True)

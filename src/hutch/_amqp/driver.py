@@ -321,21 +321,6 @@ class Driver(IoThread):
         except CONNECTION_ERRORS as exc:
             self._mark_broken(exc)
 
-    def send_ready(self) -> None:
-        """Hand pika's pending output to the socket now, as far as it takes it at once.
-
-        Only while driving the connection; never waits (what the socket does not take
-        stays queued for the next round of I/O). Connection errors are recorded for the
-        I/O thread to recover from.
-        """
-        conn = self._pika
-        if conn is None or not self.in_io_thread:
-            return
-        try:
-            send_now(conn)
-        except CONNECTION_ERRORS as exc:
-            self._mark_broken(exc)
-
     def wait_unblocked(self, timeout: float) -> None:
         """Wait while the broker blocks publishing (resource alarm).
 

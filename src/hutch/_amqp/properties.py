@@ -366,6 +366,10 @@ def decode_properties(p: pika.BasicProperties) -> tuple[Properties, str | None]:
     return properties, "; ".join(problems) if problems else None
 
 
+_STR = frozenset({str})
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
 def plainly_decodable(p: pika.BasicProperties) -> bool:
     """True when :func:`decode_properties` would certainly find no problem in ``p``.
 
@@ -389,10 +393,6 @@ def plainly_decodable(p: pika.BasicProperties) -> bool:
         and p.priority is None
         and p.timestamp is None
     )
-
-
-_STR = frozenset({str})
-_STR_OR_NONE = frozenset({str, type(None)})
 
 
 def from_pika_properties(p: pika.BasicProperties) -> Properties:
