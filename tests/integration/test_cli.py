@@ -23,10 +23,15 @@ from hutch._cli import main
 
 pytestmark = [
     pytest.mark.timeout(60),
-    pytest.mark.rabbitmq_only("CLI subprocesses: a memory broker is not shared across processes"),
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The tests that talk to a ``hutch`` subprocess while the test itself uses the broker: a
+#: memory broker lives in one process. The rest run the CLI in-process, on both brokers.
+SUBPROCESS = pytest.mark.rabbitmq_only(
+    "a CLI subprocess shares the broker with the test: a memory broker is not shared "
+    "across processes"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -212,6 +217,11 @@ def test_publish_failures_are_one_line(
     line = one_error_line(err)
     assert f"no exchange '{unique_name}'" in line and "404" in line
 
+
+@pytest.mark.rabbitmq_only("RabbitMQ's check of amqp:// credentials (memory:// has no users)")
+def test_a_wrong_password_is_one_line_without_the_password(
+    capsys: pytest.CaptureFixture[str], amqp_url: str
+) -> None:
     bad_password = re.sub(r"//([^:]+):([^@]*)@", r"//\1:wrong-password@", amqp_url)
     code, _, err = run(capsys, bad_password, "publish", "amq.direct", "k", "x")
     assert code == 1
@@ -263,6 +273,7 @@ def test_consume_timeouts(
     assert "timed out after 0.5 s: received 0 of 2 messages" in err.splitlines()[-1]
 
 
+@SUBPROCESS
 def test_consume_binds_a_temporary_queue_with_patterns(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str
 ) -> None:
@@ -284,6 +295,7 @@ def test_consume_binds_a_temporary_queue_with_patterns(
     keeper.close()
 
 
+@SUBPROCESS
 def test_consume_headers_and_a_graceful_sigterm(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str
 ) -> None:
@@ -451,6 +463,7 @@ def write_docs_module(tmp_path: Path, title: str) -> None:
     path.write_text(match.group(1))
 
 
+@SUBPROCESS
 def test_serve_the_module_from_the_docs(
     capsys: pytest.CaptureFixture[str], cli: list[Cli], amqp_url: str, tmp_path: Path
 ) -> None:
@@ -486,6 +499,7 @@ def test_serve_the_module_from_the_docs(
 # --------------------------------------------------------------------------- worker
 
 
+@SUBPROCESS
 def test_worker_runs_the_handler_from_the_docs(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str, tmp_path: Path
 ) -> None:
@@ -516,6 +530,7 @@ def test_worker_runs_the_handler_from_the_docs(
     ch.delete_queue(f"{unique_name}.dead")
 
 
+@SUBPROCESS
 def test_worker_processes_and_dead_letters(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str, tmp_path: Path
 ) -> None:

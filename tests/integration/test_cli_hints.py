@@ -18,13 +18,10 @@ import pytest
 
 import hutch
 from hutch._cli import main
-from tests.integration.test_cli import Cli, one_error_line, run
+from tests.integration.test_cli import SUBPROCESS, Cli, one_error_line, run
 from tests.integration.test_cli import cli as cli
 
-pytestmark = [
-    pytest.mark.timeout(90),
-    pytest.mark.rabbitmq_only("CLI subprocesses: a memory broker is not shared across processes"),
-]
+pytestmark = pytest.mark.timeout(90)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,6 +276,7 @@ def test_a_worker_module_whose_import_fails_names_the_line(
     sys.modules.pop(module, None)
 
 
+@SUBPROCESS
 def test_publish_raw_from_a_file_on_stdin(
     amqp_url: str, conn: hutch.Connection, unique_name: str, tmp_path: Path
 ) -> None:
@@ -342,6 +340,7 @@ def _cleanup(conn: hutch.Connection, queue: str) -> None:
     ch.close()
 
 
+@SUBPROCESS
 def test_worker_logs_timestamps_and_a_line_per_task(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str, slow_module: Path
 ) -> None:
@@ -361,6 +360,7 @@ def test_worker_logs_timestamps_and_a_line_per_task(
         _cleanup(conn, unique_name)
 
 
+@SUBPROCESS
 def test_worker_logs_json(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str, slow_module: Path
 ) -> None:
@@ -393,6 +393,7 @@ def test_worker_logs_json(
         _cleanup(conn, unique_name)
 
 
+@SUBPROCESS
 def test_a_second_ctrl_c_on_worker_exits_130(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str, slow_module: Path
 ) -> None:
@@ -419,6 +420,7 @@ def test_a_second_ctrl_c_on_worker_exits_130(
         _cleanup(conn, unique_name)
 
 
+@SUBPROCESS
 def test_one_ctrl_c_on_worker_finishes_the_task_and_exits_0(
     cli: list[Cli], amqp_url: str, conn: hutch.Connection, unique_name: str, slow_module: Path
 ) -> None:

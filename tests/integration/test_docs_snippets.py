@@ -32,12 +32,7 @@ import pytest
 import hutch
 from hutch.testing import Broker
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.rabbitmq_only(
-        "runs documentation snippets as separate processes against amqp:// URLs"
-    ),
-]
+pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [
@@ -92,6 +87,28 @@ def snippets() -> list[Snippet]:
 SNIPPETS = snippets()
 SCRIPTS = [s for s in SNIPPETS if "def test_" not in s.code]
 TEST_MODULES = [s for s in SNIPPETS if "def test_" in s.code]
+
+
+def rabbitmq_only_because(code: str) -> str | None:
+    """Why a snippet (or a documented test's code) needs RabbitMQ, or None: it runs on both.
+
+    A script snippet runs in a process of its own, so on ``--hutch-broker=memory`` it gets a
+    memory broker of its own: every snippet that is a whole program works there too, except
+    these.
+    """
+    if "import pika" in code:
+        return "plain pika on the wire: a program we did not write"
+    if "throwaway_broker" in code:
+        return "throwaway_broker() finds or starts a RabbitMQ broker itself"
+    if "hutch_broker" in code:
+        return "fault injection: closes connections from the broker side"
+    return None
+
+
+def on_both(snippet: Snippet, code: str | None = None) -> pytest.MarkDecorator | tuple[()]:
+    """The ``rabbitmq_only`` mark for a parameter whose code needs RabbitMQ."""
+    reason = rabbitmq_only_because(snippet.code if code is None else code)
+    return () if reason is None else pytest.mark.rabbitmq_only(reason)
 
 
 def isolate(code: str, prefix: str) -> tuple[str, list[str]]:
@@ -163,12 +180,17 @@ def run_script(url: str, snippet: Snippet) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def script_runs(amqp_url: str) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
-    """Every script snippet, started a few at a time in the background (they mostly wait)."""
+    """Every script snippet, started a few at a time in the background (they mostly wait).
+
+    On the memory broker, only those that run there.
+    """
+    memory = amqp_url.startswith("memory://")
+    runs = [s for s in SCRIPTS if not (memory and rabbitmq_only_because(s.code))]
     with ThreadPoolExecutor(max_workers=6, thread_name_prefix="docs-snippet") as pool:
-        yield {s.id: pool.submit(run_script, amqp_url, s) for s in SCRIPTS}
+        yield {s.id: pool.submit(run_script, amqp_url, s) for s in runs}
 
 
-@pytest.mark.parametrize("snippet", SCRIPTS, ids=[s.id for s in SCRIPTS])
+@pytest.mark.parametrize("snippet", [pytest.param(s, marks=on_both(s), id=s.id) for s in SCRIPTS])
 def test_snippet_runs_and_prints_what_the_page_shows(
     script_runs: dict[str, Future[subprocess.CompletedProcess[str]]], snippet: Snippet
 ) -> None:
@@ -178,17 +200,25 @@ def test_snippet_runs_and_prints_what_the_page_shows(
         assert result.stdout.splitlines() == snippet.expected.splitlines(), snippet.id
 
 
-def documented_tests() -> list[tuple[Snippet, str]]:
+def documented_tests() -> list[tuple[Snippet, str, str]]:
+    """(snippet, test name, the test's own code) of every documented test."""
     found = []
     for snippet in TEST_MODULES:
-        found += [(snippet, name) for name in re.findall(r"^def (test_\w+)", snippet.code, re.M)]
+        tree = ast.parse(snippet.code)
+        found += [
+            (snippet, node.name, ast.get_source_segment(snippet.code, node) or "")
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+        ]
     return found
 
 
 @pytest.mark.parametrize(
     ("snippet", "name"),
-    documented_tests(),
-    ids=[f"{s.id}::{n}" for s, n in documented_tests()],
+    [
+        pytest.param(s, name, marks=on_both(s, code), id=f"{s.id}::{name}")
+        for s, name, code in documented_tests()
+    ],
 )
 def test_documented_test_passes(
     request: pytest.FixtureRequest, snippet: Snippet, name: str
@@ -217,6 +247,7 @@ def test_the_exception_tree_lists_every_error() -> None:
     assert listed - errors == set(), "docs/exceptions.md lists errors hutch does not export"
 
 
+@pytest.mark.rabbitmq_only("lists a RabbitMQ node's queues and exchanges")
 def test_the_snippets_leave_nothing_behind(
     script_runs: dict[str, Future[subprocess.CompletedProcess[str]]], hutch_broker: Broker
 ) -> None:
