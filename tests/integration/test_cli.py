@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import hutch
-from hutch._cli import main
+from hutch.testing import run_cli
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -38,7 +38,8 @@ SUBPROCESS = pytest.mark.rabbitmq_only(
 
 
 def run(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int, str, str]:
-    code = main(["--url", url, *argv])
+    """``hutch --url URL ARGV...`` in this process: (exit status, stdout, stderr)."""
+    code = run_cli("--url", url, *argv)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -7,6 +7,7 @@ import datetime as dt
 import importlib
 import io
 import json
+import logging
 import re
 import sys
 from decimal import Decimal
@@ -573,3 +574,19 @@ def test_stdin_body(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
 def test_python_dash_m_hutch_is_the_same_command() -> None:
     module = importlib.import_module("hutch.__main__")
     assert module.main is main
+
+
+def test_run_cli_runs_in_process_and_leaves_logging_as_it_was(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from hutch.testing import run_cli
+
+    path = tmp_path / "topology.toml"
+    path.write_text('[[queues]]\nname = "jobs"\n')
+    loggers = [logging.getLogger(name) for name in ("", "hutch", "pika")]
+    before = [(lg.level, list(lg.handlers)) for lg in loggers]
+    assert run_cli("declare", str(path), "--dry-run") == 0  # prints, never connects
+    assert capsys.readouterr().out == "would declare queue 'jobs' (durable)\n"
+    assert [(lg.level, list(lg.handlers)) for lg in loggers] == before
+    with pytest.raises(TypeError, match="as strings, one each"):
+        run_cli("consume", "jobs", "--count", 2)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ point, so its fixtures are available without any import:
 
 Outside pytest, :func:`throwaway_broker` gives scripts and demos the same broker.
 
-:func:`settle` waits until no more messages can arrive: a sleep on RabbitMQ, and on the
+:func:`run_cli` runs the ``hutch`` command line in the test's process (so it reaches a
+memory broker). :func:`settle` waits until no more messages can arrive: a sleep on RabbitMQ, and on the
 memory broker (``--hutch-broker=memory``, ``hutch_memory_connection``) as long as the
 broker still has something to do, often no time at all.
 
@@ -29,8 +30,8 @@ The package, one module per concept:
 * ``_base``: the :class:`Broker` interface; ``_errors``: :class:`BrokerError` and kin;
 * ``_external`` (a URL), ``_local`` (a private node), ``_cluster`` (several nodes),
   ``_container`` (Docker); ``_install``: finding or installing ``rabbitmq-server``;
-* ``_util``: ports, TCP probes, redaction; ``_settle``: :func:`settle`. Only ``_plugin``
-  and ``_settle`` import the rest of hutch.
+* ``_util``: ports, TCP probes, redaction; ``_settle``: :func:`settle`; ``_cli``:
+  :func:`run_cli`. Only ``_plugin``, ``_settle`` and ``_cli`` import the rest of hutch.
 
 Example:
     >>> def test_roundtrip(hutch_connection, unique_name):  # doctest: +SKIP
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 from hutch.testing._acquire import acquire_broker, throwaway_broker
 from hutch.testing._base import Broker
+from hutch.testing._cli import run_cli
 from hutch.testing._cluster import LocalCluster
 from hutch.testing._container import ContainerBroker
 from hutch.testing._errors import (
@@ -92,6 +94,7 @@ __all__ = [
     "hutch_broker",
     "hutch_connection",
     "hutch_memory_connection",
+    "run_cli",
     "settle",
     "throwaway_broker",
     "unique_name",
