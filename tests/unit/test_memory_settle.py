@@ -116,3 +116,82 @@ def test_wrong_arguments_fail_at_once(
 ) -> None:
     with pytest.raises(error, match="settle"):
         settle(conn, quiet=quiet)  # type: ignore[arg-type]
+
+
+def test_an_expiry_due_in_the_window_is_brought_forward_not_slept_for(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    # an hour's TTL inside a two-hour window: slept for, it would outlast the test's timeout
+    dead = Queue(f"{unique_name}.dead", durable=False)
+    waiting = Queue(
+        f"{unique_name}.wait",
+        durable=False,
+        arguments={
+            "x-message-ttl": 3_600_000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead.name,
+        },
+    )
+    sub = Subscriber(conn, queue=dead, model=str).open()
+    with Publisher(conn, declare=[waiting], model=str) as pub:
+        pub.publish("an hour later", routing_key=waiting.name)
+    settle(conn, quiet=7_200)
+    (got,) = sub.messages(timeout=0.001)
+    assert got.body == "an hour later"
+    deaths = got.headers["x-death"]
+    assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+    assert deaths[0]["reason"] == "expired"
+    sub.close()
+
+
+def test_the_window_is_counted_from_the_call_not_from_each_expiry(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    # two hops of 10 minutes each: the first falls inside a 15-minute window, the second not
+    last = Queue(f"{unique_name}.last", durable=False)
+    second = Queue(
+        f"{unique_name}.second",
+        durable=False,
+        arguments={
+            "x-message-ttl": 600_000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": last.name,
+        },
+    )
+    first = Queue(
+        f"{unique_name}.first",
+        durable=False,
+        arguments={
+            "x-message-ttl": 600_000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": second.name,
+        },
+    )
+    with Publisher(conn, declare=[last, second, first], model=str) as pub:
+        pub.publish("hop", routing_key=first.name)
+    settle(conn, quiet=900)
+    ch = conn.channel()
+    counts = [ch.message_count(q.name) for q in (first, second, last)]
+    assert counts == [0, 1, 0]
+    settle(conn, quiet=900)  # the next 15 minutes take it the rest of the way
+    assert [ch.message_count(q.name) for q in (first, second, last)] == [0, 0, 1]
+
+
+def test_a_retry_backoff_of_ten_minutes_is_handled_at_once(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    calls: list[int] = []
+
+    def flaky(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 1:
+            raise ConnectionError("the first attempt fails")
+
+    policy = hutch.RetryPolicy(max_attempts=3, backoff=600, max_delay=600)
+    q = Queue(unique_name, durable=False)
+    with WorkerPool(conn, queue=q, handler=flaky, model=int, retry=policy) as pool:
+        pool.start()
+        pool.submit(7)
+        settle(conn, quiet=601, handled=True)
+        assert calls == [7, 7]
+        assert pool.stats.retried == 1 and pool.stats.processed == 1

@@ -90,7 +90,8 @@ class Broker(Consuming):
     Args:
         clock: Seconds since the epoch. Default: the real clock, with a timer thread that
             expires messages and queues on time. A test passes its own clock and moves it;
-            expiry then happens at the next operation or :meth:`tick`.
+            expiry then happens at the next operation or :meth:`tick`. The broker's time
+            is this clock plus what :meth:`wait_quiet` has brought forward.
         name: For reprs.
     """
 
@@ -98,6 +99,8 @@ class Broker(Consuming):
         self.name = name
         self._lock = threading.RLock()
         self._clock = clock or time.time
+        #: How far :meth:`wait_quiet` has moved the broker's time ahead of ``clock``.
+        self._ahead = 0.0
         self._timed = clock is None
         self._wake = threading.Condition(self._lock)
         self._timer: threading.Thread | None = None
@@ -143,7 +146,7 @@ class Broker(Consuming):
     def queue_names(self, vhost: str = "/") -> list[str]:
         """The names of the queues of ``vhost`` (for tests and ``hutch`` tooling)."""
         with self._lock:
-            self._expire_due(self._clock())
+            self._expire_due(self._now())
             return sorted(self._vhosts[vhost].queues)
 
     def exchange_names(self, vhost: str = "/") -> list[str]:
@@ -167,37 +170,53 @@ class Broker(Consuming):
     def wait_quiet(
         self, quiet: float = 0.0, *, handled: bool = False, timeout: float = 30.0
     ) -> bool:
-        """Wait until nothing more happens on its own for ``quiet`` seconds; True if so.
+        """Let ``quiet`` seconds pass for the broker, without sleeping them; True when done.
 
-        Quiet means: every delivery, return, confirm and cancellation the broker has made
-        has been run by its connection's callback thread, and no message or queue expires
-        within ``quiet`` seconds (an expiry due sooner is waited for, and what it causes
-        too). With ``handled``, every delivered message must also have been acked, nacked
-        or rejected (handlers that settle each message have finished). On RabbitMQ the
-        same certainty needs a sleep of ``quiet`` seconds; here it is known at once.
+        Done means: every delivery, return, confirm and cancellation the broker has made
+        has been run by its connection's callback thread, and nothing more expires within
+        ``quiet`` seconds of the call. A message or queue expiry due inside that window is
+        not slept for: once the broker is otherwise quiet, its time moves forward to the
+        expiry, which happens at once, and then what it causes (a dead letter delivered,
+        a retry handled). With ``handled``, every delivered message must also have been
+        acked, nacked or rejected (handlers that settle each message have finished). On
+        RabbitMQ the same needs a sleep of ``quiet`` seconds.
 
-        Only the broker's own activity is covered: a thread of the caller's that has not
-        published yet is not waited for.
+        The broker's time stays ahead of the clock by what was brought forward; every
+        expiry is relative (a TTL counts from when its message was queued), so nothing
+        after this call falls due early. Only the broker's own activity is covered: a
+        thread of the caller's that has not published yet is not waited for.
 
         Args:
-            quiet: The window in seconds with nothing due in it.
+            quiet: The window in seconds, of the broker's time.
             handled: Also wait until no delivery is left unacknowledged.
-            timeout: Give up after this many seconds (returns False).
+            timeout: Give up after this many seconds of real time (returns False).
         """
         deadline = time.monotonic() + timeout
+        with self._lock:
+            window_end = self._now() + quiet
         while True:
             with self._lock:
-                now = self._clock()
-                due = self._next_deadline()
                 busy = any(conn.pending for conn in self._connections) or (
                     handled
                     and any(ch.unacked for conn in self._connections for ch in conn.channels)
                 )
-                if not busy and (due is None or due > now + quiet):
-                    return True
+                if not busy:
+                    due = self._next_deadline()
+                    if due is None or due > window_end:
+                        return True
+                    # due inside the window: bring it forward rather than sleep until it
+                    self._ahead += max(0.0, due - self._now())
+                    self._expire_due(self._now())
+                    if self._timed:
+                        self._arm_timer()
+                    continue
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.001 if busy or due is None else max(0.001, min(due - now, 0.05)))
+            time.sleep(0.001)
+
+    def _now(self) -> float:
+        """The broker's time: the clock, plus what :meth:`wait_quiet` brought forward."""
+        return self._clock() + self._ahead
 
     # ------------------------------------------------------------------ the one entry point
     def run(self, channel: MemoryChannel | None, operation: Callable[[float], _T]) -> _T:
@@ -209,7 +228,7 @@ class Broker(Consuming):
         with self._lock:
             if channel is not None:
                 channel.check_open()
-            now = self._clock()
+            now = self._now()
             self._expire_due(now)
             try:
                 result = operation(now)
@@ -247,7 +266,7 @@ class Broker(Consuming):
         with self._lock:
             while not self._closed:
                 deadline = self._next_deadline()
-                now = self._clock()
+                now = self._now()
                 if deadline is not None and deadline <= now:
                     self._expire_due(now)
                     continue
@@ -697,7 +716,7 @@ class Broker(Consuming):
         with self._lock:
             if ch.closed:
                 return
-            at = self._clock() if now is None else now
+            at = self._now() if now is None else now
             for tag in list(ch.consumers):
                 self._cancel(ch, tag, at)
             self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=at)
@@ -706,7 +725,7 @@ class Broker(Consuming):
     def close_connection(self, conn: MemoryConnection) -> None:
         """Close every channel of ``conn`` and delete its exclusive queues."""
         with self._lock:
-            now = self._clock()
+            now = self._now()
             for ch in list(conn.channels):
                 self.close_channel(ch, now)
             vhost = conn.vhost

@@ -12,9 +12,10 @@ point, so its fixtures are available without any import:
 Outside pytest, :func:`throwaway_broker` gives scripts and demos the same broker.
 
 :func:`run_cli` runs the ``hutch`` command line in the test's process (so it reaches a
-memory broker). :func:`settle` waits until no more messages can arrive: a sleep on RabbitMQ, and on the
-memory broker (``--hutch-broker=memory``, ``hutch_memory_connection``) as long as the
-broker still has something to do, often no time at all.
+memory broker). :func:`settle` lets time pass for the broker: a sleep on RabbitMQ, and on
+the memory broker (``--hutch-broker=memory``, ``hutch_memory_connection``) as long as the
+broker still has something to do, with the TTLs, delays and retry backoffs due in the
+window brought forward: often no time at all.
 
 Where the broker comes from, in this order: the URL in ``HUTCH_TEST_AMQP_URL``;
 testcontainers' RabbitMQ container when a Docker engine answers; otherwise a local

@@ -12,14 +12,18 @@ __all__ = ["settle"]
 
 
 def settle(conn: Connection, quiet: float = 0.5, *, handled: bool = False) -> None:
-    """Wait until no more messages can arrive within ``quiet`` seconds.
+    """Let ``quiet`` seconds pass for the broker: what can happen in them has happened.
 
     A test that checks that something did *not* happen ("the error queue got nothing",
-    "no third delivery") has to wait for a while first. On RabbitMQ that is a sleep of
-    ``quiet`` seconds. On the memory broker (``memory://``) it returns as soon as the
-    broker knows: every delivery made has reached its consumer, and no TTL or queue
-    expiry falls due within ``quiet`` seconds. Use it after the test's own producers are
-    done; a producer thread that has yet to publish is not waited for.
+    "no third delivery"), or that waits out a TTL, a delay or a retry's backoff, has to
+    give the broker time first. On RabbitMQ that is a sleep of ``quiet`` seconds. On the
+    memory broker (``memory://``) it takes as long as the broker still has work: every
+    delivery made has reached its consumer, and a message or queue expiry due within
+    ``quiet`` seconds is not slept for but brought forward (the broker's time moves on to
+    it), so it happens at once, with what it causes. A retry with a 30 s backoff is
+    handled in milliseconds. Use it after the test's own producers are done; a producer
+    thread that has yet to publish is not waited for. Client-side timeouts (an
+    ``RpcClient``'s, ``messages(timeout=...)``) keep real time.
 
     Args:
         conn: The connection the test uses (its broker is the one waited for).
