@@ -8,6 +8,7 @@ re-declare, re-consume and republish what was not confirmed: nothing may be lost
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -89,6 +90,15 @@ class NackRetryingLoop:
         assert not self.thread.is_alive(), "publisher stuck"
 
 
+def _online_members(cluster: LocalCluster, queue: str) -> list[str]:
+    """The nodes on which the quorum queue's members are online, as the first node says."""
+    out = cluster.nodes[0].rabbitmqctl(
+        "list_queues", "name", "online", "--formatter", "json", timeout=20
+    )
+    rows = json.loads(out)
+    return next((list(r["online"]) for r in rows if r.get("name") == queue), [])
+
+
 def _diagnose(cluster: LocalCluster, queue: str) -> str:
     """What the surviving nodes say about the quorum queue, for a failure message."""
     lines = []
@@ -128,6 +138,19 @@ def test_stop_the_connected_node_mid_stream_fails_over_without_loss(
             Publisher(pc, routing_key=q.name, model=int, declare=[q]) as pub,
             Subscriber(sc, queue=q, model=int, prefetch=100) as sub,
         ):
+            # a quorum queue fails over only with a majority of its members left: with two
+            # of three it elects a new leader; with one of two it has none until the stopped
+            # node returns, and every publish is nacked. Make sure of three before stopping
+            members: list[str] = []
+
+            def three_online() -> bool:
+                members[:] = _online_members(cluster, q.name)
+                return len(members) == 3
+
+            assert wait_until(three_online, 60, interval=1.0), (
+                f"the quorum queue {q.name} has {members} online, not all three nodes: the "
+                "cluster, not hutch, cannot fail it over"
+            )
             consumer = ConsumeLoop(sub, ledger).start()
             publisher = NackRetryingLoop(pub, ledger, 5000).start()
             assert wait_until(lambda: len(ledger.confirmed) >= 1000, 60)
