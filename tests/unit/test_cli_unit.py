@@ -588,5 +588,9 @@ def test_run_cli_runs_in_process_and_leaves_logging_as_it_was(
     assert run_cli("declare", str(path), "--dry-run") == 0  # prints, never connects
     assert capsys.readouterr().out == "would declare queue 'jobs' (durable)\n"
     assert [(lg.level, list(lg.handlers)) for lg in loggers] == before
+    assert run_cli("declare", "--no-such-option") == 2  # argparse's exit, returned
+    assert "hutch declare: error:" in capsys.readouterr().err
+    assert run_cli("--help") == 0
+    assert "declare" in capsys.readouterr().out
     with pytest.raises(TypeError, match="as strings, one each"):
         run_cli("consume", "jobs", "--count", 2)  # type: ignore[arg-type]

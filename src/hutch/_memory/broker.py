@@ -209,10 +209,10 @@ class Broker(Consuming):
                     self._expire_due(self._now())
                     if self._timed:
                         self._arm_timer()
-                    continue
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.001)
+            if busy:
+                time.sleep(0.001)
 
     def _now(self) -> float:
         """The broker's time: the clock, plus what :meth:`wait_quiet` brought forward."""

@@ -18,7 +18,8 @@ def run_cli(*argv: str) -> int:
     memory broker: a test can, for instance, ``hutch declare`` its topology file on the
     broker its code then uses, in milliseconds. The command prints to this process's
     stdout and stderr (pytest's ``capsys`` reads them). Logging is left as it was: the
-    handler and levels the command sets for itself are undone when it returns.
+    handler and levels the command sets for itself are undone when it returns. A usage
+    error or ``--help`` returns its status (2, 0) rather than exiting the process.
 
     Args:
         argv: The arguments after ``hutch``, one string each.
@@ -45,6 +46,8 @@ def run_cli(*argv: str) -> int:
     saved = [(lg, lg.level, list(lg.handlers)) for lg in loggers]
     try:
         return main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors and --help exit; return instead
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     finally:
         for lg, level, handlers in saved:
             lg.setLevel(level)
