@@ -341,10 +341,7 @@ class Signature:
                 arguments.update(kwargs)
                 validate = self._validate_args
                 if validate is not None:
-                    try:
-                        arguments = validate(arguments)
-                    except pydantic.ValidationError as exc:
-                        raise CallError("ValidationError", _describe(exc, self.name)) from None
+                    arguments = self._validated(validate, arguments)
                 return (), arguments
         try:
             bound = self.python_signature.bind(*args, **kwargs)
@@ -352,13 +349,19 @@ class Signature:
             raise CallError("TypeError", f"{self.name}(): {exc}") from None
         validate = self._validate_args
         if validate is not None:
-            try:
-                validated = validate(bound.arguments)
-            except pydantic.ValidationError as exc:
-                raise CallError("ValidationError", _describe(exc, self.name)) from None
-            for key, value in validated.items():
+            for key, value in self._validated(validate, bound.arguments).items():
                 bound.arguments[key] = value
         return bound.args, bound.kwargs
+
+    def _validated(
+        self, validate: Callable[[object], Any], arguments: Mapping[str, object]
+    ) -> dict[str, object]:
+        """``arguments`` validated by ``validate`` (the parameters' annotations)."""
+        try:
+            validated: dict[str, object] = validate(arguments)
+        except pydantic.ValidationError as exc:
+            raise CallError("ValidationError", _describe(exc, self.name)) from None
+        return validated
 
     def raw_argument(self, body: bytes) -> object:
         """Convert a raw request body for a raw procedure.

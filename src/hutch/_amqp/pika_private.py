@@ -315,7 +315,7 @@ def _idle_plain_socket(conn: Any) -> Any:
     transport: Any = conn._transport
     if type(transport) is not _PlainTransport:
         return None
-    t: Any = transport
+    t: Any = transport  # Any again: the check above narrowed `transport` to pika's class
     if t._tx_buffers or t._state != t._STATE_ACTIVE:
         return None
     return t._sock

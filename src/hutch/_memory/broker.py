@@ -205,8 +205,11 @@ class Broker(Consuming):
                     if due is None or due > window_end:
                         return True
                     # due inside the window: bring it forward rather than sleep until it
-                    self._ahead += max(0.0, due - self._now())
-                    self._expire_due(self._now())
+                    now = self._now()
+                    if due > now:
+                        self._ahead += due - now
+                        now = due
+                    self._expire_due(now)
                     if self._timed:
                         self._arm_timer()
             if time.monotonic() >= deadline:
