@@ -31,7 +31,7 @@ from hutch._memory.arguments import (
 from hutch._memory.consumers import Consumer, pick_consumer
 from hutch._memory.consuming import REPLY_TO, Consuming, Unacked, server_name
 from hutch._memory.dead_letter import DeathReason, dead_letter, without_cycles
-from hutch._memory.errors import describe
+from hutch._memory.errors import amqp_type, describe
 from hutch._memory.exchanges import BUILTIN_EXCHANGES, X_MATCH_MODES, Binding, MemoryExchange
 from hutch._memory.message import Message, Properties, header_routes
 from hutch._memory.queues import Entry, MemoryQueue
@@ -334,6 +334,13 @@ class Broker(Consuming):
                         errors.ACCESS_REFUSED,
                         f"exchange name '{name}' contains reserved prefix 'amq.*'",
                     )
+                alternate = (arguments or {}).get("alternate-exchange", "")
+                if not isinstance(alternate, str):
+                    raise errors.channel_error(
+                        errors.PRECONDITION_FAILED,
+                        f"invalid type '{amqp_type(alternate)}' for arg 'alternate-exchange' "
+                        f"in {entity}",
+                    )
                 vhost.exchanges[name] = MemoryExchange(
                     name, kind, durable, auto_delete, internal, dict(arguments or {})
                 )
@@ -407,6 +414,7 @@ class Broker(Consuming):
         """
         vhost, conn = ch.vhost, ch.connection
         args = dict(arguments or {})
+        durable = durable and not exclusive  # RabbitMQ: an exclusive queue is never durable
 
         def op(now: float) -> tuple[str, int, int]:
             qname = name
@@ -682,12 +690,19 @@ class Broker(Consuming):
         if queue.ready == 0:
             queue.head_since = now
         queue.enqueue(entry)
-        while s.overflow is Overflow.DROP_HEAD and queue.over_limit():
+        self._drop_head(vhost, queue, now)
+        self._dispatch(queue, now)
+        return True
+
+    def _drop_head(self, vhost: Vhost, queue: MemoryQueue, now: float) -> None:
+        """``drop-head``: drop (or dead-letter) from the head while over a length limit.
+
+        After an enqueue, and after a requeue too (RabbitMQ's ``requeue_and_run``).
+        """
+        while queue.settings.overflow is Overflow.DROP_HEAD and queue.over_limit():
             dropped = queue.pop()
             queue.head_since = now
             self._dead_letter(vhost, queue, dropped.message, DeathReason.MAXLEN, now)
-        self._dispatch(queue, now)
-        return True
 
     def _dead_letter(
         self, vhost: Vhost, queue: MemoryQueue, message: Message, reason: DeathReason, now: float

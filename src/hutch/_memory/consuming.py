@@ -69,6 +69,8 @@ class Consuming:
             now: float,
         ) -> None: ...
 
+        def _drop_head(self, vhost: Vhost, queue: MemoryQueue, now: float) -> None: ...
+
     # ------------------------------------------------------------------ consuming
     def _dispatch(self, queue: MemoryQueue, now: float) -> None:
         """Hand ready messages to consumers with room, round robin."""
@@ -202,10 +204,14 @@ class Consuming:
         """
 
         def op(now: float) -> None:
-            if multiple:
-                tags = [t for t in ch.unacked if delivery_tag == 0 or t <= delivery_tag]
-                if delivery_tag and delivery_tag not in ch.unacked and not tags:
+            # RabbitMQ's collect_acks: the tag itself must be unacked, multiple or not
+            # (only multiple with tag 0 means "every one", even none)
+            if multiple and delivery_tag == 0:
+                tags = list(ch.unacked)
+            elif multiple:
+                if delivery_tag not in ch.unacked:
                     raise _unknown_tag(delivery_tag)
+                tags = [t for t in ch.unacked if t <= delivery_tag]
             else:
                 if delivery_tag not in ch.unacked:
                     raise _unknown_tag(delivery_tag)
@@ -218,6 +224,7 @@ class Consuming:
         self, ch: MemoryChannel, tags: list[int], *, ack: bool, requeue: bool, now: float
     ) -> None:
         touched: dict[int, MemoryQueue] = {}
+        requeued: dict[int, MemoryQueue] = {}
         for tag in tags:
             item = ch.unacked.pop(tag)
             if item.consumer is not None:
@@ -231,10 +238,13 @@ class Consuming:
                 if head is None or head.seq > item.entry.seq:
                     queue.head_since = now
                 queue.requeue(item.entry)
+                requeued[id(queue)] = queue
             else:
                 self._dead_letter(ch.vhost, queue, item.entry.message, DeathReason.REJECTED, now)
             if alive:
                 touched[id(queue)] = queue
+        for queue in requeued.values():
+            self._drop_head(ch.vhost, queue, now)  # a requeue can take it over its length
         for consumer in list(ch.consumers.values()):
             consumed = ch.vhost.queues.get(consumer.queue)
             if consumed is not None:

@@ -7,7 +7,8 @@ What RabbitMQ 3.10's classic queue does, and so this one:
   expired behind one that has not stays until it reaches the head), then are dead-lettered
   (reason ``expired``) or dropped.
 - ``x-max-length`` / ``x-max-length-bytes`` count ready messages only. ``drop-head`` drops
-  (or dead-letters, reason ``maxlen``) from the head after enqueueing; ``reject-publish``
+  (or dead-letters, reason ``maxlen``) from the head after enqueueing, and after a
+  requeue takes the queue over its limit; ``reject-publish``
   refuses the new message (the publisher gets a nack); ``reject-publish-dlx`` also
   dead-letters it.
 - ``x-max-priority`` keeps one FIFO per priority (above the maximum counts as the
