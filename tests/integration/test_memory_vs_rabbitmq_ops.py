@@ -274,14 +274,16 @@ _flag = st.booleans()
 _rare = st.sampled_from([False, False, False, True])
 
 
+#: what a declaration step does, weighted by repetition
+_DECLARATION_KINDS = (
+    ("queue", "queue", "queue", "exchange", "exchange", "qdel", "xdel", "bind", "unbind")
+    + ("publish", "publish", "purge")
+)
+
+
 @st.composite
 def _declaration_step(draw: st.DrawFn) -> Step:
-    kind = draw(
-        st.sampled_from(
-            [*["queue"] * 3, *["exchange"] * 2, "qdel", "xdel", "bind", "unbind"]
-            + [*["publish"] * 2, "purge"]
-        )
-    )
+    kind = draw(st.sampled_from(_DECLARATION_KINDS))
     if kind == "queue":
         flags = {
             "passive": draw(_rare),
