@@ -276,8 +276,8 @@ _rare = st.sampled_from([False, False, False, True])
 
 #: what a declaration step does, weighted by repetition
 _DECLARATION_KINDS = (
-    ("queue", "queue", "queue", "exchange", "exchange", "qdel", "xdel", "bind", "unbind")
-    + ("publish", "publish", "purge")
+    *("queue", "queue", "queue", "exchange", "exchange", "qdel", "xdel"),
+    *("bind", "unbind", "publish", "publish", "purge"),
 )
 
 
