@@ -7,6 +7,7 @@ from typing import Any
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory.errors import (
+    NOT_IMPLEMENTED,
     PRECONDITION_FAILED,
     amqp_type,
     channel_error,
@@ -172,7 +173,9 @@ def check_queue_arguments(arguments: Mapping[str, Any], queue: str, vhost: str) 
     In RabbitMQ's order (``rabbit_channel`` then ``rabbit_amqqueue:check_declare_arguments``):
     a dead-letter exchange that is not a string, ``x-queue-type``, each argument's type and
     range in ``declare_args()`` order, then the first argument (in the table's order) that
-    only quorum queues or streams take. Unknown arguments are kept and ignored.
+    only quorum queues or streams take. Unknown arguments are kept and ignored. A quorum
+    queue or a stream is refused with 540 NOT_IMPLEMENTED: the memory broker has neither,
+    and a classic queue in their place would only imitate them.
 
     Args:
         arguments: The declare arguments.
@@ -180,7 +183,8 @@ def check_queue_arguments(arguments: Mapping[str, Any], queue: str, vhost: str) 
         vhost: The vhost (for the text).
 
     Raises:
-        ChannelClosed: 406 PRECONDITION_FAILED with RabbitMQ's text.
+        ChannelClosed: 406 PRECONDITION_FAILED with RabbitMQ's text; 540 NOT_IMPLEMENTED
+            for ``x-queue-type`` ``quorum`` or ``stream``.
     """
     if "x-dead-letter-exchange" in arguments:
         dlx = arguments["x-dead-letter-exchange"]
@@ -196,6 +200,15 @@ def check_queue_arguments(arguments: Mapping[str, Any], queue: str, vhost: str) 
             error = check(arguments[key], arguments)
             if error is not None:
                 raise _invalid(key, queue, vhost, error)
+        if key == "x-queue-type" and arguments.get(key, "classic") != "classic":
+            # not imitated: a quorum queue or stream behaves differently in ways a test
+            # could come to depend on (delivery limits, offsets, requeue order...)
+            raise channel_error(
+                NOT_IMPLEMENTED,
+                f"the memory broker has no {arguments[key]} queues: "
+                f"{describe('queue', queue, vhost)} needs RabbitMQ "
+                "(mark a test that declares it rabbitmq_only)",
+            )
     for key in arguments:
         if key in OTHER_TYPES_QUEUE_ARGUMENTS:
             raise channel_error(
