@@ -87,9 +87,16 @@ class Rabbit:
             return ("error", exc.reply_code, exc.reply_text)
         except pika.exceptions.NackError:
             return ("nacked",)
+        except pika.exceptions.UnroutableError:
+            return ("returned",)
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
         ch = self.ch
+        if method == "publish":
+            exchange, key, body, headers = args
+            props = pika.BasicProperties(headers=headers)
+            ch.basic_publish(exchange, key, body, props, mandatory=kwargs["mandatory"])
+            return ()
         if method == "queue_declare":
             frame = ch.queue_declare(*args, **kwargs)
             return (frame.method.message_count, frame.method.consumer_count)
@@ -124,6 +131,20 @@ class Rabbit:
                 return out
             out.append(_death(body, props.headers))
 
+    def contents(self, queue: str) -> list[Any]:
+        """What ``queue`` holds: (exchange, routing key, body, headers); None if no queue."""
+        if self.ch.is_closed:
+            self.ch = self._channel()
+        out: list[Any] = []
+        while True:
+            try:
+                got, props, body = self.ch.basic_get(queue, auto_ack=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                return [None]
+            if got is None:
+                return out
+            out.append(_routed(got.exchange, got.routing_key, body, props.headers))
+
     def close_channel(self) -> None:
         if self.ch.is_open:
             self.ch.close()
@@ -136,11 +157,13 @@ class Memory:
         self.broker = Broker()
         self.conn = self.broker.connect(threaded=False)
         self.confirms: list[bool] = []
+        self.returned: list[Any] = []
         self.ch = self._channel()
 
     def _channel(self) -> MemoryChannel:
         ch = self.conn.channel()
         ch.confirm_select(lambda _seq, ok: self.confirms.append(ok))
+        ch.on_return = self.returned.append
         return ch
 
     def run(self, method: str, *args: Any, **kwargs: Any) -> Outcome:
@@ -152,9 +175,24 @@ class Memory:
             return ("error", exc.reply_code, exc.reply_text)
         except _Nacked:
             return ("nacked",)
+        except _Returned:
+            return ("returned",)
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
         ch = self.ch
+        if method == "publish":
+            exchange, key, body, headers = args
+            ch.basic_publish(
+                exchange, key, body, Properties(headers=headers), mandatory=kwargs["mandatory"]
+            )
+            self.conn.run_pending()
+            accepted = self.confirms.pop()
+            if self.returned:
+                self.returned.clear()
+                raise _Returned
+            if not accepted:
+                raise _Nacked
+            return ()
         if method == "queue_declare":
             _name, messages, consumers = ch.queue_declare(*args, **kwargs)
             return (messages, consumers)
@@ -185,6 +223,20 @@ class Memory:
             out.append(_death(got.body, got.properties.headers))
         return out
 
+    def contents(self, queue: str) -> list[Any]:
+        """What ``queue`` holds: (exchange, routing key, body, headers); None if no queue."""
+        if self.ch.closed:
+            self.ch = self._channel()
+        out: list[Any] = []
+        while True:
+            try:
+                got = self.ch.basic_get(queue, no_ack=True)
+            except ChannelClosed:
+                return [None]
+            if got is None:
+                return out
+            out.append(_routed(got.exchange, got.routing_key, got.body, got.properties.headers))
+
     def close_channel(self) -> None:
         if not self.ch.closed:
             self.ch.close()
@@ -198,10 +250,18 @@ class _Nacked(Exception):
     """The memory broker nacked a publish (pika raises NackError)."""
 
 
+class _Returned(Exception):
+    """The memory broker returned a mandatory publish (pika raises UnroutableError)."""
+
+
 def _death(body: bytes, headers: Any) -> Any:
     headers = headers or {}
     deaths = tuple((d["reason"], d["count"]) for d in headers.get("x-death", []))
     return (body, deaths, headers.get("x-first-death-reason"))
+
+
+def _routed(exchange: str, key: str, body: bytes, headers: Any) -> Any:
+    return (exchange, key, body, tuple(sorted((headers or {}).items())))
 
 
 def _kind(step: Step, outcome: Outcome) -> str:
@@ -316,9 +376,14 @@ def _declaration_step(draw: st.DrawFn) -> Step:
 
 
 def _named(step: Step, names: dict[str, str]) -> Step:
+    """The step with its placeholder names (``Q``, ``X0``...) made unique to the example."""
     method, args, kwargs = step
     args = tuple(names.get(a, a) if isinstance(a, str) else a for a in args)
     kwargs = {k: names.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    arguments = kwargs.get("arguments")
+    if arguments and "alternate-exchange" in arguments:
+        alternate = arguments["alternate-exchange"]
+        kwargs["arguments"] = {**arguments, "alternate-exchange": names.get(alternate, alternate)}
     return (method, args, kwargs)
 
 
@@ -469,4 +534,113 @@ def test_acks_nacks_requeues_and_priorities_match_rabbitmq(
         ch.queue_delete(queue)
         ch.queue_delete(dead)
         ch.close()
+        memory.close()
+
+
+# ------------------------------------------------------------------------- routing topologies
+
+_EXCHANGES = ("X0", "X1", "X2")
+_QUEUES = ("Q0", "Q1")
+_binding_key = st.sampled_from(["a", "b", "a.b", "#", "*", ""])
+_publish_key = st.sampled_from(["a", "b", "a.b", "c", ""])
+_header_value = st.sampled_from([1, 2])
+_headers_binding = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {"x-match": st.sampled_from(["all", "any"])}, optional={"h": _header_value}
+    ),
+)
+_message_headers = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "h": _header_value,
+            "CC": st.lists(_publish_key, max_size=2),
+            "BCC": st.lists(_publish_key, max_size=2),
+        },
+    ),
+)
+
+
+@st.composite
+def _routing_steps(draw: st.DrawFn) -> list[Step]:
+    """Every exchange and queue declared first (types fixed per exchange), then the rest."""
+    types = {x: draw(st.sampled_from(["direct", "fanout", "topic", "headers"])) for x in _EXCHANGES}
+
+    def exchange(name: str) -> Step:
+        alternate = draw(st.sampled_from([None, None, *_EXCHANGES]))
+        flags = {
+            "durable": False,
+            "auto_delete": draw(_rare),
+            "internal": draw(_rare),
+            "arguments": None if alternate is None else {"alternate-exchange": alternate},
+        }
+        return ("exchange_declare", (name, types[name]), flags)
+
+    def queue(name: str) -> Step:
+        return ("queue_declare", (name,), {"auto_delete": False})
+
+    steps = [exchange(x) for x in _EXCHANGES] + [queue(q) for q in _QUEUES]
+    for _ in range(draw(st.integers(1, 14))):
+        kind = draw(st.sampled_from(_ROUTING_KINDS))
+        if kind == "exchange":
+            steps.append(exchange(draw(st.sampled_from(_EXCHANGES))))
+        elif kind == "queue":
+            steps.append(queue(draw(st.sampled_from(_QUEUES))))
+        elif kind in ("bind", "unbind"):
+            to_exchange = draw(_rare)
+            source = draw(st.sampled_from(_EXCHANGES))
+            destination = draw(st.sampled_from(_EXCHANGES if to_exchange else _QUEUES))
+            method = f"{'exchange' if to_exchange else 'queue'}_{kind}"
+            binding = {"routing_key": draw(_binding_key), "arguments": draw(_headers_binding)}
+            steps.append((method, (destination, source), binding))
+        elif kind == "xdel":
+            steps.append(("exchange_delete", (draw(st.sampled_from(_EXCHANGES)),), {}))
+        elif kind == "qdel":
+            steps.append(("queue_delete", (draw(st.sampled_from(_QUEUES)),), {}))
+        else:
+            target = draw(st.sampled_from(["", *_EXCHANGES]))
+            key = draw(st.sampled_from(_QUEUES)) if target == "" else draw(_publish_key)
+            headers = draw(_message_headers)
+            publish = ("publish", (target, key, b"m", headers), {"mandatory": draw(_flag)})
+            steps.append(publish)
+    return steps
+
+
+#: what a routing step does, weighted by repetition
+_ROUTING_KINDS = (
+    *("exchange", "queue", "bind", "bind", "bind", "bind", "unbind", "xdel", "qdel"),
+    *("publish", "publish", "publish", "publish", "publish"),
+)
+
+
+@_settings(300)
+@given(steps=_routing_steps())
+def test_routing_topologies_match_rabbitmq(
+    rabbit_connection: pika.BlockingConnection, steps: list[Step]
+) -> None:
+    """Exchange-to-exchange bindings, alternate exchanges, auto-delete, CC/BCC, returns."""
+    tag = uuid.uuid4().hex[:8]
+    names = {n: f"route-{tag}-{n.lower()}" for n in (*_EXCHANGES, *_QUEUES)}
+    rabbit, memory = Rabbit(rabbit_connection), Memory()
+    try:
+        for n, step in enumerate(steps):
+            named = _named(step, names)
+            if named[0] == "publish":  # the body says which step published it
+                exchange, key, _, headers = named[1]
+                named = ("publish", (exchange, key, str(n).encode(), headers), named[2])
+            got_rabbit, got_memory = _both(rabbit, memory, named)
+            assert got_memory == got_rabbit, (n, step)
+            event(_kind(step, got_rabbit))
+        for queue in _QUEUES:
+            assert memory.contents(names[queue]) == rabbit.contents(names[queue]), queue
+    finally:
+        ch = rabbit_connection.channel()
+        for queue in _QUEUES:
+            ch.queue_delete(names[queue])
+        for exchange in _EXCHANGES:
+            ch.exchange_delete(names[exchange])
+        ch.close()
+        rabbit.close_channel()
         memory.close()
