@@ -144,3 +144,36 @@ def test_ack_multiple_of_tag_zero_acks_everything_even_nothing(ch: MemoryChannel
     ch.basic_ack(0, multiple=True)
     ch.basic_recover()
     assert ch.basic_get("q") is None
+
+
+def test_a_deleted_queue_cancels_each_channels_consumers_in_tag_order(
+    broker: Broker,
+) -> None:
+    conn = broker.connect(threaded=False)
+    ch = conn.channel()
+    ch.queue_declare("q")
+    cancelled: list[str] = []
+    for tag in ("b", "a", "c10", "c8"):
+        ch.basic_consume("q", lambda _d: None, consumer_tag=tag, on_cancel=cancelled.append)
+    conn.channel().queue_delete("q")
+    conn.run_pending()
+    assert cancelled == ["a", "b", "c10", "c8"]  # RabbitMQ's channel keeps them sorted
+
+
+def test_a_full_consumer_given_room_rejoins_behind_the_others(broker: Broker) -> None:
+    # B fills up and is passed over (blocked); A arrives and takes the rest; B's recover
+    # gives it room: it rejoins at the back, so the requeued message goes to A
+    conn = broker.connect(threaded=False)
+    a, b = conn.channel(), conn.channel()
+    a.queue_declare("q")
+    got: list[tuple[str, bytes, bool]] = []
+    b.basic_qos(1)
+    b.basic_consume("q", lambda d: got.append(("B", d.body, d.redelivered)))
+    for n in range(3):
+        a.basic_publish("", "q", str(n).encode())
+    conn.run_pending()
+    a.basic_consume("q", lambda d: got.append(("A", d.body, d.redelivered)))
+    conn.run_pending()
+    b.basic_recover()
+    conn.run_pending()
+    assert got == [("B", b"0", False), ("A", b"1", False), ("A", b"2", False), ("A", b"0", True)]

@@ -3,8 +3,9 @@
 One module per concept: :mod:`.exchanges` (routing), :mod:`.queues` (TTL, length limits,
 priorities), :mod:`.dead_letter` (``x-death``), :mod:`.consumers` (prefetch, round robin),
 :mod:`.arguments` (argument checks and equivalence), :mod:`.errors` (reply codes and texts),
-:mod:`.broker` (vhosts, declarations, publishing, the lock, the timers, named brokers),
-:mod:`.consuming` (consumers, gets, acks, QoS),
+:mod:`.broker` (vhosts, queue declarations, publishing, the lock, the timers, named
+brokers), :mod:`.exchange_ops` (exchange declarations and bindings), :mod:`.consuming`
+(consumers, gets, acks, QoS),
 :mod:`.connection` (connections, channels, the callback thread). No pika here: the
 messages hold plain Python values.
 """

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hutch._exceptions import AuthenticationError, ChannelClosed
 from hutch._memory import errors
 from hutch._memory.arguments import (
-    args_equivalent,
     check_queue_arguments,
     inequivalent,
     queue_arguments_equivalent,
@@ -31,11 +30,12 @@ from hutch._memory.arguments import (
 from hutch._memory.consumers import Consumer, pick_consumer
 from hutch._memory.consuming import REPLY_TO, Consuming, Unacked, server_name
 from hutch._memory.dead_letter import DeathReason, dead_letter, without_cycles
-from hutch._memory.errors import amqp_type, describe
-from hutch._memory.exchanges import BUILTIN_EXCHANGES, X_MATCH_MODES, Binding, MemoryExchange
+from hutch._memory.errors import describe
+from hutch._memory.exchange_ops import ExchangeOperations
+from hutch._memory.exchanges import BUILTIN_EXCHANGES, MemoryExchange
 from hutch._memory.message import Message, Properties, header_routes
 from hutch._memory.queues import Entry, MemoryQueue
-from hutch._topology import ExchangeType, Overflow
+from hutch._topology import Overflow
 
 if TYPE_CHECKING:
     from hutch._memory.connection import MemoryChannel, MemoryConnection
@@ -81,7 +81,7 @@ class Vhost:
             )
 
 
-class Broker(Consuming):
+class Broker(Consuming, ExchangeOperations):
     """An in-process broker with RabbitMQ 3.10's semantics for what hutch uses.
 
     Thread-safe: any thread may call any method. Built by :func:`get_broker` (named) or
@@ -300,100 +300,6 @@ class Broker(Consuming):
             if entry is not None:
                 self._dead_letter(vhost, queue, entry.message, DeathReason.EXPIRED, at)
 
-    # ------------------------------------------------------------------ exchanges
-    def exchange_declare(
-        self,
-        ch: MemoryChannel,
-        name: str,
-        type: ExchangeType | str,
-        *,
-        passive: bool = False,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
-        """``exchange.declare`` (see RabbitMQ's equivalence rules in the module docs)."""
-        vhost = ch.vhost
-
-        def op(now: float) -> None:
-            entity = describe("exchange", name, vhost.name)
-            if name == "":
-                raise errors.channel_error(
-                    errors.ACCESS_REFUSED, "operation not permitted on the default exchange"
-                )
-            existing = vhost.exchanges.get(name)
-            if passive:
-                if existing is None:
-                    raise errors.no_exchange(name, vhost.name)
-                return
-            kind = ExchangeType(type)
-            if existing is None:
-                if name.startswith("amq."):
-                    raise errors.channel_error(
-                        errors.ACCESS_REFUSED,
-                        f"exchange name '{name}' contains reserved prefix 'amq.*'",
-                    )
-                alternate = (arguments or {}).get("alternate-exchange", "")
-                if not isinstance(alternate, str):
-                    raise errors.channel_error(
-                        errors.PRECONDITION_FAILED,
-                        f"invalid type '{amqp_type(alternate)}' for arg 'alternate-exchange' "
-                        f"in {entity}",
-                    )
-                vhost.exchanges[name] = MemoryExchange(
-                    name, kind, durable, auto_delete, internal, dict(arguments or {})
-                )
-                return
-            for key, old, new in (
-                ("type", existing.type.value, kind.value),
-                ("durable", existing.durable, durable),
-                ("auto_delete", existing.auto_delete, auto_delete),
-                ("internal", existing.internal, internal),
-            ):
-                if old != new:
-                    raise inequivalent(key, entity, new, old, typed=False)
-            args_equivalent(existing.arguments, arguments or {}, ("alternate-exchange",), entity)
-
-        self.run(ch, op)
-
-    def exchange_delete(self, ch: MemoryChannel, name: str, *, if_unused: bool = False) -> None:
-        """``exchange.delete``: deleting a missing exchange succeeds, as in RabbitMQ 3.10."""
-        vhost = ch.vhost
-
-        def op(now: float) -> None:
-            if name == "":
-                raise errors.channel_error(
-                    errors.ACCESS_REFUSED, "operation not permitted on the default exchange"
-                )
-            if name in BUILTIN_EXCHANGES:
-                raise errors.channel_error(
-                    errors.ACCESS_REFUSED,
-                    f"deletion of system {describe('exchange', name, vhost.name)} not allowed",
-                )
-            exchange = vhost.exchanges.get(name)
-            if exchange is None:
-                return
-            if if_unused and exchange.bindings:
-                raise errors.channel_error(
-                    errors.PRECONDITION_FAILED, f"{describe('exchange', name, vhost.name)} in use"
-                )
-            self._delete_exchange(vhost, exchange)
-
-        self.run(ch, op)
-
-    def _delete_exchange(self, vhost: Vhost, exchange: MemoryExchange) -> None:
-        vhost.exchanges.pop(exchange.name, None)
-        for other in list(vhost.exchanges.values()):
-            gone = {b for b in other.bindings if b.to_exchange and b.destination == exchange.name}
-            if gone:
-                other.bindings -= gone
-                self._maybe_auto_delete_exchange(vhost, other)
-
-    def _maybe_auto_delete_exchange(self, vhost: Vhost, exchange: MemoryExchange) -> None:
-        if exchange.auto_delete and not exchange.bindings and exchange.name in vhost.exchanges:
-            self._delete_exchange(vhost, exchange)
-
     # ------------------------------------------------------------------ queues
     def queue_declare(
         self,
@@ -505,7 +411,9 @@ class Broker(Consuming):
         if vhost.queues.get(queue.name) is not queue:
             return
         del vhost.queues[queue.name]
-        for consumer in list(queue.consumers):
+        # each channel is told in its consumer tags' order (RabbitMQ's channel keeps the
+        # queue's tags in a sorted set), not in the order the consumers came
+        for consumer in sorted(queue.consumers, key=lambda c: c.tag):
             consumer.channel.consumers.pop(consumer.tag, None)
             if consumer.on_cancel is not None:
                 consumer.channel.connection.emit(
@@ -524,59 +432,6 @@ class Broker(Consuming):
     def queue_purge(self, ch: MemoryChannel, name: str) -> int:
         """``queue.purge``: removes the ready messages; returns how many."""
         return self.run(ch, lambda now: len(self._queue(ch, name).purge()))
-
-    # ------------------------------------------------------------------ bindings
-    def bind(
-        self,
-        ch: MemoryChannel,
-        destination: str,
-        source: str,
-        routing_key: str = "",
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        to_exchange: bool = False,
-        unbind: bool = False,
-    ) -> None:
-        """``queue.bind`` / ``exchange.bind`` (and their ``unbind``, which is idempotent)."""
-        vhost = ch.vhost
-
-        def op(now: float) -> None:
-            if source == "" or (to_exchange and destination == ""):
-                raise errors.channel_error(
-                    errors.ACCESS_REFUSED, "operation not permitted on the default exchange"
-                )
-            exchange = vhost.exchanges.get(source)
-            binding = Binding(
-                source, destination, to_exchange, routing_key, Binding.freeze(arguments)
-            )
-            if unbind:
-                if to_exchange or destination not in vhost.queues:
-                    pass
-                else:
-                    self._check_access(vhost.queues[destination], ch.connection)
-                if exchange is not None and binding in exchange.bindings:
-                    exchange.bindings.discard(binding)
-                    self._maybe_auto_delete_exchange(vhost, exchange)
-                return
-            if exchange is None:
-                raise errors.no_exchange(source, vhost.name)
-            if to_exchange:
-                if destination not in vhost.exchanges:
-                    raise errors.no_exchange(destination, vhost.name)
-            else:
-                self._queue(ch, destination)
-            if exchange.type is ExchangeType.HEADERS and arguments and "x-match" in arguments:
-                mode = arguments["x-match"]
-                if mode not in X_MATCH_MODES:
-                    shown = mode.decode() if isinstance(mode, bytes) else mode
-                    raise errors.channel_error(
-                        errors.PRECONDITION_FAILED,
-                        f'Invalid x-match field value <<"{shown}">>; expected all, any, '
-                        "all-with-x, or any-with-x",
-                    )
-            exchange.bindings.add(binding)
-
-        self.run(ch, op)
 
     # ------------------------------------------------------------------ routing
     def _route(self, vhost: Vhost, exchange: MemoryExchange, message: Message) -> list[str]:

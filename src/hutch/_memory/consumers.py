@@ -4,7 +4,10 @@ A queue hands its head to the first consumer in its round-robin list that has ro
 (unacknowledged deliveries below its prefetch, and below its channel's global prefetch if
 one is set) among those of the highest priority with room (``x-priority``: a consumer of
 lower priority gets messages only while every higher one is full), then moves that
-consumer to the end of the list. With
+consumer to the end of the list. As in RabbitMQ's ``rabbit_queue_consumers``, a full
+consumer is *blocked* when the queue tries it and passes it over (not when it fills up),
+and leaves the rotation; when an ack, nack, reject or recover gives it room again it is
+unblocked and rejoins at the end of the list, behind the consumers that kept going. With
 ``x-single-active-consumer`` only the oldest consumer receives messages; the next one takes
 over when it is cancelled. Everything here runs under the broker's lock.
 """
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
     from hutch._memory.connection import MemoryChannel
     from hutch._memory.queues import MemoryQueue
 
-__all__ = ["Consumer", "pick_consumer"]
+__all__ = ["Consumer", "pick_consumer", "unblock"]
 
 
 @dataclass(eq=False)
@@ -39,6 +42,7 @@ class Consumer:
         on_cancel: Called with the tag if the broker cancels it (its queue is deleted).
         unacked: Its unacknowledged deliveries now.
         priority: Its ``x-priority`` (default 0).
+        blocked: Passed over while full: out of the rotation until it has room again.
     """
 
     tag: str
@@ -51,6 +55,7 @@ class Consumer:
     on_cancel: Callable[[str], None] | None = None
     unacked: int = 0
     priority: int = 0
+    blocked: bool = False
 
     def has_room(self) -> bool:
         """True if it may receive one more delivery now."""
@@ -66,11 +71,27 @@ def pick_consumer(queue: MemoryQueue) -> Consumer | None:
     if queue.settings.single_active_consumer:
         active = queue.consumers[:1]
         return active[0] if active and active[0].has_room() else None
-    chosen: Consumer | None = None
-    at = 0
-    for index, consumer in enumerate(queue.consumers):
-        if (chosen is None or consumer.priority > chosen.priority) and consumer.has_room():
-            chosen, at = consumer, index
-    if chosen is not None:
-        queue.consumers.append(queue.consumers.pop(at))
-    return chosen
+    # RabbitMQ's priority queue of active consumers: highest priority first, then in
+    # rotation order; each one tried and found full is blocked
+    active = sorted((c for c in queue.consumers if not c.blocked), key=lambda c: -c.priority)
+    for consumer in active:
+        if consumer.has_room():
+            queue.consumers.remove(consumer)
+            queue.consumers.append(consumer)
+            return consumer
+        consumer.blocked = True
+    return None
+
+
+def unblock(consumers: list[Consumer], queue: MemoryQueue) -> None:
+    """Put back in ``queue``'s rotation, at its end, each of ``consumers`` with room again.
+
+    Args:
+        consumers: Consumers of ``queue`` (in the order they are to rejoin).
+        queue: Their queue.
+    """
+    for consumer in consumers:
+        if consumer.blocked and consumer.has_room() and consumer in queue.consumers:
+            consumer.blocked = False
+            queue.consumers.remove(consumer)
+            queue.consumers.append(consumer)

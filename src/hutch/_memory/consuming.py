@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hutch._exceptions import ChannelClosed
 from hutch._memory import errors
 from hutch._memory.arguments import check_consume_arguments
-from hutch._memory.consumers import Consumer, pick_consumer
+from hutch._memory.consumers import Consumer, pick_consumer, unblock
 from hutch._memory.dead_letter import DeathReason
 from hutch._memory.errors import describe
 from hutch._memory.message import Delivery, Message
@@ -245,12 +245,23 @@ class Consuming:
                 touched[id(queue)] = queue
         for queue in requeued.values():
             self._drop_head(ch.vhost, queue, now)  # a requeue can take it over its length
+        self._unblock(ch)
         for consumer in list(ch.consumers.values()):
             consumed = ch.vhost.queues.get(consumer.queue)
             if consumed is not None:
                 touched[id(consumed)] = consumed
         for queue in touched.values():
             self._dispatch(queue, now)
+
+    def _unblock(self, ch: MemoryChannel) -> None:
+        """The channel's blocked consumers with room again rejoin their queues' rotation."""
+        by_queue: dict[int, tuple[MemoryQueue, list[Consumer]]] = {}
+        for consumer in sorted(ch.consumers.values(), key=lambda c: -c.priority):
+            queue = ch.vhost.queues.get(consumer.queue)
+            if queue is not None and consumer.blocked:
+                by_queue.setdefault(id(queue), (queue, []))[1].append(consumer)
+        for queue, consumers in by_queue.values():
+            unblock(consumers, queue)
 
     def recover(self, ch: MemoryChannel) -> None:
         """``basic.recover(requeue=True)``: requeue every unacked delivery of the channel."""
@@ -264,6 +275,7 @@ class Consuming:
         def op(now: float) -> None:
             if global_:
                 ch.global_prefetch = prefetch_count
+                self._unblock(ch)
                 for consumer in ch.consumers.values():
                     queue = ch.vhost.queues.get(consumer.queue)
                     if queue is not None:
