@@ -114,9 +114,10 @@ def test_headers_and_properties_arrive_the_same(
 ) -> None:
     rabbit, memory = sides
     # hutch stamps a message id and the time when the caller does not: fix them
-    properties = {"message_id": "m", "timestamp": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)} | (
-        properties
-    )
+    properties = {
+        "message_id": "m",
+        "timestamp": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    } | (properties)
     got_rabbit = rabbit.round_trip(headers, properties)
     got_memory = memory.round_trip(headers, properties)
     assert got_memory == got_rabbit
