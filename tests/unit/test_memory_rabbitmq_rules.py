@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hutch import ChannelClosed, PreconditionFailed
-from hutch._memory import Broker, MemoryChannel
+from hutch._memory import Broker, MemoryChannel, Properties
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -177,3 +177,24 @@ def test_a_full_consumer_given_room_rejoins_behind_the_others(broker: Broker) ->
     b.basic_recover()
     conn.run_pending()
     assert got == [("B", b"0", False), ("A", b"1", False), ("A", b"2", False), ("A", b"0", True)]
+
+
+def test_direct_reply_to_declares_and_consumers_as_rabbitmq(ch: MemoryChannel) -> None:
+    reply_to = "amq.rabbitmq.reply-to"
+    assert ch.queue_declare(reply_to) == (reply_to, 0, 1)  # passive or not: one consumer
+    assert ch.queue_declare(reply_to, passive=True) == (reply_to, 0, 1)
+    with pytest.raises(ChannelClosed) as gone:
+        ch.queue_declare(reply_to + ".nobody", passive=True)
+    assert gone.value.reply_code == 404
+    ch = ch.connection.channel()
+    ch.basic_consume(reply_to, lambda _d: None, no_ack=True, consumer_tag="r1")
+    with pytest.raises(PreconditionFailed) as twice:
+        ch.basic_consume(reply_to, lambda _d: None, no_ack=True, consumer_tag="r2")
+    assert twice.value.reply_text == "PRECONDITION_FAILED - reply consumer already set"
+    ch = ch.connection.channel()
+    ch.queue_declare("rpc")
+    ch.basic_consume(reply_to, lambda _d: None, no_ack=True, consumer_tag="r")
+    ch.basic_cancel("r")
+    with pytest.raises(PreconditionFailed) as cancelled:
+        ch.basic_publish("", "rpc", b"call", Properties(reply_to=reply_to))
+    assert cancelled.value.reply_text == "PRECONDITION_FAILED - fast reply consumer does not exist"

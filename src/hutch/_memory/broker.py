@@ -324,8 +324,13 @@ class Broker(Consuming, ExchangeOperations):
 
         def op(now: float) -> tuple[str, int, int]:
             qname = name
-            if qname == REPLY_TO and passive:
-                return qname, 0, 0
+            if qname.startswith(REPLY_TO):
+                # RabbitMQ answers for the pseudo-queue (one consumer, passive or not) and
+                # for a reply name whose channel still consumes replies; else 404
+                token = qname[len(REPLY_TO) + 1 :] if qname.startswith(REPLY_TO + ".") else None
+                if qname == REPLY_TO or (token is not None and token in self._reply_to):
+                    return qname, 0, 1
+                raise errors.no_queue(qname, vhost.name)
             existing = vhost.queues.get(qname)
             if passive:
                 if existing is None:

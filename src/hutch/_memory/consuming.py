@@ -123,6 +123,10 @@ class Consuming:
                     raise errors.channel_error(
                         errors.PRECONDITION_FAILED, "reply consumer cannot acknowledge"
                     )
+                if ch.reply_token is not None:  # one per channel, until cancelled
+                    raise errors.channel_error(
+                        errors.PRECONDITION_FAILED, "reply consumer already set"
+                    )
                 consumer = Consumer(tag, ch, queue_name, True, exclusive, 0, on_message, on_cancel)
                 ch.reply_token = server_name("")
                 self._reply_to[ch.reply_token] = consumer
@@ -166,6 +170,7 @@ class Consuming:
         if consumer.queue == REPLY_TO:
             if ch.reply_token is not None:
                 self._reply_to.pop(ch.reply_token, None)
+            ch.reply_token = None  # a request needs a reply consumer again
             return
         queue = ch.vhost.queues.get(consumer.queue)
         if queue is None or consumer not in queue.consumers:
