@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -125,7 +124,8 @@ class Rabbit(_Side):
             before = sum(map(len, self.events.values()))
             self.conn.process_data_events(time_limit=QUIET)
             if sum(map(len, self.events.values())) == before:
-                return _masked(result)
+                masked: Outcome = _masked(result)
+                return masked
 
     def _run(self, step: Step, n: int) -> Outcome:
         kind, name = step[0], step[1]
@@ -204,7 +204,8 @@ class Memory(_Side):
         if self.returned:
             self.returned.clear()
             result = ("returned",)
-        return _masked(result)
+        masked: Outcome = _masked(result)
+        return masked
 
     def _run(self, step: Step, n: int) -> Outcome:
         kind, name = step[0], step[1]
@@ -248,11 +249,6 @@ class Memory(_Side):
 
     def close(self) -> None:
         self.broker.close()
-
-
-@pytest.fixture
-def queue(amqp_url: str) -> Iterator[str]:
-    yield f"rpc-{uuid.uuid4().hex[:8]}"
 
 
 @settings(
