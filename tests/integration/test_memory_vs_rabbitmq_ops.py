@@ -494,7 +494,7 @@ def _message_method(step: tuple[Any, ...], queue: str, tags: list[int], n: int) 
     return ("basic_reject", (tag,), {"requeue": requeue})
 
 
-@_settings(250)
+@_settings(150)
 @given(
     spec=_queue_spec,
     published=st.lists(_publish, max_size=5),
@@ -896,7 +896,7 @@ class MemoryConsumers:
         self.broker.close()
 
 
-@_settings(120)
+@_settings(80)
 @given(scenario=_consumer_steps())
 def test_consumers_match_rabbitmq(
     amqp_url: str, scenario: tuple[bool, list[tuple[Any, ...]]]
