@@ -18,24 +18,17 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
+from tests.integration.comparing import compare_settings
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.rabbitmq_only("compares the memory broker with RabbitMQ itself"),
 ]
-
-
-def _settings(examples: int) -> settings:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +100,7 @@ def _route_both(
     return got_rabbit, got_memory
 
 
-@_settings(150)
+@compare_settings(150)
 @given(patterns=_patterns, keys=_keys)
 def test_topic_routing_matches_rabbitmq(rabbit: Any, patterns: list[str], keys: list[str]) -> None:
     got_rabbit, got_memory = _route_both(
@@ -116,7 +109,7 @@ def test_topic_routing_matches_rabbitmq(rabbit: Any, patterns: list[str], keys: 
     assert got_memory == got_rabbit, (patterns, keys)
 
 
-@_settings(150)
+@compare_settings(150)
 @given(
     bindings=st.lists(_binding_args, min_size=1, max_size=5),
     headers=st.lists(_message_headers, min_size=1, max_size=6),
@@ -343,7 +336,7 @@ SCENARIOS_PER_EXAMPLE = 10
 compared: dict[str, int] = {"ttl": 0, "skipped": 0}
 
 
-@_settings(25)
+@compare_settings(25)
 @given(
     scenarios=st.lists(_scenario(), min_size=SCENARIOS_PER_EXAMPLE, max_size=SCENARIOS_PER_EXAMPLE)
 )
@@ -470,7 +463,7 @@ def _priority_both(
     return rabbit, memory
 
 
-@_settings(60)
+@compare_settings(60)
 @given(consumers=_consumers, count=st.integers(0, 14))
 def test_consumer_priorities_match_rabbitmq(
     amqp_url: str, consumers: list[tuple[int | None, int]], count: int

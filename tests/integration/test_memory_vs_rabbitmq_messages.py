@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import hutch
+from tests.integration.comparing import compare_settings
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -103,11 +104,7 @@ def sides(amqp_url: str) -> Iterator[tuple[Side, Side]]:
     memory.close()
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@compare_settings(200)
 @given(headers=_headers, properties=_properties)
 def test_headers_and_properties_arrive_the_same(
     sides: tuple[Side, Side], headers: Any, properties: dict[str, Any]

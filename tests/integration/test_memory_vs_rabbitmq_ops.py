@@ -19,7 +19,6 @@ A disagreement is a bug in the memory broker.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 import uuid
@@ -30,11 +29,12 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
+from tests.integration.comparing import compare_settings, flag, rare
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -46,14 +46,6 @@ DEAD_LETTER_SETTLE = 0.05
 
 Outcome = tuple[Any, ...]
 Step = tuple[Any, ...]
-
-
-def _settings(examples: int) -> settings:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +323,6 @@ _exchange_arguments = st.one_of(
     st.none(),
     st.fixed_dictionaries({}, optional={"alternate-exchange": st.sampled_from(["ae", 1])}),
 )
-_flag = st.booleans()
-_rare = st.sampled_from([False, False, False, True])
 
 
 #: what a declaration step does, weighted by repetition
@@ -347,27 +337,27 @@ def _declaration_step(draw: st.DrawFn) -> Step:
     kind = draw(st.sampled_from(_DECLARATION_KINDS))
     if kind == "queue":
         flags = {
-            "passive": draw(_rare),
-            "durable": draw(_flag),
-            "exclusive": draw(_rare),
-            "auto_delete": draw(_flag),
+            "passive": draw(rare),
+            "durable": draw(flag),
+            "exclusive": draw(rare),
+            "auto_delete": draw(flag),
             "arguments": draw(_queue_arguments),
         }
         return ("queue_declare", ("Q",), flags)
     if kind == "exchange":
         flags = {
-            "passive": draw(_rare),
-            "durable": draw(_flag),
-            "auto_delete": draw(_flag),
-            "internal": draw(_rare),
+            "passive": draw(rare),
+            "durable": draw(flag),
+            "auto_delete": draw(flag),
+            "internal": draw(rare),
             "arguments": draw(_exchange_arguments),
         }
         kind_ = draw(st.sampled_from(["direct", "fanout", "topic", "headers"]))
         return ("exchange_declare", ("X", kind_), flags)
     if kind == "qdel":
-        return ("queue_delete", ("Q",), {"if_unused": draw(_rare), "if_empty": draw(_flag)})
+        return ("queue_delete", ("Q",), {"if_unused": draw(rare), "if_empty": draw(flag)})
     if kind == "xdel":
-        return ("exchange_delete", ("X",), {"if_unused": draw(_flag)})
+        return ("exchange_delete", ("X",), {"if_unused": draw(flag)})
     if kind in ("bind", "unbind"):
         return (f"queue_{kind}", ("Q", "X"), {"routing_key": draw(st.sampled_from(["k", "Q"]))})
     if kind == "purge":
@@ -388,8 +378,15 @@ def _named(step: Step, names: dict[str, str]) -> Step:
     return (method, args, kwargs)
 
 
-@_settings(300)
+@compare_settings(300)
 @given(steps=st.lists(_declaration_step(), min_size=1, max_size=7))
+# found once, kept: an exclusive queue is never durable
+@example(
+    steps=[
+        ("queue_declare", ("Q",), {"exclusive": True}),
+        ("queue_declare", ("Q",), {"exclusive": True, "durable": True}),
+    ]
+)
 def test_declarations_match_rabbitmq(
     rabbit_connection: pika.BlockingConnection, steps: list[Step]
 ) -> None:
@@ -461,9 +458,9 @@ def _message_step(draw: st.DrawFn) -> tuple[Any, ...]:
     if kind == "publish":
         return draw(_publish)
     if kind == "get":
-        return ("get", draw(_rare))
+        return ("get", draw(rare))
     if kind in ("ack", "nack", "reject"):
-        return (kind, draw(st.integers(-4, 0)), draw(_flag), draw(_flag))
+        return (kind, draw(st.integers(-4, 0)), draw(flag), draw(flag))
     return (kind,)
 
 
@@ -494,11 +491,22 @@ def _message_method(step: tuple[Any, ...], queue: str, tags: list[int], n: int) 
     return ("basic_reject", (tag,), {"requeue": requeue})
 
 
-@_settings(150)
+@compare_settings(150)
 @given(
     spec=_queue_spec,
     published=st.lists(_publish, max_size=5),
     steps=st.lists(_message_step(), min_size=1, max_size=14),
+)
+# found once, kept: drop-head after a requeue; ack multiple of a tag already acked
+@example(
+    spec=QueueSpec(None, 1, None, None, dead_letter=True),
+    published=[],
+    steps=[("publish", None), ("get", False), ("publish", None)],
+)
+@example(
+    spec=QueueSpec(None, None, None, None, dead_letter=False),
+    published=[("publish", None), ("publish", None)],
+    steps=[("get", False), ("get", False), ("ack", -1, False, False), ("ack", -1, True, False)],
 )
 def test_acks_nacks_requeues_and_priorities_match_rabbitmq(
     rabbit_connection: pika.BlockingConnection,
@@ -573,8 +581,8 @@ def _routing_steps(draw: st.DrawFn) -> list[Step]:
         alternate = draw(st.sampled_from([None, None, *_EXCHANGES]))
         flags = {
             "durable": False,
-            "auto_delete": draw(_rare),
-            "internal": draw(_rare),
+            "auto_delete": draw(rare),
+            "internal": draw(rare),
             "arguments": None if alternate is None else {"alternate-exchange": alternate},
         }
         return ("exchange_declare", (name, types[name]), flags)
@@ -590,7 +598,7 @@ def _routing_steps(draw: st.DrawFn) -> list[Step]:
         elif kind == "queue":
             steps.append(queue(draw(st.sampled_from(_QUEUES))))
         elif kind in ("bind", "unbind"):
-            to_exchange = draw(_rare)
+            to_exchange = draw(rare)
             source = draw(st.sampled_from(_EXCHANGES))
             destination = draw(st.sampled_from(_EXCHANGES if to_exchange else _QUEUES))
             method = f"{'exchange' if to_exchange else 'queue'}_{kind}"
@@ -604,7 +612,7 @@ def _routing_steps(draw: st.DrawFn) -> list[Step]:
             target = draw(st.sampled_from(["", *_EXCHANGES]))
             key = draw(st.sampled_from(_QUEUES)) if target == "" else draw(_publish_key)
             headers = draw(_message_headers)
-            publish = ("publish", (target, key, b"m", headers), {"mandatory": draw(_flag)})
+            publish = ("publish", (target, key, b"m", headers), {"mandatory": draw(flag)})
             steps.append(publish)
     return steps
 
@@ -616,7 +624,7 @@ _ROUTING_KINDS = (
 )
 
 
-@_settings(300)
+@compare_settings(300)
 @given(steps=_routing_steps())
 def test_routing_topologies_match_rabbitmq(
     rabbit_connection: pika.BlockingConnection, steps: list[Step]
@@ -645,280 +653,3 @@ def test_routing_topologies_match_rabbitmq(
         ch.close()
         rabbit.close_channel()
         memory.close()
-
-
-# ------------------------------------------------------------------------- consumers
-
-_CHANNELS = ("A", "B")
-#: RabbitMQ delivers asynchronously: a step is over when nothing came for this long
-CONSUMER_QUIET = 0.03
-
-
-@st.composite
-def _consumer_steps(draw: st.DrawFn) -> tuple[bool, list[tuple[Any, ...]]]:
-    """Whether the queue is auto-delete, and the steps: consumers on two channels."""
-    auto_delete = draw(_rare)
-    steps: list[tuple[Any, ...]] = [("publish",)] * draw(st.integers(0, 3))
-    for _ in range(draw(st.integers(1, 14))):
-        kind = draw(st.sampled_from(_CONSUMER_KINDS))
-        ch = draw(st.sampled_from(_CHANNELS))
-        if kind == "consume":
-            priority = draw(st.sampled_from([None, None, -1, 1]))
-            steps.append((kind, ch, draw(st.integers(0, 3)), draw(_rare), draw(_rare), priority))
-        elif kind in ("ack", "nack", "reject"):
-            steps.append((kind, ch, draw(st.integers(-3, -1)), draw(_flag), draw(_flag)))
-        elif kind == "qos":
-            steps.append((kind, ch, draw(st.integers(0, 2))))
-        elif kind in ("publish", "qdel"):
-            steps.append((kind,))
-        else:  # cancel, get, close, recover
-            steps.append((kind, ch))
-    return auto_delete, steps
-
-
-_CONSUMER_KINDS = (
-    *("publish", "publish", "publish", "consume", "consume", "cancel", "ack", "ack"),
-    *("nack", "reject", "get", "close", "recover", "qos", "qdel"),
-)
-
-
-class RabbitConsumers:
-    """Two pika channels on their own connection; what each received since the last step."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.channels: dict[str, Any] = {}
-        self.events: dict[str, list[Any]] = {c: [] for c in _CHANNELS}
-        self.tags: dict[str, list[int]] = {c: [] for c in _CHANNELS}
-
-    def channel(self, name: str) -> Any:
-        ch = self.channels.get(name)
-        if ch is None or ch.is_closed:
-            ch = self.conn.channel()
-            ch.add_on_cancel_callback(functools.partial(self._on_cancel, name))
-            self.channels[name] = ch
-            self.tags[name] = []
-        return ch
-
-    def _on_cancel(self, name: str, frame: Any) -> None:
-        self.events[name].append(("cancelled", frame.method.consumer_tag))
-
-    def _on_message(self, name: str, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
-        self.events[name].append(
-            ("deliver", method.consumer_tag, body, method.redelivered, method.delivery_tag)
-        )
-        self.tags[name].append(method.delivery_tag)
-
-    def run(self, step: tuple[Any, ...], queue: str, n: int) -> Outcome:
-        try:
-            result = ("ok", *self._run(step, queue, n))
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            result = ("error", exc.reply_code, exc.reply_text)
-        self._settle()
-        return result
-
-    def _settle(self, quiet: float = CONSUMER_QUIET) -> None:
-        while True:
-            before = sum(map(len, self.events.values()))
-            self.conn.process_data_events(time_limit=quiet)
-            if sum(map(len, self.events.values())) == before:
-                return
-
-    def take_events(self, expected: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        """What each channel received since the last step.
-
-        If that is not ``expected``, the broker gets longer to finish first (a loaded
-        machine can hold a delivery past the short quiet window).
-        """
-        if self.events != expected:
-            self._settle(quiet=0.5)
-        events, self.events = self.events, {c: [] for c in _CHANNELS}
-        return events
-
-    def _run(self, step: tuple[Any, ...], queue: str, n: int) -> Outcome:
-        kind = step[0]
-        if kind == "publish":
-            pub = self.channel("publisher")
-            pub.basic_publish("", queue, str(n).encode())
-            return ()
-        if kind == "qdel":
-            return (self.channel("publisher").queue_delete(queue).method.message_count,)
-        ch = self.channel(step[1])
-        if kind == "consume":
-            _, name, prefetch, no_ack, exclusive, priority = step
-            if prefetch:
-                ch.basic_qos(prefetch_count=prefetch)
-            ch.basic_consume(
-                queue,
-                functools.partial(self._on_message, name),
-                auto_ack=no_ack,
-                exclusive=exclusive,
-                consumer_tag=f"c{n}",
-                arguments=None if priority is None else {"x-priority": priority},
-            )
-            return ()
-        if kind == "cancel":
-            for tag in list(ch.consumer_tags):
-                ch.basic_cancel(tag)
-            return ()
-        if kind == "get":
-            got, _props, body = ch.basic_get(queue)
-            if got is None:
-                return (None,)
-            self.tags[step[1]].append(got.delivery_tag)
-            return (body, got.redelivered, got.message_count, got.delivery_tag)
-        if kind == "close":
-            ch.close()
-            return ()
-        if kind == "recover":
-            ch.basic_recover(requeue=True)
-            return ()
-        if kind == "qos":
-            ch.basic_qos(prefetch_count=step[2])
-            return ()
-        _, name, which, multiple, requeue = step
-        if not self.tags[name]:
-            return ("no tag",)
-        tag = self.tags[name][max(which, -len(self.tags[name]))]
-        if kind == "ack":
-            ch.basic_ack(tag, multiple=multiple)
-        elif kind == "nack":
-            ch.basic_nack(tag, multiple=multiple, requeue=requeue)
-        else:
-            ch.basic_reject(tag, requeue=requeue)
-        ch.exchange_declare("amq.direct", passive=True)  # a round trip shows a 406
-        return ()
-
-    def close(self) -> None:
-        if self.conn.is_open:
-            self.conn.close()
-
-
-class MemoryConsumers:
-    """The same two channels on a memory broker."""
-
-    def __init__(self) -> None:
-        self.broker = Broker()
-        self.conn = self.broker.connect(threaded=False)
-        self.channels: dict[str, MemoryChannel] = {}
-        self.events: dict[str, list[Any]] = {c: [] for c in _CHANNELS}
-        self.tags: dict[str, list[int]] = {c: [] for c in _CHANNELS}
-
-    def channel(self, name: str) -> MemoryChannel:
-        ch = self.channels.get(name)
-        if ch is None or ch.closed:
-            ch = self.conn.channel()
-            self.channels[name] = ch
-            self.tags[name] = []
-        return ch
-
-    def _on_cancel(self, name: str, tag: str) -> None:
-        self.events[name].append(("cancelled", tag))
-
-    def _on_message(self, name: str, delivery: Any) -> None:
-        self.events[name].append(
-            (
-                "deliver",
-                delivery.consumer_tag,
-                delivery.body,
-                delivery.redelivered,
-                delivery.delivery_tag,
-            )
-        )
-        self.tags[name].append(delivery.delivery_tag)
-
-    def run(self, step: tuple[Any, ...], queue: str, n: int) -> Outcome:
-        try:
-            result = ("ok", *self._run(step, queue, n))
-        except ChannelClosed as exc:
-            result = ("error", exc.reply_code, exc.reply_text)
-        self.conn.run_pending()
-        return result
-
-    def _run(self, step: tuple[Any, ...], queue: str, n: int) -> Outcome:
-        kind = step[0]
-        if kind == "publish":
-            self.channel("publisher").basic_publish("", queue, str(n).encode())
-            return ()
-        if kind == "qdel":
-            return (self.channel("publisher").queue_delete(queue),)
-        ch = self.channel(step[1])
-        if kind == "consume":
-            _, name, prefetch, no_ack, exclusive, priority = step
-            if prefetch:
-                ch.basic_qos(prefetch)
-            ch.basic_consume(
-                queue,
-                functools.partial(self._on_message, name),
-                no_ack=no_ack,
-                exclusive=exclusive,
-                consumer_tag=f"c{n}",
-                on_cancel=functools.partial(self._on_cancel, name),
-                arguments=None if priority is None else {"x-priority": priority},
-            )
-            return ()
-        if kind == "cancel":
-            for tag in list(ch.consumers):
-                ch.basic_cancel(tag)
-            return ()
-        if kind == "get":
-            got = ch.basic_get(queue)
-            if got is None:
-                return (None,)
-            self.tags[step[1]].append(got.delivery_tag)
-            return (got.body, got.redelivered, got.message_count, got.delivery_tag)
-        if kind == "close":
-            ch.close()
-            return ()
-        if kind == "recover":
-            ch.basic_recover()
-            return ()
-        if kind == "qos":
-            ch.basic_qos(step[2])
-            return ()
-        _, name, which, multiple, requeue = step
-        if not self.tags[name]:
-            return ("no tag",)
-        tag = self.tags[name][max(which, -len(self.tags[name]))]
-        if kind == "ack":
-            ch.basic_ack(tag, multiple=multiple)
-        elif kind == "nack":
-            ch.basic_nack(tag, multiple=multiple, requeue=requeue)
-        else:
-            ch.basic_reject(tag, requeue=requeue)
-        return ()
-
-    def take_events(self) -> dict[str, list[Any]]:
-        events, self.events = self.events, {c: [] for c in _CHANNELS}
-        return events
-
-    def close(self) -> None:
-        self.broker.close()
-
-
-@_settings(80)
-@given(scenario=_consumer_steps())
-def test_consumers_match_rabbitmq(
-    amqp_url: str, scenario: tuple[bool, list[tuple[Any, ...]]]
-) -> None:
-    """Consumers on two channels: prefetch, consumer priorities, exclusive consumers,
-    cancels, channel closes, recover, a deleted queue: who gets what, step by step."""
-    auto_delete, steps = scenario
-    queue = f"cons-{uuid.uuid4().hex[:8]}"
-    rabbit, memory = RabbitConsumers(amqp_url), MemoryConsumers()
-    try:
-        for side in (rabbit, memory):
-            side.channel("publisher").queue_declare(queue, auto_delete=auto_delete)
-        for n, step in enumerate(steps):
-            got_rabbit = rabbit.run(step, queue, n)
-            got_memory = memory.run(step, queue, n)
-            assert got_memory == got_rabbit, (n, step)
-            expected = memory.take_events()
-            assert expected == rabbit.take_events(expected), (n, step)
-            event(f"{step[0]}: {got_rabbit[0]}")
-    finally:
-        rabbit.close()
-        memory.close()
-        cleanup = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        cleanup.channel().queue_delete(queue)
-        cleanup.close()

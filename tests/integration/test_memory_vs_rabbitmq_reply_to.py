@@ -17,11 +17,12 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
+from tests.integration.comparing import compare_settings
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -251,12 +252,10 @@ class Memory(_Side):
         self.broker.close()
 
 
-@settings(
-    max_examples=80,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@compare_settings(80)
 @given(steps=_steps())
+# found once, kept: the pseudo-queue's consumer count; a second reply consumer
+@example(steps=[("consume", "A", True), ("declare", "A", True), ("consume", "A", True)])
 def test_direct_reply_to_matches_rabbitmq(amqp_url: str, steps: list[Step]) -> None:
     queue = f"rpc-{uuid.uuid4().hex[:8]}"
     rabbit, memory = Rabbit(amqp_url, queue), Memory(queue)
