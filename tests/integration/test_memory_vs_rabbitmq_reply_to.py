@@ -73,7 +73,10 @@ _KINDS = (
 
 
 class _Side:
-    """Channels A and B, a queue of requests, and what each channel's reply consumer got."""
+    """Channels A and B, a queue of requests, and what each channel's reply consumer got.
+
+    The step semantics are here, once; each broker supplies the primitives.
+    """
 
     queue: str
     events: dict[str, list[Any]]
@@ -93,6 +96,56 @@ class _Side:
     def take_events(self) -> dict[str, list[Any]]:
         events, self.events = self.events, {c: [] for c in _CHANNELS}
         return {c: [_masked(e) for e in got] for c, got in events.items()}
+
+    def step(self, step: Step, n: int) -> Outcome:
+        """Do ``step`` (the ``n``-th); what it answered, without its errors."""
+        kind, name = step[0], step[1]
+        if kind == "consume":
+            self.consume(name, f"reply-{n}", no_ack=step[2])
+        elif kind == "cancel":
+            self.cancel_all(name)
+        elif kind == "request":
+            self.publish(name, self.queue, f"q{n}".encode(), _asking(n, name), step[2])
+        elif kind == "serve":
+            got = self.take_request(name)
+            if got is None:
+                return (None,)
+            body, reply_to, correlation_id = got
+            self.publish(name, reply_to, b"re:" + body, None, False)
+            self.reply_name = reply_to
+            self.reply_owner = _CHANNELS[int(correlation_id or 0) % 2]
+            return got
+        elif kind == "bogus":
+            self.publish(name, f"{REPLY_TO}.bogus", b"lost", None, step[2])
+        elif kind == "declare":
+            return self.declare(name, REPLY_TO, passive=step[2])
+        elif kind == "declare_reply_name":
+            return self.declare(self.asker(name), self.reply_name, passive=True)
+        else:
+            self.close(name)
+        return ()
+
+    def consume(self, name: str, tag: str, *, no_ack: bool) -> None:
+        raise NotImplementedError
+
+    def cancel_all(self, name: str) -> None:
+        raise NotImplementedError
+
+    def publish(
+        self, name: str, key: str, body: bytes, asking: str | None, mandatory: bool
+    ) -> None:
+        """Publish on the default exchange; ``asking``: a request's correlation id."""
+        raise NotImplementedError
+
+    def take_request(self, name: str) -> tuple[bytes, str, str | None] | None:
+        """The next request (body, reply_to, correlation id), auto-acked."""
+        raise NotImplementedError
+
+    def declare(self, name: str, queue: str, *, passive: bool) -> Outcome:
+        raise NotImplementedError
+
+    def close(self, name: str) -> None:
+        raise NotImplementedError
 
 
 class Rabbit(_Side):
@@ -116,7 +169,7 @@ class Rabbit(_Side):
 
     def run(self, step: Step, n: int) -> Outcome:
         try:
-            result = ("ok", *self._run(step, n))
+            result: Outcome = ("ok", *self.step(step, n))
         except pika.exceptions.ChannelClosedByBroker as exc:
             result = ("error", exc.reply_code, exc.reply_text)
         except pika.exceptions.UnroutableError:
@@ -128,48 +181,35 @@ class Rabbit(_Side):
                 masked: Outcome = _masked(result)
                 return masked
 
-    def _run(self, step: Step, n: int) -> Outcome:
-        kind, name = step[0], step[1]
-        if kind == "declare_reply_name":
-            name = self.asker(name)
-        ch = self.channel(name)
-        if kind == "consume":
-            ch.basic_consume(
-                REPLY_TO,
-                functools.partial(self._on_reply, name),
-                auto_ack=step[2],
-                consumer_tag=f"reply-{n}",
-            )
-            return ()
-        if kind == "cancel":
-            for tag in list(ch.consumer_tags):
-                ch.basic_cancel(tag)
-            return ()
-        if kind == "request":
-            props = pika.BasicProperties(reply_to=REPLY_TO, correlation_id=_asking(n, name))
-            ch.basic_publish("", self.queue, f"q{n}".encode(), props, mandatory=step[2])
-            return ()
-        if kind == "serve":
-            got, props, body = ch.basic_get(self.queue, auto_ack=True)
-            if got is None:
-                return (None,)
-            ch.basic_publish("", props.reply_to, b"re:" + body)
-            self.reply_name = props.reply_to
-            self.reply_owner = _CHANNELS[int(props.correlation_id) % 2]
-            return (body, props.reply_to, props.correlation_id)
-        if kind == "bogus":
-            ch.basic_publish("", f"{REPLY_TO}.bogus", b"lost", mandatory=step[2])
-            return ()
-        if kind == "declare":
-            frame = ch.queue_declare(REPLY_TO, passive=step[2])
-            return (frame.method.queue, frame.method.message_count, frame.method.consumer_count)
-        if kind == "declare_reply_name":
-            frame = ch.queue_declare(self.reply_name, passive=True)
-            return (frame.method.queue, frame.method.message_count, frame.method.consumer_count)
-        ch.close()
-        return ()
+    def consume(self, name: str, tag: str, *, no_ack: bool) -> None:
+        on_reply = functools.partial(self._on_reply, name)
+        self.channel(name).basic_consume(REPLY_TO, on_reply, auto_ack=no_ack, consumer_tag=tag)
 
-    def close(self) -> None:
+    def cancel_all(self, name: str) -> None:
+        ch = self.channel(name)
+        for tag in list(ch.consumer_tags):
+            ch.basic_cancel(tag)
+
+    def publish(
+        self, name: str, key: str, body: bytes, asking: str | None, mandatory: bool
+    ) -> None:
+        props = pika.BasicProperties(
+            reply_to=None if asking is None else REPLY_TO, correlation_id=asking
+        )
+        self.channel(name).basic_publish("", key, body, props, mandatory=mandatory)
+
+    def take_request(self, name: str) -> tuple[bytes, str, str | None] | None:
+        got, props, body = self.channel(name).basic_get(self.queue, auto_ack=True)
+        return None if got is None else (body, props.reply_to, props.correlation_id)
+
+    def declare(self, name: str, queue: str, *, passive: bool) -> Outcome:
+        frame = self.channel(name).queue_declare(queue, passive=passive)
+        return (frame.method.queue, frame.method.message_count, frame.method.consumer_count)
+
+    def close(self, name: str) -> None:
+        self.channel(name).close()
+
+    def shut(self) -> None:
         self.channel("server").queue_delete(self.queue)
         self.conn.close()
 
@@ -198,7 +238,7 @@ class Memory(_Side):
 
     def run(self, step: Step, n: int) -> Outcome:
         try:
-            result = ("ok", *self._run(step, n))
+            result: Outcome = ("ok", *self.step(step, n))
         except ChannelClosed as exc:
             result = ("error", exc.reply_code, exc.reply_text)
         self.conn.run_pending()
@@ -208,47 +248,34 @@ class Memory(_Side):
         masked: Outcome = _masked(result)
         return masked
 
-    def _run(self, step: Step, n: int) -> Outcome:
-        kind, name = step[0], step[1]
-        if kind == "declare_reply_name":
-            name = self.asker(name)
-        ch = self.channel(name)
-        if kind == "consume":
-            ch.basic_consume(
-                REPLY_TO,
-                functools.partial(self._on_reply, name),
-                no_ack=step[2],
-                consumer_tag=f"reply-{n}",
-            )
-            return ()
-        if kind == "cancel":
-            for tag in list(ch.consumers):
-                ch.basic_cancel(tag)
-            return ()
-        if kind == "request":
-            props = Properties(reply_to=REPLY_TO, correlation_id=_asking(n, name))
-            ch.basic_publish("", self.queue, f"q{n}".encode(), props, mandatory=step[2])
-            return ()
-        if kind == "serve":
-            got = ch.basic_get(self.queue, no_ack=True)
-            if got is None:
-                return (None,)
-            reply_to = got.properties.reply_to or ""
-            ch.basic_publish("", reply_to, b"re:" + got.body)
-            self.reply_name = reply_to
-            self.reply_owner = _CHANNELS[int(got.properties.correlation_id or 0) % 2]
-            return (got.body, reply_to, got.properties.correlation_id)
-        if kind == "bogus":
-            ch.basic_publish("", f"{REPLY_TO}.bogus", b"lost", mandatory=step[2])
-            return ()
-        if kind == "declare":
-            return ch.queue_declare(REPLY_TO, passive=step[2])
-        if kind == "declare_reply_name":
-            return ch.queue_declare(self.reply_name, passive=True)
-        ch.close()
-        return ()
+    def consume(self, name: str, tag: str, *, no_ack: bool) -> None:
+        on_reply = functools.partial(self._on_reply, name)
+        self.channel(name).basic_consume(REPLY_TO, on_reply, no_ack=no_ack, consumer_tag=tag)
 
-    def close(self) -> None:
+    def cancel_all(self, name: str) -> None:
+        ch = self.channel(name)
+        for tag in list(ch.consumers):
+            ch.basic_cancel(tag)
+
+    def publish(
+        self, name: str, key: str, body: bytes, asking: str | None, mandatory: bool
+    ) -> None:
+        props = Properties(reply_to=None if asking is None else REPLY_TO, correlation_id=asking)
+        self.channel(name).basic_publish("", key, body, props, mandatory=mandatory)
+
+    def take_request(self, name: str) -> tuple[bytes, str, str | None] | None:
+        got = self.channel(name).basic_get(self.queue, no_ack=True)
+        if got is None:
+            return None
+        return (got.body, got.properties.reply_to or "", got.properties.correlation_id)
+
+    def declare(self, name: str, queue: str, *, passive: bool) -> Outcome:
+        return self.channel(name).queue_declare(queue, passive=passive)
+
+    def close(self, name: str) -> None:
+        self.channel(name).close()
+
+    def shut(self) -> None:
         self.broker.close()
 
 
@@ -266,5 +293,5 @@ def test_direct_reply_to_matches_rabbitmq(amqp_url: str, steps: list[Step]) -> N
             assert memory.take_events() == rabbit.take_events(), (n, step)
             event(f"{step[0]}: {got_rabbit[0]}")
     finally:
-        rabbit.close()
-        memory.close()
+        rabbit.shut()
+        memory.shut()
