@@ -272,6 +272,9 @@ def _both(rabbit: Rabbit, memory: Memory, step: Step) -> tuple[Outcome, Outcome]
 
 # ------------------------------------------------------------------------- declarations
 
+#: the arguments generated. Not x-queue-master-locator: RabbitMQ 3.10 on a single node
+#: closes the connection with 541 INTERNAL_ERROR for it, which the memory broker does not
+#: imitate. Not x-queue-type quorum or stream: the memory broker refuses them (540).
 QUEUE_ARGUMENTS = (
     "x-expires",
     "x-message-ttl",
