@@ -1,6 +1,6 @@
 """Consumers on the memory broker and on RabbitMQ: generated steps on two channels.
 
-Prefetch, consumer priorities, exclusive consumers, ``basic.get`` beside them, acks,
+Prefetch (per consumer and channel-wide), consumer priorities, exclusive consumers, ``basic.get`` beside them, acks,
 nacks and rejects (with ``multiple`` and ``requeue``), cancels, ``basic.recover``, channel
 closes and a deleted queue. After every step, each channel's deliveries (consumer tag,
 body, ``redelivered``, delivery tag) and cancel notifications are compared. The step
@@ -31,7 +31,7 @@ pytestmark = [
 
 CHANNELS = ("A", "B")
 #: RabbitMQ delivers asynchronously: a step is over when nothing came for this long
-QUIET = 0.03
+QUIET = 0.02
 Step = tuple[Any, ...]
 Outcome = tuple[Any, ...]
 Got = tuple[bytes, bool, int, int]  # body, redelivered, messages left, delivery tag
@@ -50,8 +50,8 @@ def _steps(draw: st.DrawFn) -> tuple[bool, list[Step]]:
             steps.append((kind, ch, draw(st.integers(0, 3)), draw(rare), draw(rare), priority))
         elif kind in ("ack", "nack", "reject"):
             steps.append((kind, ch, draw(st.integers(-3, -1)), draw(flag), draw(flag)))
-        elif kind == "qos":
-            steps.append((kind, ch, draw(st.integers(0, 2))))
+        elif kind == "qos":  # per consumer (for the next ones) or for the whole channel
+            steps.append((kind, ch, draw(st.integers(0, 2)), draw(rare)))
         elif kind in ("publish", "qdel"):
             steps.append((kind,))
         else:  # cancel, get, close, recover
@@ -80,7 +80,7 @@ class Side(Protocol):
     def get(self, name: str, queue: str) -> Got | None: ...
     def close(self, name: str) -> None: ...
     def recover(self, name: str) -> None: ...
-    def qos(self, name: str, prefetch: int) -> None: ...
+    def qos(self, name: str, prefetch: int, *, channel_wide: bool = False) -> None: ...
     def settle(self, name: str, kind: str, tag: int, multiple: bool, requeue: bool) -> None: ...
 
 
@@ -111,7 +111,7 @@ def run_step(side: Side, step: Step, queue: str, n: int) -> Outcome:
     elif kind == "recover":
         side.recover(name)
     elif kind == "qos":
-        side.qos(name, step[2])
+        side.qos(name, step[2], channel_wide=step[3])
     else:
         _, _, which, multiple, requeue = step
         if not side.tags[name]:
@@ -209,8 +209,8 @@ class Rabbit:
     def recover(self, name: str) -> None:
         self.channel(name).basic_recover(requeue=True)
 
-    def qos(self, name: str, prefetch: int) -> None:
-        self.channel(name).basic_qos(prefetch_count=prefetch)
+    def qos(self, name: str, prefetch: int, *, channel_wide: bool = False) -> None:
+        self.channel(name).basic_qos(prefetch_count=prefetch, global_qos=channel_wide)
 
     def settle(self, name: str, kind: str, tag: int, multiple: bool, requeue: bool) -> None:
         ch = self.channel(name)
@@ -301,8 +301,8 @@ class Memory:
     def recover(self, name: str) -> None:
         self.channel(name).basic_recover()
 
-    def qos(self, name: str, prefetch: int) -> None:
-        self.channel(name).basic_qos(prefetch)
+    def qos(self, name: str, prefetch: int, *, channel_wide: bool = False) -> None:
+        self.channel(name).basic_qos(prefetch, global_=channel_wide)
 
     def settle(self, name: str, kind: str, tag: int, multiple: bool, requeue: bool) -> None:
         ch = self.channel(name)

@@ -494,7 +494,7 @@ def _message_method(step: tuple[Any, ...], queue: str, tags: list[int], n: int) 
     return ("basic_reject", (tag,), {"requeue": requeue})
 
 
-@compare_settings(150)
+@compare_settings(120)
 @given(
     spec=_queue_spec,
     published=st.lists(_publish, max_size=5),
@@ -627,7 +627,7 @@ _ROUTING_KINDS = (
 )
 
 
-@compare_settings(300)
+@compare_settings(200)
 @given(steps=_routing_steps())
 def test_routing_topologies_match_rabbitmq(
     rabbit_connection: pika.BlockingConnection, steps: list[Step]

@@ -30,7 +30,7 @@ pytestmark = [
 ]
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-QUIET = 0.03
+QUIET = 0.02
 _CHANNELS = ("A", "B")
 _TOKEN = re.compile(r"amq\.rabbitmq\.reply-to\.\S+")
 Step = tuple[Any, ...]
@@ -174,12 +174,23 @@ class Rabbit(_Side):
             result = ("error", exc.reply_code, exc.reply_text)
         except pika.exceptions.UnroutableError:
             result = ("returned",)
+        self._wait(QUIET)
+        masked: Outcome = _masked(result)
+        return masked
+
+    def _wait(self, quiet: float) -> None:
         while True:
             before = sum(map(len, self.events.values()))
-            self.conn.process_data_events(time_limit=QUIET)
+            self.conn.process_data_events(time_limit=quiet)
             if sum(map(len, self.events.values())) == before:
-                masked: Outcome = _masked(result)
-                return masked
+                return
+
+    def take_events_like(self, expected: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """What each channel got; if not ``expected``, after giving RabbitMQ longer first
+        (a loaded machine can hold a delivery past the short quiet window)."""
+        if {c: [_masked(e) for e in got] for c, got in self.events.items()} != expected:
+            self._wait(0.5)
+        return self.take_events()
 
     def consume(self, name: str, tag: str, *, no_ack: bool) -> None:
         on_reply = functools.partial(self._on_reply, name)
@@ -279,7 +290,7 @@ class Memory(_Side):
         self.broker.close()
 
 
-@compare_settings(80)
+@compare_settings(60)
 @given(steps=_steps())
 # found once, kept: the pseudo-queue's consumer count; a second reply consumer
 @example(steps=[("consume", "A", True), ("declare", "A", True), ("consume", "A", True)])
@@ -290,7 +301,8 @@ def test_direct_reply_to_matches_rabbitmq(amqp_url: str, steps: list[Step]) -> N
         for n, step in enumerate(steps):
             got_rabbit, got_memory = rabbit.run(step, n), memory.run(step, n)
             assert got_memory == got_rabbit, (n, step)
-            assert memory.take_events() == rabbit.take_events(), (n, step)
+            expected = memory.take_events()
+            assert expected == rabbit.take_events_like(expected), (n, step)
             event(f"{step[0]}: {got_rabbit[0]}")
     finally:
         rabbit.shut()
