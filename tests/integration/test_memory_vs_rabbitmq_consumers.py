@@ -1,6 +1,7 @@
 """Consumers on the memory broker and on RabbitMQ: generated steps on two channels.
 
-Prefetch (per consumer and channel-wide), consumer priorities, exclusive consumers, ``basic.get`` beside them, acks,
+Prefetch (per consumer and channel-wide), consumer priorities, exclusive consumers, a
+single active consumer, ``basic.get`` beside them, acks,
 nacks and rejects (with ``multiple`` and ``requeue``), cancels, ``basic.recover``, channel
 closes and a deleted queue. After every step, each channel's deliveries (consumer tag,
 body, ``redelivered``, delivery tag) and cancel notifications are compared. The step
@@ -38,9 +39,11 @@ Got = tuple[bytes, bool, int, int]  # body, redelivered, messages left, delivery
 
 
 @st.composite
-def _steps(draw: st.DrawFn) -> tuple[bool, list[Step]]:
-    """Whether the queue is auto-delete, and the steps."""
-    auto_delete = draw(rare)
+def _steps(draw: st.DrawFn) -> tuple[dict[str, Any], list[Step]]:
+    """How the queue is declared (auto-delete, single active consumer), and the steps."""
+    declared: dict[str, Any] = {"auto_delete": draw(rare)}
+    if draw(rare):
+        declared["arguments"] = {"x-single-active-consumer": True}
     steps: list[Step] = [("publish",)] * draw(st.integers(0, 3))
     for _ in range(draw(st.integers(1, 14))):
         kind = draw(st.sampled_from(_KINDS))
@@ -56,7 +59,7 @@ def _steps(draw: st.DrawFn) -> tuple[bool, list[Step]]:
             steps.append((kind,))
         else:  # cancel, get, close, recover
             steps.append((kind, ch))
-    return auto_delete, steps
+    return declared, steps
 
 
 _KINDS = (
@@ -322,7 +325,7 @@ class Memory:
 # what hypothesis found once, kept: a full consumer given room rejoins behind the others
 @example(
     scenario=(
-        False,
+        {},
         [("consume", "B", 1, False, False, 1)]
         + [("publish",)] * 5
         + [("consume", "A", 0, False, False, 1), ("recover", "B")],
@@ -331,20 +334,36 @@ class Memory:
 # ... and a deleted queue cancels a channel's consumers in tag order ("c10" before "c8")
 @example(
     scenario=(
-        False,
+        {},
         [("publish",)] * 8
         + [("consume", "A", 0, False, False, None), ("publish",)]
         + [("consume", "A", 0, False, False, None), ("qdel",)],
     )
 )
-def test_consumers_match_rabbitmq(amqp_url: str, scenario: tuple[bool, list[Step]]) -> None:
+# ... no exclusive consumer on a single-active-consumer queue
+@example(
+    scenario=(
+        {"arguments": {"x-single-active-consumer": True}},
+        [("publish",), ("consume", "A", 0, False, True, None)],
+    )
+)
+# ... a per-consumer basic.qos lifts the channel-wide limit
+@example(
+    scenario=(
+        {},
+        [("publish",)] * 3 + [("qos", "A", 1, True), ("consume", "A", 2, False, False, None)],
+    )
+)
+def test_consumers_match_rabbitmq(
+    amqp_url: str, scenario: tuple[dict[str, Any], list[Step]]
+) -> None:
     """Who gets what, and who is told of a cancel, step by step."""
-    auto_delete, steps = scenario
+    declared, steps = scenario
     queue = f"cons-{uuid.uuid4().hex[:8]}"
     rabbit, memory = Rabbit(amqp_url), Memory()
     try:
-        rabbit.channel("publisher").queue_declare(queue, auto_delete=auto_delete)
-        memory.channel("publisher").queue_declare(queue, auto_delete=auto_delete)
+        rabbit.channel("publisher").queue_declare(queue, **declared)
+        memory.channel("publisher").queue_declare(queue, **declared)
         for n, step in enumerate(steps):
             got_rabbit = rabbit.run(step, queue, n)
             got_memory = memory.run(step, queue, n)

@@ -198,3 +198,27 @@ def test_direct_reply_to_declares_and_consumers_as_rabbitmq(ch: MemoryChannel) -
     with pytest.raises(PreconditionFailed) as cancelled:
         ch.basic_publish("", "rpc", b"call", Properties(reply_to=reply_to))
     assert cancelled.value.reply_text == "PRECONDITION_FAILED - fast reply consumer does not exist"
+
+
+def test_a_single_active_consumer_queue_refuses_exclusive_consumers(ch: MemoryChannel) -> None:
+    ch.queue_declare("q", arguments={"x-single-active-consumer": True})
+    with pytest.raises(ChannelClosed) as exc:
+        ch.basic_consume("q", lambda _d: None, exclusive=True)
+    assert (exc.value.reply_code, exc.value.reply_text) == (
+        403,
+        f"ACCESS_REFUSED - {Q} in exclusive use",
+    )
+
+
+def test_a_per_consumer_qos_lifts_the_channel_limit(broker: Broker) -> None:
+    conn = broker.connect(threaded=False)
+    ch = conn.channel()
+    ch.queue_declare("q")
+    for n in range(3):
+        ch.basic_publish("", "q", str(n).encode())
+    got: list[bytes] = []
+    ch.basic_qos(1, global_=True)
+    ch.basic_qos(2)  # RabbitMQ 3.10: the channel-wide limit is gone; 2 per new consumer
+    ch.basic_consume("q", lambda d: got.append(d.body))
+    conn.run_pending()
+    assert got == [b"0", b"1"]

@@ -134,7 +134,13 @@ class Consuming:
                 return tag
             queue = self._queue(ch, queue_name)
             priority = check_consume_arguments(arguments or {}, queue_name, ch.vhost.name)
-            if any(c.exclusive for c in queue.consumers) or (exclusive and queue.consumers):
+            # RabbitMQ: no exclusive consumer on a single-active-consumer queue, ever
+            single_active = queue.settings.single_active_consumer
+            if (
+                any(c.exclusive for c in queue.consumers)
+                or (exclusive and queue.consumers)
+                or (exclusive and single_active)
+            ):
                 raise errors.channel_error(
                     errors.ACCESS_REFUSED,
                     f"{describe('queue', queue_name, ch.vhost.name)} in exclusive use",
@@ -275,18 +281,23 @@ class Consuming:
         )
 
     def qos(self, ch: MemoryChannel, prefetch_count: int, *, global_: bool = False) -> None:
-        """``basic.qos``: per new consumer (RabbitMQ's ``global=false``) or per channel."""
+        """``basic.qos``: per new consumer (RabbitMQ's ``global=false``) or per channel.
+
+        As in RabbitMQ 3.10, a per-consumer ``basic.qos`` also lifts the channel's limit:
+        the last one sent decides whether the channel has one.
+        """
 
         def op(now: float) -> None:
             if global_:
                 ch.global_prefetch = prefetch_count
-                self._unblock(ch)
-                for consumer in ch.consumers.values():
-                    queue = ch.vhost.queues.get(consumer.queue)
-                    if queue is not None:
-                        self._dispatch(queue, now)
             else:
                 ch.consumer_prefetch = prefetch_count
+                ch.global_prefetch = 0
+            self._unblock(ch)
+            for consumer in ch.consumers.values():
+                queue = ch.vhost.queues.get(consumer.queue)
+                if queue is not None:
+                    self._dispatch(queue, now)
 
         self.run(ch, op)
 
