@@ -368,9 +368,13 @@ def test_consumers_match_rabbitmq(
             got_rabbit = rabbit.run(step, queue, n)
             got_memory = memory.run(step, queue, n)
             assert got_memory == got_rabbit, (n, step)
+            event(f"{step[0]}: {got_rabbit[0]}")
+            if got_rabbit[0] == "error":
+                # the broker closes the channel: what was on its way to it when the error
+                # came is a race on RabbitMQ (delivered, or dropped by the closing channel)
+                break
             expected = memory.take_events()
             assert expected == rabbit.take_events(expected), (n, step)
-            event(f"{step[0]}: {got_rabbit[0]}")
     finally:
         rabbit.shut()
         memory.shut()
