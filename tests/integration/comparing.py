@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sized
+from typing import Any
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-__all__ = ["compare_settings", "flag", "rare"]
+__all__ = ["QUIET", "compare_settings", "flag", "rare", "wait_until_quiet"]
+
+#: RabbitMQ delivers asynchronously: a step is over when nothing came for this long
+QUIET = 0.02
 
 #: a boolean
 flag = st.booleans()
@@ -20,3 +26,12 @@ def compare_settings(examples: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
+
+
+def wait_until_quiet(conn: Any, events: Mapping[str, Sized], quiet: float = QUIET) -> None:
+    """Let a pika ``BlockingConnection`` run until ``events`` stop growing for ``quiet`` s."""
+    while True:
+        before = sum(map(len, events.values()))
+        conn.process_data_events(time_limit=quiet)
+        if sum(map(len, events.values())) == before:
+            return

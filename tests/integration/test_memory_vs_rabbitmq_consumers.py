@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel
-from tests.integration.comparing import compare_settings, flag, rare
+from tests.integration.comparing import compare_settings, flag, rare, wait_until_quiet
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -31,8 +31,6 @@ pytestmark = [
 ]
 
 CHANNELS = ("A", "B")
-#: RabbitMQ delivers asynchronously: a step is over when nothing came for this long
-QUIET = 0.02
 Step = tuple[Any, ...]
 Outcome = tuple[Any, ...]
 Got = tuple[bytes, bool, int, int]  # body, redelivered, messages left, delivery tag
@@ -155,15 +153,8 @@ class Rabbit:
             result: Outcome = ("ok", *run_step(self, step, queue, n))
         except pika.exceptions.ChannelClosedByBroker as exc:
             result = ("error", exc.reply_code, exc.reply_text)
-        self._wait(QUIET)
+        wait_until_quiet(self.conn, self.events)
         return result
-
-    def _wait(self, quiet: float) -> None:
-        while True:
-            before = sum(map(len, self.events.values()))
-            self.conn.process_data_events(time_limit=quiet)
-            if sum(map(len, self.events.values())) == before:
-                return
 
     def take_events(self, expected: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """What each channel received since the last step.
@@ -172,7 +163,7 @@ class Rabbit:
         machine can hold a delivery past the short quiet window).
         """
         if self.events != expected:
-            self._wait(0.5)
+            wait_until_quiet(self.conn, self.events, 0.5)
         events, self.events = self.events, {c: [] for c in CHANNELS}
         return events
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
-from tests.integration.comparing import compare_settings
+from tests.integration.comparing import compare_settings, wait_until_quiet
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -30,7 +30,6 @@ pytestmark = [
 ]
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-QUIET = 0.02
 _CHANNELS = ("A", "B")
 _TOKEN = re.compile(r"amq\.rabbitmq\.reply-to\.\S+")
 Step = tuple[Any, ...]
@@ -174,22 +173,15 @@ class Rabbit(_Side):
             result = ("error", exc.reply_code, exc.reply_text)
         except pika.exceptions.UnroutableError:
             result = ("returned",)
-        self._wait(QUIET)
+        wait_until_quiet(self.conn, self.events)
         masked: Outcome = _masked(result)
         return masked
-
-    def _wait(self, quiet: float) -> None:
-        while True:
-            before = sum(map(len, self.events.values()))
-            self.conn.process_data_events(time_limit=quiet)
-            if sum(map(len, self.events.values())) == before:
-                return
 
     def take_events_like(self, expected: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """What each channel got; if not ``expected``, after giving RabbitMQ longer first
         (a loaded machine can hold a delivery past the short quiet window)."""
         if {c: [_masked(e) for e in got] for c, got in self.events.items()} != expected:
-            self._wait(0.5)
+            wait_until_quiet(self.conn, self.events, 0.5)
         return self.take_events()
 
     def consume(self, name: str, tag: str, *, no_ack: bool) -> None:

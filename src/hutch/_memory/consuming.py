@@ -266,10 +266,11 @@ class Consuming:
 
     def _unblock(self, ch: MemoryChannel) -> None:
         """The channel's blocked consumers with room again rejoin their queues' rotation."""
+        blocked = [c for c in ch.consumers.values() if c.blocked]  # on every ack: mostly none
         by_queue: dict[int, tuple[MemoryQueue, list[Consumer]]] = {}
-        for consumer in sorted(ch.consumers.values(), key=lambda c: -c.priority):
+        for consumer in sorted(blocked, key=lambda c: -c.priority):
             queue = ch.vhost.queues.get(consumer.queue)
-            if queue is not None and consumer.blocked:
+            if queue is not None:
                 by_queue.setdefault(id(queue), (queue, []))[1].append(consumer)
         for queue, consumers in by_queue.values():
             unblock(consumers, queue)
