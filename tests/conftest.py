@@ -45,9 +45,9 @@ def controllable_broker(hutch_broker: Broker) -> Broker:
     return hutch_broker
 
 
-@pytest.fixture(scope="module")
-def fault_broker() -> Iterator[LocalBroker]:
-    """A broker node of the test module's own, free to be restarted and alarmed."""
+@pytest.fixture(scope="session")
+def _fault_node() -> Iterator[LocalBroker]:
+    """The one node the fault tests share, apart from the session broker (~10 s a start)."""
     broker = LocalBroker()
     try:
         broker.start()
@@ -56,3 +56,18 @@ def fault_broker() -> Iterator[LocalBroker]:
         pytest.fail(f"fault tests need a local rabbitmq-server node: {exc}", pytrace=False)
     with broker:
         yield broker
+
+
+@pytest.fixture
+def fault_broker(_fault_node: LocalBroker) -> Iterator[LocalBroker]:
+    """A broker node apart from the session broker, free to be stopped, restarted and alarmed.
+
+    The fault tests of every module share it. Each one gets it running, whatever the test
+    before it left behind: a test that failed while the node was stopped does not fail the
+    ones after it. (A test that alarms the node or adds users undoes that itself.)
+    """
+    if not _fault_node.is_running:
+        _fault_node.start()
+    yield _fault_node
+    if not _fault_node.is_running:
+        _fault_node.start()

@@ -152,10 +152,12 @@ def _run(example: Example, cwd: Path, env: dict[str, str]) -> tuple[int | str, s
         )
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.02)
             err_file.seek(0)
             if not pipeline and READY.search(err_file.read()):
-                time.sleep(1)  # it runs: leave it a moment to fail, if it is going to
+                # it runs: leave it a moment to fail, if it is going to (an error after
+                # this still shows in its exit status and stderr after Ctrl-C)
+                time.sleep(0.3)
                 break
         if proc.poll() is None:
             # still running (a consumer, worker or server): Ctrl-C stops it gracefully
