@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sized
 from typing import Any
 
@@ -19,10 +20,26 @@ flag = st.booleans()
 rare = st.sampled_from([False, False, False, True])
 
 
+def _scale() -> int:
+    """``HUTCH_TEST_COMPARE_SCALE``: how many times the usual cases to generate (default 1).
+
+    CI runs the usual counts; a longer hunt for disagreements sets, say, 10.
+    """
+    value = os.environ.get("HUTCH_TEST_COMPARE_SCALE", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"HUTCH_TEST_COMPARE_SCALE must be a whole number of at least 1, not {value!r}"
+        )
+    return int(value)
+
+
 def compare_settings(examples: int) -> settings:
-    """Hypothesis settings for a comparison: ``examples`` cases, no deadline (a real broker)."""
+    """Hypothesis settings for a comparison, without a deadline (a real broker).
+
+    ``examples`` cases, times ``HUTCH_TEST_COMPARE_SCALE``.
+    """
     return settings(
-        max_examples=examples,
+        max_examples=examples * _scale(),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
