@@ -6,10 +6,11 @@ import os
 from collections.abc import Mapping, Sized
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-__all__ = ["QUIET", "compare_settings", "flag", "rare", "wait_until_quiet"]
+__all__ = ["QUIET", "compare_settings", "compare_timeout", "flag", "rare", "wait_until_quiet"]
 
 #: RabbitMQ delivers asynchronously: a step is over when nothing came for this long
 QUIET = 0.02
@@ -31,6 +32,11 @@ def _scale() -> int:
             f"HUTCH_TEST_COMPARE_SCALE must be a whole number of at least 1, not {value!r}"
         )
     return int(value)
+
+
+def compare_timeout(seconds: int) -> pytest.MarkDecorator:
+    """A comparison module's pytest timeout: ``seconds``, times ``HUTCH_TEST_COMPARE_SCALE``."""
+    return pytest.mark.timeout(seconds * _scale())
 
 
 def compare_settings(examples: int) -> settings:

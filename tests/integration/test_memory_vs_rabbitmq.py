@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
-from tests.integration.comparing import compare_settings
+from tests.integration.comparing import compare_settings, compare_timeout
 
 pytestmark = [
-    pytest.mark.timeout(300),
+    compare_timeout(300),
     pytest.mark.rabbitmq_only("compares the memory broker with RabbitMQ itself"),
 ]
 

@@ -23,10 +23,16 @@ from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel
-from tests.integration.comparing import compare_settings, flag, rare, wait_until_quiet
+from tests.integration.comparing import (
+    compare_settings,
+    compare_timeout,
+    flag,
+    rare,
+    wait_until_quiet,
+)
 
 pytestmark = [
-    pytest.mark.timeout(300),
+    compare_timeout(300),
     pytest.mark.rabbitmq_only("compares the memory broker with RabbitMQ itself"),
 ]
 

@@ -18,10 +18,10 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 import hutch
-from tests.integration.comparing import compare_settings
+from tests.integration.comparing import compare_settings, compare_timeout
 
 pytestmark = [
-    pytest.mark.timeout(300),
+    compare_timeout(300),
     pytest.mark.rabbitmq_only("compares the memory broker with RabbitMQ itself"),
 ]
 

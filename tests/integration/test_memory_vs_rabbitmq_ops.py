@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import Broker, MemoryChannel, Properties
-from tests.integration.comparing import compare_settings, flag, rare
+from tests.integration.comparing import compare_settings, compare_timeout, flag, rare
 
 pytestmark = [
-    pytest.mark.timeout(600),
+    compare_timeout(600),
     pytest.mark.rabbitmq_only("compares the memory broker with RabbitMQ itself"),
 ]
 
