@@ -27,7 +27,7 @@ def _scale() -> int:
     CI runs the usual counts; a longer hunt for disagreements sets, say, 10.
     """
     value = os.environ.get("HUTCH_TEST_COMPARE_SCALE", "1")
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise ValueError(
             f"HUTCH_TEST_COMPARE_SCALE must be a whole number of at least 1, not {value!r}"
         )
