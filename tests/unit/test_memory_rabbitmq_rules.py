@@ -1,8 +1,8 @@
 """RabbitMQ 3.10 rules the generated comparisons found the memory broker missing.
 
-Each was found by ``tests/integration/test_memory_vs_rabbitmq_ops.py`` (which compares both
-brokers on generated method sequences); the texts here are RabbitMQ's own, as that test
-received them. These run without a broker, so a regression shows in the unit tests too.
+Each was found by one of ``tests/integration/test_memory_vs_rabbitmq_*.py`` (which compare
+both brokers on generated method sequences); the texts here are RabbitMQ's own, as those
+tests received them. These run without a broker, so a regression shows in the unit tests too.
 """
 
 from __future__ import annotations
@@ -222,3 +222,21 @@ def test_a_per_consumer_qos_lifts_the_channel_limit(broker: Broker) -> None:
     ch.basic_consume("q", lambda d: got.append(d.body))
     conn.run_pending()
     assert got == [b"0", b"1"]
+
+
+def test_unbinding_nothing_from_another_connections_exclusive_queue_is_ok(
+    broker: Broker,
+) -> None:
+    # found by test_memory_vs_rabbitmq_exclusive.py: rabbit_binding:remove checks the
+    # queue's exclusive access only when the binding exists
+    owner = broker.connect(threaded=False).channel()
+    other = broker.connect(threaded=False).channel()
+    owner.queue_declare("q", exclusive=True)
+    other.queue_unbind("q", "amq.direct", "k")  # no such binding: ok
+    owner.queue_bind("q", "amq.direct", "k")
+    with pytest.raises(ChannelClosed) as exc:
+        other.queue_unbind("q", "amq.direct", "k")
+    assert exc.value.reply_code == 405
+    assert exc.value.reply_text.startswith(
+        f"RESOURCE_LOCKED - cannot obtain exclusive access to locked {Q}."
+    )

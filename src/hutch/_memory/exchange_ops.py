@@ -164,13 +164,14 @@ class ExchangeOperations:
                 source, destination, to_exchange, routing_key, Binding.freeze(arguments)
             )
             if unbind:
-                if to_exchange or destination not in vhost.queues:
-                    pass
-                else:
+                # RabbitMQ's rabbit_binding:remove checks a queue's exclusive access only
+                # when the binding exists: removing none is ok for any connection
+                if exchange is None or binding not in exchange.bindings:
+                    return
+                if not to_exchange and destination in vhost.queues:
                     self._check_access(vhost.queues[destination], ch.connection)
-                if exchange is not None and binding in exchange.bindings:
-                    exchange.bindings.discard(binding)
-                    self._maybe_auto_delete_exchange(vhost, exchange)
+                exchange.bindings.discard(binding)
+                self._maybe_auto_delete_exchange(vhost, exchange)
                 return
             if exchange is None:
                 raise errors.no_exchange(source, vhost.name)
