@@ -190,12 +190,13 @@ class Rabbit:
         c = self.conns.pop(conn, None)
         if c is not None and c.is_open:
             c.close()
-        # RabbitMQ deletes the closed connection's exclusive queues just after close-ok
-        gone, self.owned[conn] = self.owned[conn], set()
+        # RabbitMQ deletes the closed connection's exclusive queues just after close-ok:
+        # until it has, another connection still gets a 405 for them, not a 404
+        going, self.owned[conn] = self.owned[conn], set()
         deadline = time.monotonic() + 5
-        while gone and time.monotonic() < deadline:
-            gone = {q for q in gone if self.look(q)[0] == "ok"}
-            if gone:
+        while going and time.monotonic() < deadline:
+            going = {q for q in going if self.look(q)[:2] != ("error", 404)}
+            if going:
                 time.sleep(0.01)
         return ("ok",)
 
