@@ -59,15 +59,12 @@ def _fault_node() -> Iterator[LocalBroker]:
 
 
 @pytest.fixture
-def fault_broker(_fault_node: LocalBroker) -> Iterator[LocalBroker]:
+def fault_broker(_fault_node: LocalBroker) -> LocalBroker:
     """A broker node apart from the session broker, free to be stopped, restarted and alarmed.
 
     The fault tests of every module share it. Each one gets it running, whatever the test
     before it left behind: a test that failed while the node was stopped does not fail the
     ones after it. (A test that alarms the node or adds users undoes that itself.)
     """
-    if not _fault_node.is_running:
-        _fault_node.start()
-    yield _fault_node
-    if not _fault_node.is_running:
-        _fault_node.start()
+    _fault_node.start()  # does nothing if it is running
+    return _fault_node
