@@ -69,13 +69,16 @@ def _scenario(draw: st.DrawFn) -> Scenario:
     return Scenario(expires, actions)
 
 
-def _ambiguous(sc: Scenario, times: dict[int, float], declared: list[float]) -> bool:
-    """Whether an action ran too close to a moment at which a queue may expire."""
+def _ambiguous(sc: Scenario, times: list[float], declared: list[float]) -> bool:
+    """Whether an action ran too close to a moment at which a queue may expire.
+
+    ``times[i]`` is when ``sc.actions[i]`` ran, ``declared[q]`` when queue ``q`` was.
+    """
     deadlines = [at + e / 1000 for at, e in zip(declared, sc.expires, strict=True)]
-    for (_point, action, queue), at in zip(sc.actions, times.values(), strict=True):
+    for (_point, action, queue), at in zip(sc.actions, times, strict=True):
         if action in RESETS:
             deadlines.append(at + sc.expires[queue] / 1000)
-    return any(abs(t - d) < MARGIN for t in times.values() for d in deadlines)
+    return any(abs(t - d) < MARGIN for t in times for d in deadlines)
 
 
 @dataclass
@@ -208,7 +211,7 @@ def test_queue_expiry_matches_rabbitmq(amqp_url: str, scenarios: list[Scenario])
     clock = [CLOCK0]
     rabbit, memory = Rabbit(amqp_url), Memory(clock)
     answers: list[list[tuple[Any, Any]]] = [[] for _ in scenarios]
-    times: list[dict[int, float]] = [{} for _ in scenarios]
+    times: list[list[float]] = [[] for _ in scenarios]  # in action order (points are sorted)
     try:
         start = time.time()
         declared: list[list[float]] = [[] for _ in scenarios]
@@ -222,11 +225,11 @@ def test_queue_expiry_matches_rabbitmq(amqp_url: str, scenarios: list[Scenario])
         for point in range(1, 10):
             time.sleep(max(0.0, start + point * STEP - time.time()))
             for s, sc in enumerate(scenarios):
-                for i, (at, action, q) in enumerate(sc.actions):
+                for at, action, q in sc.actions:
                     if at != point:
                         continue
                     now = time.time()
-                    times[s][i] = now
+                    times[s].append(now)
                     clock[0] = CLOCK0 + (now - start)
                     want = rabbit.run(action, names[s][q], sc.expires[q])
                     got = memory.run(action, names[s][q], sc.expires[q])
