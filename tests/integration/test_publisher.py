@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from hutch import (
     Connection,
     Exchange,
     MessageTooLarge,
+    Nacked,
     NotFound,
     Publisher,
     Queue,
@@ -21,6 +23,7 @@ from hutch import (
     Unroutable,
 )
 from hutch._amqp import OutgoingMessage
+from hutch._amqp.confirms import STUCK_NACKS, STUCK_SECONDS
 from tests.waits import drain
 
 
@@ -307,3 +310,57 @@ def test_wrong_arguments_fail_at_once(conn: Connection) -> None:
         Publisher("not-a-connection-or-url", routing_key="x")
     with pytest.raises(TypeError):
         Publisher(42)  # type: ignore[call-overload]
+
+
+@pytest.mark.rabbitmq_only(
+    "a workaround for RabbitMQ 3.10's quorum-queue client, which can nack every publish of "
+    "a channel for good; it reopens the pika channel"
+)
+def test_a_channel_that_only_nacks_for_seconds_is_reopened_and_publishing_goes_on(
+    conn: Connection, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A full reject-publish queue nacks every publish, as a stuck quorum queue client does
+    # (the failover test in test_cluster.py meets that one); after STUCK_SECONDS of nothing
+    # but nacks the publisher's channel is replaced, and the next publishes go out on it.
+    full = Queue(unique_name, durable=False, max_length=0, overflow="reject-publish")
+    other = temp_queue(f"{unique_name}.other")
+    with Publisher(conn, routing_key=full.name, model=int, declare=[full, other]) as pub:
+        channel: Any = pub._ensure_channel()
+        nacked = 0
+        deadline = time.monotonic() + 3 * STUCK_SECONDS + 5
+        while channel.reopened_after_nacks == 0 and time.monotonic() < deadline:
+            with pytest.raises(Nacked):
+                pub.publish(nacked)
+            nacked += 1
+            time.sleep(0.01)
+        assert channel.reopened_after_nacks == 1, f"not reopened after {nacked} nacks"
+        assert nacked >= STUCK_NACKS
+        assert any("reopening the channel" in r.getMessage() for r in caplog.records)
+        pub.publish(1, routing_key=other.name)
+        with pytest.raises(Nacked):
+            pub.publish(2)
+    assert conn.channel().message_count(other.name) == 1
+    conn.channel().delete_queue(full.name)
+    conn.channel().delete_queue(other.name)
+
+
+@pytest.mark.rabbitmq_only(
+    "a workaround for RabbitMQ 3.10's quorum-queue client (see the test above); it reopens "
+    "the pika channel"
+)
+def test_publishes_in_flight_when_a_nacking_channel_is_reopened_are_all_settled(
+    conn: Connection, unique_name: str
+) -> None:
+    full = Queue(unique_name, durable=False, max_length=0, overflow="reject-publish")
+    with Publisher(conn, routing_key=full.name, model=int, declare=[full]) as pub:
+        channel: Any = pub._ensure_channel()
+        futures = []
+        deadline = time.monotonic() + 3 * STUCK_SECONDS + 5
+        while channel.reopened_after_nacks < 2 and time.monotonic() < deadline:
+            futures += [pub.publish_async(i) for i in range(50)]
+            time.sleep(0.005)
+        assert channel.reopened_after_nacks >= 2
+        outcomes = {type(f.exception(30)).__name__ for f in futures}
+    # every message was refused by the queue, none lost with the old channel
+    assert outcomes == {"Nacked"}, outcomes
+    conn.channel().delete_queue(full.name)
