@@ -23,7 +23,7 @@ from hutch import (
     Unroutable,
 )
 from hutch._amqp import OutgoingMessage
-from hutch._amqp.confirms import STUCK_NACKS, STUCK_SECONDS
+from hutch._amqp.stuck import STUCK_NACKS, STUCK_SECONDS
 from tests.waits import drain
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -24,7 +23,7 @@ import pika.exceptions as pex
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
-from hutch._amqp.confirms import STUCK_NACKS, AckCoalescing, OutgoingMessage, Pending
+from hutch._amqp.confirms import AckCoalescing, OutgoingMessage, Pending
 from hutch._amqp.errors import map_pika_error
 from hutch._amqp.pika_private import async_channel, publish
 from hutch._amqp.properties import Delivery
@@ -119,10 +118,6 @@ class Channel(AckCoalescing):
         self._acks_pending: set[int] = set()
         self._settled: set[int] = set()
         self._ack_flush_scheduled = False
-        self._reopen_scheduled = False
-        #: How many times the channel was reopened because it only nacked (see _count_confirm).
-        self.reopened_after_nacks = 0
-        self._stuck_warned_at: float | None = None
 
     # ----------------------------------- the connection, as the patterns see it (any thread)
     def check_connection(self) -> None:
@@ -730,63 +725,6 @@ class Channel(AckCoalescing):
                 self._consumers.pop(consumer.tag, None)
                 if consumer.on_cancel is not None:
                     consumer.on_cancel(self.queue_name(consumer.queue))
-
-    def _reopen_stuck(self) -> None:
-        # called while confirms are dispatched: the close and open run as a task after it
-        if not self._reopen_scheduled:
-            self._reopen_scheduled = True
-            self._io.submit(self._reopen_after_nacks)
-
-    def _reopen_after_nacks(self) -> None:
-        """Replace a publishing channel that has only nacked for a while by a new one.
-
-        Only a channel without consumers or unsettled deliveries: closing one with them
-        would cancel its consumers and requeue their messages. What the old channel had not
-        yet confirmed is published again on the new one, as after a reconnect.
-        """
-        self._reopen_scheduled = False
-        ch = self._ch
-        if (
-            ch is None
-            or not ch.is_open
-            or self._life.closed
-            or self._consumers
-            or self._unacked
-            or self._nack_streak < STUCK_NACKS
-        ):
-            return
-        now = time.monotonic()
-        # a queue that stays full (reject-publish) repeats this every few seconds: warn once
-        # a minute
-        quiet = self._stuck_warned_at is not None and now - self._stuck_warned_at < 60
-        if not quiet:
-            self._stuck_warned_at = now
-        log.log(
-            logging.DEBUG if quiet else logging.WARNING,
-            "hutch: the broker nacked %d publishes in a row over %.1f s; reopening the "
-            "channel (a RabbitMQ 3.10 quorum queue may keep nacking a channel that first "
-            "published while its leader was down)",
-            self._nack_streak,
-            now - self._nack_streak_since,
-        )
-        try:
-            # confirms that come before close-ok still settle their messages
-            ch.close()
-        except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost):
-            return  # the connection is going down: recovery republishes what is unconfirmed
-        except (pex.AMQPError, OSError):
-            pass
-        self._ch = None
-        retry = [p.message for p in self._unconfirmed.values()]
-        self._unconfirmed = OrderedDict()
-        self.reopened_after_nacks += 1
-        try:
-            self._ensure_open()
-        except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost):
-            self._retry_queue.extend(retry)
-            return
-        for m in retry:
-            self._publish_now(m)
 
     def _close_now(self) -> None:
         if self._acks_pending:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -17,6 +16,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from hutch._amqp.pika_private import ack, async_channel
 from hutch._amqp.properties import from_pika_properties
+from hutch._amqp.stuck import NackStreaks
 from hutch._exceptions import (
     Nacked,
     Unroutable,
@@ -190,13 +190,6 @@ class Pending:
 # how many same-route candidates a return is compared with before the oldest one is taken
 RETURN_SCAN = 1000
 
-# A publisher channel whose publishes have all been nacked for this long, this many in a
-# row, is reopened (see ConfirmTracking._count_confirm): nacks of a queue that is full
-# (``reject-publish``) or has no quorum leader continue on the new channel and cost one
-# reopen per period, while a channel the broker has written off starts over.
-STUCK_NACKS = 10
-STUCK_SECONDS = 2.0
-
 
 def same_content(m: OutgoingMessage, props: pika.BasicProperties, body: bytes) -> bool:
     """Whether a returned message is a copy of ``m`` (same body and identifying fields)."""
@@ -207,7 +200,7 @@ def same_content(m: OutgoingMessage, props: pika.BasicProperties, body: bytes) -
     )
 
 
-class ConfirmTracking:
+class ConfirmTracking(NackStreaks):
     """Publisher confirms and returns of one channel.
 
     Base of :class:`~hutch._amqp.channel.Channel`; runs only while driving the
@@ -219,36 +212,6 @@ class ConfirmTracking:
     _confirmed_high: int
     _returned_seq: int
     on_return: Callable[[int, str, Properties], None] | None
-    # publishes nacked in a row on this channel, and when the first of them was nacked
-    _nack_streak: int = 0
-    _nack_streak_since: float = 0.0
-
-    def _reopen_stuck(self) -> None:
-        """Reopen a channel whose publishes keep being nacked (see :func:`_count_confirm`)."""
-        raise NotImplementedError
-
-    def _count_confirm(self, nack: bool, count: int) -> None:
-        """Follow runs of nacks; reopen the channel after a long one.
-
-        RabbitMQ 3.10's quorum-queue client can stay on a leader that is gone: when a
-        channel's first publish to a quorum queue comes while the queue record still names
-        the old leader, ``rabbit_fifo_client:enqueue`` asks that node, gets ``nodedown`` and
-        nacks, without changing its state -- so it nacks every later publish on that channel
-        too, for good (fixed in 3.11 by RabbitMQ PR #9241). Only a new channel gets out. A
-        producer that publishes nacked messages again, as it should, would otherwise be
-        stuck on such a channel.
-        """
-        if not nack:
-            self._nack_streak = 0
-            return
-        if self._nack_streak == 0:
-            self._nack_streak_since = time.monotonic()
-        self._nack_streak += count
-        if (
-            self._nack_streak >= STUCK_NACKS
-            and time.monotonic() - self._nack_streak_since >= STUCK_SECONDS
-        ):
-            self._reopen_stuck()
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
