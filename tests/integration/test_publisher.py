@@ -23,7 +23,7 @@ from hutch import (
     Unroutable,
 )
 from hutch._amqp import OutgoingMessage
-from hutch._amqp.stuck import STUCK_NACKS, STUCK_SECONDS
+from hutch._amqp import stuck
 from tests.waits import drain
 
 
@@ -317,24 +317,28 @@ def test_wrong_arguments_fail_at_once(conn: Connection) -> None:
     "a channel for good; it reopens the pika channel"
 )
 def test_a_channel_that_only_nacks_for_seconds_is_reopened_and_publishing_goes_on(
-    conn: Connection, unique_name: str, caplog: pytest.LogCaptureFixture
+    conn: Connection,
+    unique_name: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A full reject-publish queue nacks every publish, as a stuck quorum queue client does
     # (the failover test in test_cluster.py meets that one); after STUCK_SECONDS of nothing
     # but nacks the publisher's channel is replaced, and the next publishes go out on it.
+    monkeypatch.setattr(stuck, "STUCK_SECONDS", 0.5)  # two seconds in hutch
     full = Queue(unique_name, durable=False, max_length=0, overflow="reject-publish")
     other = temp_queue(f"{unique_name}.other")
     with Publisher(conn, routing_key=full.name, model=int, declare=[full, other]) as pub:
         channel: Any = pub._ensure_channel()
         nacked = 0
-        deadline = time.monotonic() + 3 * STUCK_SECONDS + 5
+        deadline = time.monotonic() + 10
         while channel.reopened_after_nacks == 0 and time.monotonic() < deadline:
             with pytest.raises(Nacked):
                 pub.publish(nacked)
             nacked += 1
             time.sleep(0.01)
         assert channel.reopened_after_nacks == 1, f"not reopened after {nacked} nacks"
-        assert nacked >= STUCK_NACKS
+        assert nacked >= stuck.STUCK_NACKS
         assert any("reopening the channel" in r.getMessage() for r in caplog.records)
         pub.publish(1, routing_key=other.name)
         with pytest.raises(Nacked):
@@ -349,13 +353,14 @@ def test_a_channel_that_only_nacks_for_seconds_is_reopened_and_publishing_goes_o
     "the pika channel"
 )
 def test_publishes_in_flight_when_a_nacking_channel_is_reopened_are_all_settled(
-    conn: Connection, unique_name: str
+    conn: Connection, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(stuck, "STUCK_SECONDS", 0.5)
     full = Queue(unique_name, durable=False, max_length=0, overflow="reject-publish")
     with Publisher(conn, routing_key=full.name, model=int, declare=[full]) as pub:
         channel: Any = pub._ensure_channel()
         futures = []
-        deadline = time.monotonic() + 3 * STUCK_SECONDS + 5
+        deadline = time.monotonic() + 10
         while channel.reopened_after_nacks < 2 and time.monotonic() < deadline:
             futures += [pub.publish_async(i) for i in range(50)]
             time.sleep(0.005)
