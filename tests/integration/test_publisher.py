@@ -22,8 +22,7 @@ from hutch import (
     Subscriber,
     Unroutable,
 )
-from hutch._amqp import OutgoingMessage
-from hutch._amqp import stuck
+from hutch._amqp import OutgoingMessage, stuck
 from tests.waits import drain
 
 
