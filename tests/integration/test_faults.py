@@ -631,3 +631,28 @@ def test_fails_over_to_the_next_address_when_the_first_goes_away(
         proxy.close()
     ledger.record()
     ledger.assert_nothing_lost()
+
+
+# ------------------------------------------------------------------ the test broker's tools
+def test_close_connections_closes_the_named_ones_with_one_command(
+    fault_broker: LocalBroker, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[str] = []
+    real = fault_broker.rabbitmqctl
+
+    def counting(*args: str, timeout: float = 30.0) -> str:
+        commands.append(args[0])
+        return real(*args, timeout=timeout)
+
+    monkeypatch.setattr(fault_broker, "rabbitmqctl", counting)
+    names = [f"{unique_name}-a", f"{unique_name}-b é", f"other-{unique_name[::-1]}"]
+    with (
+        Connection(fault_broker.url, connection_name=names[0]) as a,
+        Connection(fault_broker.url, connection_name=names[1]) as b,
+        Connection(fault_broker.url, connection_name=names[2]) as other,
+    ):
+        assert fault_broker.close_connections(unique_name, reason="by the test") == 2
+        assert commands == ["eval"]
+        assert wait_until(lambda: a.recoveries == 1 and b.recoveries == 1, 30)
+        assert other.recoveries == 0
+        assert fault_broker.close_connections(f"{unique_name}-nobody") == 0

@@ -21,6 +21,7 @@ from hutch.testing import (
     LocalBroker,
     LocalCluster,
     TlsFiles,
+    _base,
     _container,
     _util,
     acquire_broker,
@@ -63,6 +64,7 @@ class FakeBroker(Broker):
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.closed = False
+        self.eval_answer: str | None = None  # None: eval refused
 
     @property
     def url(self) -> str:
@@ -74,6 +76,8 @@ class FakeBroker(Broker):
             return JSON_LISTING if "json" in args else CSV_LISTING
         if args[0] == "close_connection":
             return ""
+        if args[0] == "eval" and self.eval_answer is not None:
+            return self.eval_answer
         raise BrokerControlError("unexpected", command=args, returncode=64, stderr="no")
 
     def stop(self) -> None:
@@ -107,10 +111,26 @@ def test_close_connections_all() -> None:
     assert len(closed_pids(broker)) == 3
 
 
-def test_close_connections_no_match_runs_one_command() -> None:
-    broker = FakeBroker()
+def test_close_connections_no_match_lists_once_after_eval_is_refused() -> None:
+    broker = FakeBroker()  # refuses `rabbitmqctl eval`, as a locked-down broker may
     assert broker.close_connections("nobody") == 0
-    assert len(broker.calls) == 1
+    assert [call[0] for call in broker.calls] == ["eval", "list_connections"]
+
+
+def test_close_connections_takes_the_count_from_one_eval() -> None:
+    broker = FakeBroker()
+    broker.eval_answer = "2\n"
+    assert broker.close_connections("worker") == 2
+    assert [call[0] for call in broker.calls] == ["eval"]
+
+
+def test_the_eval_carries_name_and_reason_as_utf8_bytes() -> None:
+    # no quoting to get wrong: a name with quotes, a backslash or any character is bytes
+    text = _base.close_connections_erlang('wé"\\', "chaos")
+    assert "Sub = <<119,195,169,34,92>>" in text
+    assert "Why = unicode:characters_to_list(<<99,104,97,111,115>>)" in text
+    assert "All = false" in text
+    assert "All = true" in _base.close_connections_erlang(None, "x")
 
 
 def test_restart_is_stop_then_start_and_context_manager_closes() -> None:

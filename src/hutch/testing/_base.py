@@ -33,6 +33,35 @@ def _connection_name(client_properties: object) -> str | None:
     return None
 
 
+def _erlang_binary(text: str) -> str:
+    return "<<" + ",".join(str(b) for b in text.encode()) + ">>"
+
+
+def close_connections_erlang(name_contains: str | None, reason: str) -> str:
+    """The Erlang expression that closes the matching client connections and counts them.
+
+    Strings go in as UTF-8 byte lists, so no text needs escaping. A connection matches
+    when its client-provided ``connection_name`` contains ``name_contains`` (any
+    connection when that is None), as :meth:`Broker.close_connections` documents.
+    """
+    match_all = "true" if name_contains is None else "false"
+    sub = _erlang_binary(name_contains or "")
+    return (
+        f"All = {match_all}, Sub = {sub}, "
+        f"Why = unicode:characters_to_list({_erlang_binary(reason)}), "
+        "Name = fun(P) -> "
+        "case catch rabbit_networking:connection_info(P, [client_properties]) of "
+        "[{client_properties, Props}] when is_list(Props) -> "
+        'case lists:keyfind(<<"connection_name">>, 1, Props) of '
+        "{_, longstr, V} when is_binary(V) -> V; _ -> none end; "
+        "_ -> none end end, "
+        "Hit = fun(none) -> false; "
+        "(V) -> Sub =:= <<>> orelse binary:match(V, Sub) =/= nomatch end, "
+        "Ps = [P || P <- rabbit_networking:connections(), All orelse Hit(Name(P))], "
+        "length([P || P <- Ps, (catch rabbit_networking:close_connection(P, Why)) =:= ok])."
+    )
+
+
 # --------------------------------------------------------------------------- base
 
 
@@ -143,6 +172,10 @@ class Broker(abc.ABC):
             >>> broker.close_connections("orders-worker")  # doctest: +SKIP
             1
         """
+        closed = self._close_connections_at_once(name_contains, reason)
+        if closed is not None:
+            _log.info("closed %d broker connection(s) matching %r", closed, name_contains)
+            return closed
         wanted = {
             conn
             for conn, name in self._named_connections()
@@ -166,6 +199,20 @@ class Broker(abc.ABC):
             closed += 1
         _log.info("closed %d broker connection(s) matching %r", closed, name_contains)
         return closed
+
+    def _close_connections_at_once(self, name_contains: str | None, reason: str) -> int | None:
+        """Select and close in one ``rabbitmqctl eval``; None if the broker refused it.
+
+        One command instead of three or more (each starts an Erlang VM, half a second
+        to a second); a broker that does not allow ``eval`` gets the listed way.
+        """
+        try:
+            out = self.rabbitmqctl("eval", close_connections_erlang(name_contains, reason))
+        except BrokerControlError as exc:
+            _log.debug("rabbitmqctl eval refused, closing one by one: %s", exc)
+            return None
+        text = out.strip()
+        return int(text) if text.isdigit() else None
 
     def _named_connections(self) -> list[tuple[str, str | None]]:
         out = self.rabbitmqctl(
