@@ -169,3 +169,27 @@ def test_amqp_longs_decode_as_an_int_subclass_that_header_checks_take_at_once() 
         "assert _table_problem({'huge': L(2**63)}) is not None"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
+
+
+def _value_error_while(context: BaseException | None) -> ValueError:
+    try:
+        try:
+            if context is not None:
+                raise context
+        finally:
+            raise ValueError("Expected connected socket, but getpeername() failed")
+    except ValueError as exc:
+        return exc
+
+
+def test_a_value_error_raised_over_a_socket_error_is_a_lost_connection() -> None:
+    # pika's connection workflow when the peer reset the link before getpeername()
+    from hutch import ConnectionLost
+    from hutch._amqp.errors import is_lost_socket, map_pika_error
+
+    lost = _value_error_while(OSError(107, "Transport endpoint is not connected"))
+    assert is_lost_socket(lost)
+    assert isinstance(map_pika_error(lost), ConnectionLost)
+    plain = _value_error_while(None)
+    assert not is_lost_socket(plain)
+    assert not isinstance(map_pika_error(plain), ConnectionLost)

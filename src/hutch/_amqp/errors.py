@@ -14,7 +14,7 @@ from hutch._exceptions import (
     HutchError,
 )
 
-__all__ = ["CONNECTION_ERRORS", "map_pika_error", "root_cause"]
+__all__ = ["CONNECTION_ERRORS", "is_lost_socket", "map_pika_error", "root_cause"]
 
 log = logging.getLogger("hutch")
 
@@ -47,9 +47,21 @@ def map_pika_error(exc: BaseException, *, entity: str = "") -> HutchError:
         return ConnectionBlocked("the broker blocked the connection for too long (resource alarm)")
     if isinstance(exc, pex.ChannelClosed):
         return channel_closed_error(exc.reply_code, exc.reply_text, entity=entity)
-    if isinstance(exc, (pex.AMQPConnectionError, OSError)):
+    if isinstance(exc, (pex.AMQPConnectionError, OSError)) or is_lost_socket(exc):
         return ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
     return HutchError(f"unexpected pika error: {type(exc).__name__}: {exc}")
+
+
+def is_lost_socket(exc: BaseException) -> bool:
+    """Whether ``exc`` is pika's ValueError for a socket that died while it connected.
+
+    pika (1.3 and 1.4) checks a freshly connected socket with ``getpeername()``; when the
+    peer reset it in between (a proxy or load balancer that accepts and drops), the check
+    raises ``ValueError("Expected connected socket ...")`` while handling the ``OSError``,
+    out of ``BlockingConnection()``, instead of reporting a failed attempt. It is one: the
+    next attempt may well succeed.
+    """
+    return isinstance(exc, ValueError) and isinstance(exc.__context__, OSError)
 
 
 def root_cause(exc: BaseException) -> str:

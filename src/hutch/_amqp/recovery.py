@@ -13,7 +13,7 @@ import pika.exceptions as pex
 import pika.spec
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from hutch._amqp.errors import CONNECTION_ERRORS, map_pika_error, root_cause
+from hutch._amqp.errors import CONNECTION_ERRORS, is_lost_socket, map_pika_error, root_cause
 from hutch._amqp.ownership import Ownership
 from hutch._amqp.watch import Watch
 from hutch._exceptions import (
@@ -58,8 +58,10 @@ class Recovering(Ownership):
                     raise map_pika_error(exc) from exc
                 errors.append(f"{address}: {exc.reply_code} {exc.reply_text}")
                 continue
-            except (pex.AMQPError, OSError, AMQPConnectorException) as exc:
+            except (pex.AMQPError, OSError, AMQPConnectorException, ValueError) as exc:
                 # AMQPConnectorStackTimeout (the handshake ran out of time) is no AMQPError
+                if isinstance(exc, ValueError) and not is_lost_socket(exc):
+                    raise
                 detail = root_cause(exc)
                 if "CERTIFICATE_VERIFY_FAILED" in detail:
                     detail += (
