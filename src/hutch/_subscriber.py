@@ -395,11 +395,13 @@ class Subscriber(Resource, Generic[T]):
             if self._stopping.is_set():
                 return None
             wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if wait <= 0:
-                return None
             try:
-                item = self._buffer.get(timeout=wait)
+                # past the deadline (a short timeout, a thread that was not scheduled for a
+                # while) a message that already waits is still taken
+                item = self._buffer.get(timeout=wait) if wait > 0 else self._buffer.get_nowait()
             except _queue.Empty:
+                if wait <= 0:
+                    return None
                 ch = self._channel
                 if ch is not None:  # set while consuming
                     ch.check_connection()

@@ -242,3 +242,22 @@ def test_failed_dead_lettering_neither_loses_nor_loops_hot(
     assert ch.message_count(q.name) == 1  # requeued after the pause: not lost
     ch.delete_queue(blocker.name)
     ch.delete_queue(q.name)
+
+
+def test_a_message_that_already_waits_is_taken_however_short_the_timeout(
+    conn: Connection, unique_name: str
+) -> None:
+    # The deadline of a 1 ns timeout has passed before the first look at the buffer, as a
+    # 1 ms one has on a loaded machine (where tests/waits.drain met it): what was delivered
+    # is still returned, and only then does the call give up.
+    q = temp_queue(unique_name)
+    with (
+        Subscriber(conn, queue=q, model=int) as sub,
+        Publisher(conn, routing_key=q.name, model=int) as pub,
+    ):
+        pub.publish(1)
+        pub.publish(2)
+        settle(conn)  # both delivered to the subscriber
+        assert [m.body for m in sub.messages(timeout=1e-9)] == [1, 2]
+        assert sub.get(timeout=1e-9) is None
+    conn.channel().delete_queue(q.name)
