@@ -7,18 +7,16 @@ unexpected error that ends the connection for good. Found by CI: pika raises a
 ``ValueError`` out of ``BlockingConnection()`` when the socket is reset between its connect
 and its ``getpeername()`` check, and a reconnecting connection died of it.
 
-The peer runs in a process of its own, so that it resets links as fast as the kernel lets
-it, while hutch's connection workflow runs in this one.
+The peer is a process of its own, so that it resets links as fast as the kernel lets it,
+while hutch's connection workflow runs in this one.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import socket
-import struct
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
-from multiprocessing.process import BaseProcess
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,39 +30,47 @@ pytestmark = pytest.mark.timeout(120)
 BEHAVIOURS = ["reset", "close", "garbage-then-reset", "half-header-then-close"]
 
 
-def _peer(listener: socket.socket, behaviours: list[str]) -> None:
-    i = 0
-    while True:
-        conn, _ = listener.accept()
-        what = behaviours[i % len(behaviours)]
-        i += 1
+PEER = """
+import socket, struct, sys
+behaviours = sys.argv[1:]
+listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+print(listener.getsockname()[1], flush=True)
+i = 0
+while True:
+    conn, _ = listener.accept()
+    what = behaviours[i % len(behaviours)]
+    i += 1
+    try:
         if what == "garbage-then-reset":
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 400 Bad Request\\r\\n\\r\\n")
         elif what == "half-header-then-close":
-            conn.sendall(b"AMQP\x00")
+            conn.sendall(b"AMQP\\x00")
         if what.endswith("reset"):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
+    except OSError:  # the client gave up first
+        pass
+    conn.close()
+"""
 
 
 class HostilePeer:
-    """A listening socket served by another process with ``behaviours`` in turn."""
+    """A listening socket in another process, treating its links with ``behaviours`` in turn."""
 
     def __init__(self, behaviours: list[str]) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.port = self._listener.getsockname()[1]
-        self._proc: BaseProcess = multiprocessing.get_context("fork").Process(
-            target=_peer, args=(self._listener, behaviours), daemon=True
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", PEER, *behaviours], stdout=subprocess.PIPE, text=True
         )
-        self._proc.start()
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
 
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
     def close(self) -> None:
         self._proc.kill()
-        self._proc.join(5)
-        self._listener.close()
+        self._proc.wait(5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 @pytest.fixture
