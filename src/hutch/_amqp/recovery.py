@@ -60,7 +60,10 @@ class Recovering(Ownership):
                 continue
             except (pex.AMQPError, OSError, AMQPConnectorException, ValueError) as exc:
                 # AMQPConnectorStackTimeout (the handshake ran out of time) is no AMQPError
-                if isinstance(exc, ValueError) and not is_lost_socket(exc):
+                # (a ValueError only when pika lost the socket: ssl's certificate errors are
+                # ValueErrors and OSErrors at once)
+                expected = isinstance(exc, (pex.AMQPError, OSError, AMQPConnectorException))
+                if not expected and not is_lost_socket(exc):
                     raise
                 detail = root_cause(exc)
                 if "CERTIFICATE_VERIFY_FAILED" in detail:
