@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import pika.exceptions as pex
@@ -25,7 +25,6 @@ from hutch._exceptions import ConnectionLost
 from hutch._lifecycle import LifecycleState
 
 if TYPE_CHECKING:
-    from hutch._amqp.confirms import OutgoingMessage, Pending
     from hutch._amqp.driver import Driver
 
 __all__ = ["STUCK_NACKS", "STUCK_SECONDS", "NackStreaks"]
@@ -48,8 +47,6 @@ class NackStreaks:
     _life: LifecycleState
     _consumers: dict[str, Any]
     _unacked: deque[int]  # deliveries not yet acked
-    _unconfirmed: OrderedDict[int, Pending]
-    _retry_queue: list[OutgoingMessage]
     # publishes nacked in a row on the current pika channel, and when the first was nacked
     _nack_streak: int = 0
     _nack_streak_since: float = 0.0
@@ -58,10 +55,10 @@ class NackStreaks:
     #: How many times the channel was reopened because it only had nacks.
     reopened_after_nacks: int = 0
 
-    def _ensure_open(self) -> BlockingChannel:
+    def on_connection_lost(self) -> None:
         raise NotImplementedError
 
-    def _publish_now(self, m: OutgoingMessage, *, now: bool = False) -> None:
+    def restore(self) -> None:
         raise NotImplementedError
 
     def _count_confirm(self, nack: bool, count: int) -> None:
@@ -86,7 +83,8 @@ class NackStreaks:
 
         Only a channel without consumers or unsettled deliveries: closing one with them
         would cancel its consumers and requeue their messages. What the old channel had not
-        yet confirmed is published again on the new one, as after a reconnect.
+        yet confirmed is published again on the new one: the channel is restored as after a
+        reconnect.
         """
         self._reopen_scheduled = False
         ch = self._ch
@@ -111,21 +109,14 @@ class NackStreaks:
             self._nack_streak,
             now - self._nack_streak_since,
         )
-        lost = (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost)
         try:
             ch.close()  # confirms that come before close-ok still settle their messages
-        except lost:
+        except (pex.AMQPConnectionError, pex.ConnectionWrongStateError, ConnectionLost):
             return  # the connection is going down: recovery republishes what is unconfirmed
         except (pex.AMQPError, OSError):
             pass
-        self._ch = None
-        retry = [p.message for p in self._unconfirmed.values()]
-        self._unconfirmed = OrderedDict()
         self.reopened_after_nacks += 1
-        try:
-            self._ensure_open()
-        except lost:
-            self._retry_queue.extend(retry)
-            return
-        for m in retry:
-            self._publish_now(m)
+        # the new channel is set up as after a reconnect; a connection lost meanwhile is
+        # the I/O thread's to recover, and recovery restores the channel again
+        self.on_connection_lost()
+        self.restore()
