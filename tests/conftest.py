@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hutch import Connection
+import hutch
+from hutch import Clock, Connection
 from hutch.testing import Broker, BrokerError, LocalBroker
 
 
@@ -33,6 +34,17 @@ def _restore_logging() -> Iterator[None]:
 def conn(hutch_connection: Connection) -> Connection:
     """Short alias of hutch_connection."""
     return hutch_connection
+
+
+@pytest.fixture
+def clock(amqp_url: str) -> Iterator[Clock]:
+    """The clock hutch's waits read on ``amqp_url``'s broker: ``time.monotonic()`` on
+    RabbitMQ, the memory broker's virtual time under ``--hutch-broker=memory``.
+
+    A test that measures how long a wait took reads ``clock.now()``.
+    """
+    with hutch.connect(amqp_url) as c:
+        yield c.clock
 
 
 @pytest.fixture

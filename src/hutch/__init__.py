@@ -10,6 +10,7 @@ import logging as _logging
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from hutch._clock import Clock
 from hutch._confirm_batch import BatchResult, ConfirmBatch
 from hutch._connection import Connection, connect
 from hutch._exceptions import (
@@ -64,6 +65,7 @@ __all__ = [
     "BatchResult",
     "Binding",
     "ChannelClosed",
+    "Clock",
     "ClosedError",
     "Codec",
     "ConfirmBatch",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hutch._amqp import Channel, ChannelApi, Driver
 from hutch._checks import check_timeout
+from hutch._clock import REAL_CLOCK, Clock
 from hutch._exceptions import ClosedError
 from hutch._memory.adapter import MemoryAmqpChannel, MemoryDriver
 from hutch._resource import Resource
@@ -188,6 +189,18 @@ class Connection(Resource):
         ch = Channel(io, confirms=confirms)
         ch.open()
         return ch
+
+    @property
+    def clock(self) -> Clock:
+        """The time that hutch's waits on this connection read.
+
+        ``time.monotonic()`` on RabbitMQ; on ``memory://NAME?clock=virtual`` the memory
+        broker's virtual time, which jumps to the next deadline whenever every thread that
+        uses the broker waits for one. A test that measures how long something took on
+        either broker reads ``conn.clock.now()`` instead of ``time.monotonic()``.
+        """
+        io = self._io
+        return io.clock if isinstance(io, MemoryDriver) else REAL_CLOCK
 
     @property
     def io(self) -> Driver:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import inspect
 import itertools
@@ -11,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
@@ -159,6 +160,7 @@ class RpcClient(Resource):
         self._ids = itertools.count(1)
         self._timer: threading.Thread | None = None
         self._timer_cv = threading.Condition()
+        self._timer_changes = 0  # bumped when the timer must look again (a jump may not)
         self._deadlines: list[tuple[float, str]] = []
         self._stubs: dict[tuple[type, str], dict[str, Signature]] = {}
         #: Replies that arrived for calls nobody waits for any more (late or unknown).
@@ -477,10 +479,11 @@ class RpcClient(Resource):
         limit = self._conn.settings.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(size=len(body), limit=limit, routing_key=self.queue)
-        deadline = time.monotonic() + timeout
+        clock = self._conn.clock
+        deadline = clock.now() + timeout
         if ch.blocked:
             ch.wait_unblocked(min(timeout, self._conn.settings.publish_blocked_timeout))
-            timeout = max(0.001, deadline - time.monotonic())
+            timeout = max(0.001, deadline - clock.now())
         cid = f"{self._prefix}.{next(self._ids)}"
         call = _Call(cid, procedure or "", decode, deadline)
         reply_to = (
@@ -537,14 +540,13 @@ class RpcClient(Resource):
         call.blocking = threading.get_ident()
         # read the reply on this thread when it can: no hand-over from the I/O thread
         ch = self._channel  # set: the request was sent on it
-        if ch is not None and not call.future.done():
-            ch.pump(call.future, min(_PUMP_LIMIT, call.deadline - time.monotonic()))
-        try:
-            return call.future.result(max(0.0, call.deadline - time.monotonic()))
-        except FutureTimeout:
-            pass
-        self._expire(call.cid)
-        return call.future.result(0)
+        clock = self._conn.clock
+        future = call.future
+        if ch is not None and not future.done():
+            ch.pump(future, min(_PUMP_LIMIT, call.deadline - clock.now()))
+        if not clock.wait(future.done, lambda s: futures_wait([future], s), call.deadline):
+            self._expire(call.cid)
+        return future.result(0)
 
     def _expire(self, cid: str) -> None:
         call = self._pending.pop(cid, None)
@@ -576,24 +578,34 @@ class RpcClient(Resource):
                 )
                 self._timer.start()
             elif self._deadlines[0][1] == cid:
+                self._timer_changes += 1
                 self._timer_cv.notify()
 
     def _run_timer(self) -> None:
         deadlines = self._deadlines
+        clock = self._conn.clock
+        clock.enter()
         while True:
             with self._timer_cv:
                 if self._life.closed:
                     return
-                now = time.monotonic()
+                now = clock.now()
                 due = []
                 while deadlines and deadlines[0][0] <= now:
                     due.append(heapq.heappop(deadlines)[1])
                 if not due:
-                    wait = deadlines[0][0] - now if deadlines else None
-                    self._timer_cv.wait(wait)
+                    changes = self._timer_changes
+                    clock.wait(
+                        functools.partial(self._timer_woken, changes),
+                        self._timer_cv.wait,
+                        deadlines[0][0] if deadlines else None,
+                    )
                     continue
             for cid in due:
                 self._expire(cid)
+
+    def _timer_woken(self, changes: int) -> bool:
+        return self._life.closed or self._timer_changes != changes
 
     # I/O thread ---------------------------------------------------------------
     def _on_reply(self, delivery: Delivery) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue as _queue
 import threading
 import time
 import traceback
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_bool, check_int, check_shortstr, check_timeout
+from hutch._clock import Mailbox
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters, Disposition, requeue_later
 from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError
@@ -180,7 +180,7 @@ class RpcServer(Resource):
         self._default: _Procedure | None = None
         self._lock = threading.Lock()
         self._counter_lock = threading.Lock()
-        self._inbox: _queue.SimpleQueue[Any] = _queue.SimpleQueue()
+        self._inbox: Mailbox[Any] = Mailbox()
         self._leading = threading.local()
         self._busy = 0  # workers handling a request now
         self._workers: list[threading.Thread] = []
@@ -455,7 +455,8 @@ class RpcServer(Resource):
         self.start()
         what = f"the RPC server on {self.queue.name!r}"
         with graceful_signals(self.stop, what, enabled=handle_signals):
-            while not self._done.wait(0.2):
+            clock, done = self._conn.clock, self._done
+            while not clock.wait(done.is_set, done.wait, None, poll=0.2):
                 pass
         if self._error is not None:
             raise self._error
@@ -539,7 +540,7 @@ class RpcServer(Resource):
         requeued = 0
         for _ in self._workers:
             self._inbox.put(_STOP)
-        deadline = time.monotonic() + self._drain_timeout
+        deadline = time.monotonic() + self._drain_timeout  # real time: handlers run in it
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in self._workers if t.is_alive()]
@@ -553,7 +554,7 @@ class RpcServer(Resource):
         while True:  # requests received after the workers stopped: give them back
             try:
                 item = self._inbox.get_nowait()
-            except _queue.Empty:
+            except IndexError:
                 break
             if isinstance(item, tuple):
                 item[0].nack(requeue=True)
@@ -572,16 +573,16 @@ class RpcServer(Resource):
     def _on_request(self, delivery: Delivery) -> None:  # I/O thread: hand over, never block
         mine: list[Any] | None = getattr(self._leading, "mine", None)
         if mine is not None and not mine:
-            mine.append((delivery, time.monotonic()))  # the leading worker keeps it
+            mine.append((delivery, self._conn.clock.now()))  # the leading worker keeps it
         else:
-            self._inbox.put((delivery, time.monotonic()))
+            self._inbox.put((delivery, self._conn.clock.now()))
 
     def _next_request(self, ch: ChannelApi, mine: list[Any]) -> Any:
         if mine:  # read while replying to the last one (see _handle)
             return mine.pop()
         try:
             return self._inbox.get_nowait()
-        except _queue.Empty:
+        except IndexError:
             pass
         if not self._stop_requested and not self._busy:
             # Leader/followers: when the server is idle, an idle worker reads the connection
@@ -596,7 +597,7 @@ class RpcServer(Resource):
                 self._leading.mine = None
             if mine:
                 return mine.pop()
-        return self._inbox.get()
+        return self._inbox.get(self._conn.clock, None)
 
     def _work(self, ch: ChannelApi) -> None:
         mine: list[Any] = []
@@ -650,7 +651,7 @@ class RpcServer(Resource):
         if (
             expiration is not None
             and expiration.isdigit()
-            and (time.monotonic() - received) * 1000 >= int(expiration)
+            and (self._conn.clock.now() - received) * 1000 >= int(expiration)
         ):
             log.debug(
                 "hutch: dropping expired RPC request %s (caller gave up)", delivery.correlation_id
@@ -706,7 +707,7 @@ class RpcServer(Resource):
             name if isinstance(name, str) else "(default)",
             self.queue.name,
             "ok" if status == STATUS_OK else "error",
-            time.monotonic() - received,
+            self._conn.clock.now() - received,
         )
         reply_to = delivery.reply_to
         if not isinstance(reply_to, str):  # bytes: not UTF-8, no queue can be named so
@@ -735,7 +736,7 @@ class RpcServer(Resource):
             )
             # published first, acked second: by this thread when no other request is in
             # hand (the quickest reply), else by the I/O thread, which batches them
-            direct = self._busy <= 1 and self._inbox.empty()
+            direct = self._busy <= 1 and not self._inbox.ready()
             if direct and lead is not None and not lead and not self._stop_requested:
                 # the server is idle: this worker goes on reading the connection for the
                 # next request in the same hold of it (see _next_request); not inside a

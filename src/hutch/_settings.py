@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import (
@@ -185,6 +185,10 @@ class ConnectionSettings(_Frozen):
             environment.
         memory: The in-process memory broker's name for a ``memory://NAME`` URL (``""`` for
             ``memory://``), or None for a real broker. The memory broker is for tests only.
+        memory_clock: ``"virtual"`` (``memory://NAME?clock=virtual``): the memory broker
+            moves time forward to the next deadline whenever every thread that uses it
+            waits for one (see docs/testing.md); ``"real"``: real time; None (the
+            default): the named broker's, real time for a new one.
     """
 
     addresses: tuple[Address, ...] = Field(min_length=1)
@@ -201,6 +205,7 @@ class ConnectionSettings(_Frozen):
     recovery: RecoveryPolicy = RecoveryPolicy()
     tracing: bool = True
     memory: str | None = None
+    memory_clock: Literal["real", "virtual"] | None = None
 
     @field_validator("connection_name")
     @classmethod
@@ -311,7 +316,8 @@ class ConnectionSettings(_Frozen):
             ``amqp://user:***@host:port/vhost``.
         """
         if self.memory is not None:
-            return f"memory://{quote(self.memory, safe='')}/{quote(self.vhost, safe='')}"
+            clock = "" if self.memory_clock is None else f"?clock={self.memory_clock}"
+            return f"memory://{quote(self.memory, safe='')}/{quote(self.vhost, safe='')}{clock}"
         scheme = "amqps" if self.tls else "amqp"
         return (
             f"{scheme}://{quote(self.username, safe='')}:***@{address}/{quote(self.vhost, safe='')}"
@@ -462,6 +468,10 @@ def _parse_url(url: str) -> dict[str, Any]:
             out[key] = _number(key, value, float)
         elif key == "connection_name":
             out[key] = value
+        elif key == "clock" and parts.scheme == "memory":
+            if value not in ("real", "virtual"):
+                raise ValueError(f"URL option clock={value!r}: use clock=real or clock=virtual")
+            out["memory_clock"] = value
         elif key in _QUERY_TLS:
             if not tls:
                 raise ValueError(f"URL option {key!r} needs an amqps:// URL")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import logging
-import queue as _queue
 import threading
-import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
@@ -20,6 +18,7 @@ from hutch._checks import (
     check_shortstr,
     check_timeout,
 )
+from hutch._clock import Mailbox
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters, Disposition
 from hutch._exceptions import (
@@ -286,7 +285,7 @@ class Subscriber(Resource, Generic[T]):
         )
         self._channel: ChannelApi | None = None
         self._dead: DeadLetters | None = None
-        self._buffer: _queue.SimpleQueue[Delivery | object] = _queue.SimpleQueue()
+        self._buffer: Mailbox[Delivery | object] = Mailbox()
         self._tag: str | None = None
         self._stopping = threading.Event()
         self._cancelled: str | None = None
@@ -377,7 +376,7 @@ class Subscriber(Resource, Generic[T]):
             while True:
                 try:
                     item = self._buffer.get_nowait()
-                except _queue.Empty:
+                except IndexError:
                     break
                 if isinstance(item, Delivery):
                     item.nack(requeue=True)
@@ -390,17 +389,17 @@ class Subscriber(Resource, Generic[T]):
 
     # ----------------------------------------------------------------- receiving
     def _next_delivery(self, timeout: float | None) -> Delivery | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        clock = self._conn.clock
+        deadline = clock.deadline(timeout)
         while True:
             if self._stopping.is_set():
                 return None
-            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            try:
-                # past the deadline (a short timeout, a thread that was not scheduled for a
-                # while) a message that already waits is still taken
-                item = self._buffer.get(timeout=wait) if wait > 0 else self._buffer.get_nowait()
-            except _queue.Empty:
-                if wait <= 0:
+            # past the deadline (a short timeout, a thread that was not scheduled for a
+            # while) a message that already waits is still taken
+            item = self._buffer.get(clock, deadline, poll=0.5)
+            if item is None:
+                left = clock.left(deadline)
+                if left is not None and left <= 0:
                     return None
                 ch = self._channel
                 if ch is not None:  # set while consuming
@@ -441,9 +440,14 @@ class Subscriber(Resource, Generic[T]):
                 break
             except NotFound:
                 pass
-            if deadline is not None and time.monotonic() >= deadline:
+            left = self._conn.clock.left(deadline)
+            if left is not None and left <= 0:
                 return False
-            if self._stopping.wait(_RESUBSCRIBE_POLL):
+            if self._conn.clock.wait(
+                self._stopping.is_set,
+                self._stopping.wait,
+                self._conn.clock.deadline(_RESUBSCRIBE_POLL),
+            ):
                 return False
         with self._lock:
             self._cancelled = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from hutch._amqp.confirms import OutgoingMessage
     from hutch._amqp.properties import Delivery
+    from hutch._clock import Clock
     from hutch._exceptions import HutchError
     from hutch._message import Properties
     from hutch._topology import Queue, TopologyItem
@@ -70,6 +71,10 @@ class ChannelApi(Protocol):
 
     def is_current(self, delivery: Delivery) -> bool:
         """False once the channel that delivered ``delivery`` is gone (its ack is void)."""
+
+    @property
+    def clock(self) -> Clock:
+        """The time waits on this channel read (real, or a memory broker's virtual time)."""
 
     # ----------------------------------------------------------------- the channel
     def open(self, timeout: float | None = 30.0) -> None:

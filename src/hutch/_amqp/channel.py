@@ -27,6 +27,7 @@ from hutch._amqp.confirms import AckCoalescing, OutgoingMessage, Pending
 from hutch._amqp.errors import map_pika_error
 from hutch._amqp.pika_private import async_channel, publish
 from hutch._amqp.properties import Delivery
+from hutch._clock import REAL_CLOCK, Clock
 from hutch._exceptions import (
     ChannelClosed,
     ClosedError,
@@ -172,6 +173,11 @@ class Channel(AckCoalescing):
         if io._unblocked.is_set():  # the common case, on every publish: no further call
             return
         io.wait_unblocked(io.settings.publish_blocked_timeout if timeout is None else timeout)
+
+    @property
+    def clock(self) -> Clock:
+        """Real time: RabbitMQ's connections wait on ``time.monotonic()``."""
+        return REAL_CLOCK
 
     # ------------------------------------ waiting for the broker's answer on this thread
     def pump(self, fut: Future[Any], limit: float) -> None:

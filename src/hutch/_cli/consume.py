@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 
 from hutch._cli.common import (
     EXIT_OK,
@@ -95,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             until = " or ".join(limits) if limits else "Ctrl-C"
             running(args)
             status(f"consuming from queue {sub.queue_name!r}{bound}; until {until}")
-            deadline = None if timeout is None else time.monotonic() + timeout
+            clock = conn.clock
+            deadline = clock.deadline(timeout)
 
             def stop() -> None:
                 stop_requested.set()
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
             with stop_on_signals(stop, "consuming"):
                 while not stop_requested.is_set() and (count is None or received < count):
-                    remaining = None if deadline is None else deadline - time.monotonic()
+                    remaining = clock.left(deadline)
                     if remaining is not None and remaining <= 0:
                         break
                     wait = 0.5 if remaining is None else min(0.5, remaining)
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                         except BrokenPipeError:
                             stop_requested.set()
                         if stop_requested.is_set() or (
-                            deadline is not None and time.monotonic() >= deadline
+                            deadline is not None and clock.now() >= deadline
                         ):
                             break
     if count is not None and received < count and not stop_requested.is_set():

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hutch._amqp.properties import Delivery
 from hutch._amqp.wire import WIRE_ERRORS, wire_copy
+from hutch._clock import REAL_CLOCK, Clock
 from hutch._exceptions import (
     ChannelClosed,
     ClosedError,
@@ -73,6 +74,9 @@ _FIELDS = (
 )
 
 
+_VIRTUAL: dict[str | None, bool | None] = {"virtual": True, "real": False, None: None}
+
+
 class MemoryDriver:
     """A connection to the in-process broker named in a ``memory://NAME`` URL (internal).
 
@@ -99,6 +103,12 @@ class MemoryDriver:
         """True once started and until closed."""
         return self._connection is not None and not self._closing
 
+    @property
+    def clock(self) -> Clock:
+        """The broker's clock (real, or virtual for ``?clock=virtual``)."""
+        conn = self._connection
+        return REAL_CLOCK if conn is None else conn.broker.clock
+
     def start(self, timeout: float | None) -> None:
         """Connect to the named broker's vhost (no I/O; ``timeout`` is not needed).
 
@@ -107,7 +117,9 @@ class MemoryDriver:
         """
         if self._connection is not None:
             return
-        broker = get_broker(self.settings.memory or "")
+        broker = get_broker(
+            self.settings.memory or "", virtual_time=_VIRTUAL[self.settings.memory_clock]
+        )
         self._connection = broker.connect(self.settings.vhost)
         self.connected_address = self.settings.addresses[0]
 
@@ -277,6 +289,11 @@ class MemoryAmqpChannel:
     def wait_settled(self, fut: Future[R], timeout: float | None) -> R:
         """Wait for ``fut`` (raises ``concurrent.futures.TimeoutError`` after ``timeout``)."""
         return fut.result(timeout)
+
+    @property
+    def clock(self) -> Clock:
+        """The broker's clock (see :class:`hutch._clock.Clock`)."""
+        return self._driver.clock
 
     def is_current(self, delivery: Delivery) -> bool:
         """False once the engine channel that delivered ``delivery`` is gone."""

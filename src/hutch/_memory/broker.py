@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hutch._clock import POLL, REAL_CLOCK, Clock, VirtualClock
 from hutch._exceptions import AuthenticationError, ChannelClosed
 from hutch._memory import errors
 from hutch._memory.arguments import (
@@ -91,14 +92,25 @@ class Broker(Consuming, ExchangeOperations):
         clock: Seconds since the epoch. Default: the real clock, with a timer thread that
             expires messages and queues on time. A test passes its own clock and moves it;
             expiry then happens at the next operation or :meth:`tick`. The broker's time
-            is this clock plus what :meth:`wait_quiet` has brought forward.
+            is this clock plus what :meth:`wait_quiet` and jumps have brought forward.
         name: For reprs.
+        virtual_time: Give the broker a :class:`~hutch._clock.VirtualClock`
+            (``memory://NAME?clock=virtual``): a thread of its own moves time forward to
+            the next deadline whenever every thread that uses the broker waits for one.
     """
 
-    def __init__(self, *, clock: Callable[[], float] | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] | None = None,
+        name: str = "",
+        virtual_time: bool = False,
+    ) -> None:
         self.name = name
         self._lock = threading.RLock()
         self._clock = clock or time.time
+        #: The clock that hutch's waits on this broker's connections read.
+        self.clock: Clock = VirtualClock() if virtual_time else REAL_CLOCK
         #: How far :meth:`wait_quiet` has moved the broker's time ahead of ``clock``.
         self._ahead = 0.0
         self._timed = clock is None
@@ -108,6 +120,10 @@ class Broker(Consuming, ExchangeOperations):
         self._vhosts: dict[str, Vhost] = {"/": Vhost("/")}
         self._reply_to: dict[str, Consumer] = {}
         self._connections: set[MemoryConnection] = set()
+        if isinstance(self.clock, VirtualClock):
+            threading.Thread(
+                target=self._jump_loop, args=(self.clock,), name="hutch-memory-clock", daemon=True
+            ).start()
 
     def __repr__(self) -> str:
         return f"<hutch memory broker {self.name or '(unnamed)'}>"
@@ -207,7 +223,7 @@ class Broker(Consuming, ExchangeOperations):
                     # due inside the window: bring it forward rather than sleep until it
                     now = self._now()
                     if due > now:
-                        self._ahead += due - now
+                        self._forward(due - now)
                         now = due
                     self._expire_due(now)
                     if self._timed:
@@ -221,6 +237,41 @@ class Broker(Consuming, ExchangeOperations):
         """The broker's time: the clock, plus what :meth:`wait_quiet` brought forward."""
         return self._clock() + self._ahead
 
+    def _forward(self, seconds: float) -> None:
+        """Move the broker's time, and its virtual clock, ``seconds`` ahead."""
+        self._ahead += seconds
+        if isinstance(self.clock, VirtualClock):
+            self.clock.advance(seconds)
+
+    def _jump_loop(self, clock: VirtualClock) -> None:
+        """The virtual clock's thread: look for a chance to jump every POLL seconds."""
+        while not self._closed:
+            time.sleep(POLL)
+            self._jump(clock)
+
+    def _jump(self, clock: VirtualClock) -> None:
+        """Move time to the earliest deadline if every known thread waits for one."""
+        with self._lock:
+            if any(conn.pending for conn in self._connections):
+                return
+            quiet, deadline = clock.jump_target()
+            if not quiet:
+                return
+            steps = []
+            if deadline is not None:
+                steps.append(deadline - clock.now())
+            due = self._next_deadline()
+            if due is not None:
+                steps.append(due - self._now())
+            if not steps:
+                return
+            step = min(steps)
+            if step > 0:
+                self._forward(step)
+            self._expire_due(self._now())
+            if self._timed:
+                self._arm_timer()
+
     # ------------------------------------------------------------------ the one entry point
     def run(self, channel: MemoryChannel | None, operation: Callable[[float], _T]) -> _T:
         """Run ``operation(now)`` under the lock, with expiry before and after.
@@ -228,6 +279,7 @@ class Broker(Consuming, ExchangeOperations):
         A :class:`~hutch.ChannelClosed` from the operation closes ``channel`` first, as
         RabbitMQ does (its unacked messages are requeued, its consumers cancelled).
         """
+        self.clock.enter()
         with self._lock:
             if channel is not None:
                 channel.check_open()
@@ -634,11 +686,16 @@ _registry: dict[str, Broker] = {}
 _registry_lock = threading.Lock()
 
 
-def get_broker(name: str = "") -> Broker:
+def get_broker(name: str = "", *, virtual_time: bool | None = None) -> Broker:
     """The process-wide broker called ``name`` (``memory://NAME``), created on first use.
 
     Args:
         name: ``""`` for ``memory://``.
+        virtual_time: The broker keeps a virtual clock (``?clock=virtual``); False: real
+            time (``?clock=real``); None: whichever the broker has (real for a new one).
+
+    Raises:
+        ValueError: ``virtual_time`` is not what the existing broker has.
 
     Returns:
         The same broker for the same name, for the life of the process (or until
@@ -647,7 +704,13 @@ def get_broker(name: str = "") -> Broker:
     with _registry_lock:
         broker = _registry.get(name)
         if broker is None:
-            broker = _registry[name] = Broker(name=name)
+            broker = _registry[name] = Broker(name=name, virtual_time=bool(virtual_time))
+        elif virtual_time is not None and broker.clock.virtual != virtual_time:
+            have, want = ("virtual", "real") if broker.clock.virtual else ("real", "virtual")
+            raise ValueError(
+                f"the memory broker {name!r} already runs on {have} time: connect with "
+                f"clock={have}, or use another name for a broker on {want} time"
+            )
         return broker
 
 

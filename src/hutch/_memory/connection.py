@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue as queue_module
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hutch._clock import Mailbox
 from hutch._exceptions import ChannelClosed, ClosedError
 from hutch._memory.message import Delivery, Properties
 from hutch._topology import ExchangeType
@@ -48,7 +48,7 @@ class MemoryConnection:
         self.vhost = vhost
         self.channels: list[MemoryChannel] = []
         self._numbers = itertools.count(1)
-        self._outbox: queue_module.SimpleQueue[_Callback | None] = queue_module.SimpleQueue()
+        self._outbox: Mailbox[_Callback | None] = Mailbox()
         self._threaded = threaded
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
@@ -109,8 +109,10 @@ class MemoryConnection:
                 self._idle.notify_all()
 
     def _run(self) -> None:
+        clock = self.broker.clock
+        clock.enter()
         while True:
-            callback = self._outbox.get()
+            callback = self._outbox.get(clock, None)
             if callback is None:
                 return
             self._call(callback)
@@ -121,7 +123,7 @@ class MemoryConnection:
         while True:
             try:
                 callback = self._outbox.get_nowait()
-            except queue_module.Empty:
+            except IndexError:
                 return done
             if callback is not None:
                 self._call(callback)

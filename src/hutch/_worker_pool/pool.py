@@ -29,7 +29,6 @@ it out. See :class:`~hutch.RetryPolicy`.
 from __future__ import annotations
 
 import logging
-import queue as _queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 
 from hutch._amqp import ChannelApi
 from hutch._checks import check_bool, check_int, check_timeout
+from hutch._clock import Mailbox
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
     ClosedError,
@@ -357,6 +357,7 @@ class WorkerPool(Generic[T]):
             telemetry=self._conn.telemetry,
             before_settle=None if self._partitioned is None else self._partitioned.before_settle,
             after_settle=None if self._partitioned is None else self._partitioned.after_settle,
+            clock_of=lambda: self._conn.clock,
         )
         self._tasks: TaskQueue[T] | None = None
 
@@ -439,9 +440,8 @@ class WorkerPool(Generic[T]):
         if self._owns_conn and not conn.is_open:
             conn.open(self.timeout)
         # one inbox per channel, shared by its workers (partitions: one inbox per worker)
-        inboxes: list[_queue.SimpleQueue[Any] | None] = [
-            None if self._partitioned is not None else _queue.SimpleQueue()
-            for _ in range(self.channels)
+        inboxes: list[Mailbox[Any] | None] = [
+            None if self._partitioned is not None else Mailbox() for _ in range(self.channels)
         ]
         with self._stats_lock:
             self._workers = [
@@ -538,12 +538,13 @@ class WorkerPool(Generic[T]):
         with graceful_signals(
             self._stop_requested.set, f"worker pool {self.name!r}", enabled=handle_signals
         ):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self._stop_requested.is_set():
-                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-                if wait <= 0:
+            clock, stop = self._conn.clock, self._stop_requested
+            deadline = clock.deadline(timeout)
+            while not stop.is_set():
+                left = clock.left(deadline)
+                if left is not None and left <= 0:
                     break
-                self._stop_requested.wait(wait)
+                clock.wait(stop.is_set, stop.wait, deadline, poll=0.5)
                 if not self._conn.is_open and not self._stop_requested.is_set():
                     # closed before the pool's listener was in place: same as "closed"
                     ch = self._channels[0] if self._channels else None

@@ -8,7 +8,6 @@ with :func:`~hutch._worker_pool.routing.decide` and counts what really happened.
 from __future__ import annotations
 
 import logging
-import queue as _queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hutch._amqp import ChannelApi, Delivery
+from hutch._clock import REAL_CLOCK, Clock, Mailbox
 from hutch._dead_letter import Disposition
 from hutch._exceptions import HutchError, MessageError, WorkerError
 from hutch._message import Message
@@ -61,6 +61,7 @@ class Crew:
             settled (a partitioned pool hands partitions back there).
         after_settle: Called with each delivery once it was settled (a partitioned pool
             consumes a handed-back partition again there).
+        clock_of: The clock the workers wait on (the connection's, once it is open).
     """
 
     name: str
@@ -79,6 +80,7 @@ class Crew:
     telemetry: Telemetry = NOOP_TELEMETRY
     before_settle: Callable[[Delivery], None] | None = None
     after_settle: Callable[[Delivery], None] | None = None
+    clock_of: Callable[[], Clock] = lambda: REAL_CLOCK
 
 
 def _recording(handler: Callable[..., object], span: Scope) -> Callable[..., object]:
@@ -130,12 +132,12 @@ class Worker:
         index: int,
         channel_index: int,
         crew: Crew,
-        inbox: _queue.SimpleQueue[Any] | None = None,
+        inbox: Mailbox[Any] | None = None,
     ) -> None:
         self.index = index
         self.channel_index = channel_index
         self.crew = crew
-        self.inbox: _queue.SimpleQueue[Any] = _queue.SimpleQueue() if inbox is None else inbox
+        self.inbox: Mailbox[Any] = Mailbox() if inbox is None else inbox
         self.thread: threading.Thread | None = None
         self.channel: ChannelApi | None = None
         self.consumer_tag = ""
@@ -179,9 +181,11 @@ class Worker:
         # cancelled (the sentinel), then requeued: releasing them earlier would only make
         # the broker send the next one to this worker again.
         held: list[Delivery] = []
+        clock = crew.clock_of()
+        clock.enter()
         while True:
-            item = self.inbox.get()
-            if item is _STOP:
+            item = self.inbox.get(clock, None)
+            if item is _STOP or item is None:  # None: no deadline, so never
                 for d in held:
                     d.nack(requeue=True)
                 with crew.stats_lock:

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: The memory broker the fixtures share under ``--hutch-broker=memory``.
-MEMORY_URL = "memory://hutch-tests"
+MEMORY_URL = "memory://hutch-tests?clock=virtual"
 
 _RABBITMQ_ONLY = (
     "rabbitmq_only(reason): needs a real RabbitMQ server process; skipped under "
@@ -319,7 +319,7 @@ def hutch_memory_connection(unique_name: str) -> Iterator[Connection]:
     """
     from hutch._memory import forget_broker
 
-    conn = Connection(f"memory://{unique_name}", connection_name=unique_name)
+    conn = Connection(f"memory://{unique_name}?clock=virtual", connection_name=unique_name)
     conn.open()
     try:
         yield conn

@@ -23,7 +23,8 @@ def settle(conn: Connection, quiet: float = 0.5, *, handled: bool = False) -> No
     it), so it happens at once, with what it causes. A retry with a 30 s backoff is
     handled in milliseconds. Use it after the test's own producers are done; a producer
     thread that has yet to publish is not waited for. Client-side timeouts (an
-    ``RpcClient``'s, ``messages(timeout=...)``) keep real time.
+    ``RpcClient``'s, ``messages(timeout=...)``) keep real time, unless the broker runs
+    on virtual time (``memory://NAME?clock=virtual``, the pytest plugin's default).
 
     Args:
         conn: The connection the test uses (its broker is the one waited for).
@@ -51,7 +52,8 @@ def settle(conn: Connection, quiet: float = 0.5, *, handled: bool = False) -> No
         return
     from hutch._memory import get_broker
 
-    if not get_broker(name).wait_quiet(quiet, handled=handled, timeout=30.0 + quiet):
+    broker = get_broker(name, virtual_time=None)
+    if not broker.wait_quiet(quiet, handled=handled, timeout=30.0 + quiet):
         raise OperationTimeout(
             f"the memory broker {name!r} did not become quiet in {30.0 + quiet:.0f} s: "
             "a handler still holds a message (handled=True) or callbacks keep coming"
