@@ -9,28 +9,28 @@ something that only time can bring, the broker moves time forward to the earlies
 deadline instead of sleeping until it (a *jump*). A test that waits for a 5 s RPC timeout
 or a message delayed by a minute then takes milliseconds.
 
-Which threads count: a thread is *known* to a virtual clock from its first operation on
-the broker (publish, declare, ack...) or its first wait on the clock, until it ends. A
-known thread is *busy* unless it waits inside hutch (:meth:`Clock.wait`), where it says
-what would wake it (``ready``) and until when (``deadline``). Time jumps only when every
-known thread waits, none of them is ready, and no connection has a callback to run: so
-a handler that sleeps, a test that polls with ``time.sleep``, or a thread blocked outside
-hutch (a ``join``, a lock) makes time run at its real pace, never early. What a virtual
-clock cannot see is a thread that has not used the broker yet (one that sleeps before its
-first publish): give such a thread a :meth:`Clock.wait` instead of ``time.sleep``, or use
-the real clock.
+Which threads count: every live thread of the process. A thread that has used a virtual
+broker (an operation, a channel, a wait) is *waiting* while it blocks inside hutch
+(:meth:`Clock.wait`), where it says what would wake it (``ready``) and until when
+(``deadline``), and *busy* otherwise. Any other thread counts as busy, since it may yet
+publish, except hutch's own threads that never used a virtual broker (a RabbitMQ
+connection's I/O thread, a supervisor). Time jumps only when no thread is busy, no
+waiting thread is ready, and no memory connection has a callback to run: so a handler
+that sleeps, a test that polls with ``time.sleep``, or a thread blocked outside hutch (a
+``join``, a lock, a socket) keeps time at its real pace. Time never jumps early; at worst
+it does not jump, and the waits take as long as on the real clock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, Literal, Protocol, TypeVar
 
-__all__ = ["REAL_CLOCK", "Clock", "Mailbox", "VirtualClock"]
+__all__ = ["REAL_CLOCK", "VIRTUAL_CLOCK", "Clock", "Mailbox", "TimeSource", "VirtualClock"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,9 @@ class Clock:
 
     def enter(self) -> None:
         """Make the calling thread known to this clock (nothing on the real clock)."""
+
+    def touch(self) -> None:
+        """Say that a waiting thread may be ready now (nothing on the real clock)."""
 
     def wait(
         self,
@@ -123,11 +126,21 @@ class _Waiting:
         self.deadline = deadline
 
 
-class VirtualClock(Clock):
-    """A memory broker's clock: real monotonic time, plus what jumps have added.
+class TimeSource(Protocol):
+    """A memory broker on virtual time, as the clock's jumps see it."""
 
-    The broker owns it and decides when to jump (:meth:`jump_target` under its lock);
-    see the module's docstring for when that is.
+    def quiet_until(self) -> tuple[bool, float | None]:
+        """False while a callback waits to run; else True and seconds to its next expiry."""
+
+    def catch_up(self) -> None:
+        """Expire what is due now that time has jumped."""
+
+
+class VirtualClock(Clock):
+    """Virtual time, one for the process: real monotonic time, plus what jumps added.
+
+    Every memory broker opened with ``?clock=virtual`` runs on it (:data:`VIRTUAL_CLOCK`);
+    a thread of its own jumps (see the module's docstring for when).
     """
 
     virtual = True
@@ -136,11 +149,14 @@ class VirtualClock(Clock):
         self._lock = threading.Lock()
         #: Seconds added by jumps.
         self.offset = 0.0
-        # a known thread -> what it waits for, or None while busy
+        # a thread that used a virtual broker -> what it waits for, or None while busy
         self._threads: dict[threading.Thread, _Waiting | None] = {}
+        self._sources: weakref.WeakSet[TimeSource] = weakref.WeakSet()
+        self._changes = 0  # bumped by whatever could make a waiting thread ready
+        self._jumper: threading.Thread | None = None
 
     def __repr__(self) -> str:
-        return f"<hutch virtual clock +{self.offset:.3f}s, {len(self._threads)} threads>"
+        return f"<hutch virtual clock +{self.offset:.3f}s>"
 
     def now(self) -> float:
         """Real monotonic time plus the jumps so far."""
@@ -152,6 +168,33 @@ class VirtualClock(Clock):
         if thread not in self._threads:
             with self._lock:
                 self._threads.setdefault(thread, None)
+                self._changes += 1
+
+    def touch(self) -> None:
+        """Say that something happened that a waiting thread may be ready for."""
+        with self._lock:
+            self._changes += 1
+
+    def add_source(self, source: TimeSource) -> None:
+        """Run ``source`` (a memory broker) on this clock; starts the jumping thread."""
+        with self._lock:
+            self._sources.add(source)
+            if self._jumper is None:
+                self._jumper = threading.Thread(
+                    target=self._jump_loop, name="hutch-virtual-clock", daemon=True
+                )
+                self._jumper.start()
+
+    def remove_source(self, source: TimeSource) -> None:
+        """Stop looking at ``source`` (a closed broker)."""
+        with self._lock:
+            self._sources.discard(source)
+
+    def advance(self, seconds: float) -> None:
+        """Move this clock ``seconds`` forward."""
+        with self._lock:
+            self.offset += seconds
+            self._changes += 1
 
     def _block(
         self,
@@ -162,52 +205,98 @@ class VirtualClock(Clock):
     ) -> None:
         # while blocked this thread counts as waiting; a jump past the deadline is seen
         # within POLL
-        with self._waiting(ready, deadline):
-            block(_least(seconds, None if deadline is None else POLL))
-
-    @contextmanager
-    def _waiting(self, ready: Callable[[], bool], deadline: float | None) -> Iterator[None]:
         thread = threading.current_thread()
         with self._lock:
             self._threads[thread] = _Waiting(ready, deadline)
         try:
-            yield
+            block(_least(seconds, None if deadline is None else POLL))
         finally:
             with self._lock:
                 self._threads[thread] = None
+                self._changes += 1
 
-    def jump_target(self) -> tuple[bool, float | None]:
-        """Whether every known thread waits with nothing ready, and the earliest deadline.
+    # ------------------------------------------------------------------ jumps
+    def _jump_loop(self) -> None:
+        while True:
+            time.sleep(POLL)
+            with self._lock:
+                if not self._sources:
+                    self._jumper = None
+                    return
+            self.jump()
 
-        Returns:
-            ``(quiet, deadline)``: ``quiet`` is False while any known thread is busy or
-            ready; ``deadline`` is the earliest of the waiting threads' deadlines.
+    def jump(self) -> bool:
+        """Jump to the earliest deadline if nothing else can happen first; True if it did."""
+        with self._lock:
+            changes = self._changes
+            earliest = self._all_waiting()
+            if earliest is False:
+                return False
+            sources = list(self._sources)
+        steps = [] if earliest is None else [earliest - self.now()]
+        for source in sources:
+            quiet, due = source.quiet_until()
+            if not quiet:
+                return False
+            if due is not None:
+                steps.append(due)
+        if not steps:
+            return False
+        with self._lock:
+            # nothing happened meanwhile: no thread woke, no callback was queued
+            if self._changes != changes or self._all_waiting() is False:
+                return False
+            step = min(steps)
+            if step > 0:
+                self.offset += step
+            self._changes += 1
+        for source in sources:
+            source.catch_up()
+        return True
+
+    def _all_waiting(self) -> float | Literal[False] | None:
+        """The earliest deadline if every thread waits with nothing ready, else False.
+
+        Every live thread counts: one that used a virtual broker by its state, any other
+        thread as busy (a thread of the program that may yet publish), except hutch's own
+        threads that never used one (a RabbitMQ connection's, a supervisor's).
         """
-        with self._lock:
-            earliest: float | None = None
-            for thread, waiting in list(self._threads.items()):
-                if not thread.is_alive():
-                    del self._threads[thread]
+        for thread in list(self._threads):
+            if not thread.is_alive():
+                del self._threads[thread]
+        earliest: float | None = None
+        me = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is me:
+                continue
+            if thread not in self._threads:
+                if thread.name.startswith("hutch-"):
                     continue
-                if waiting is None or waiting.ready():
-                    return False, None
-                if waiting.deadline is not None:
-                    earliest = _least(earliest, waiting.deadline)
-            return bool(self._threads), earliest
-
-    def advance(self, seconds: float) -> None:
-        """Move this clock ``seconds`` forward (a jump)."""
-        with self._lock:
-            self.offset += seconds
+                return False
+            waiting = self._threads[thread]
+            if waiting is None or waiting.ready():
+                return False
+            if waiting.deadline is not None:
+                earliest = _least(earliest, waiting.deadline)
+        return earliest
 
     def busy_threads(self) -> list[str]:
-        """The names of the known threads that keep time from jumping (for debugging)."""
+        """The names of the threads that keep time from jumping now (for debugging)."""
         with self._lock:
-            return [
-                t.name
-                for t, w in self._threads.items()
-                if t.is_alive() and (w is None or w.ready())
-            ]
+            names = []
+            for thread in threading.enumerate():
+                if thread not in self._threads:
+                    if not thread.name.startswith("hutch-"):
+                        names.append(thread.name)
+                    continue
+                waiting = self._threads[thread]
+                if waiting is None or waiting.ready():
+                    names.append(thread.name)
+            return names
+
+
+#: The process's virtual time, shared by every memory broker on ``?clock=virtual``.
+VIRTUAL_CLOCK = VirtualClock()
 
 
 class Mailbox(Generic[T]):

@@ -31,6 +31,7 @@ import pytest
 
 import hutch
 from hutch.testing import Broker
+from tests import forkserver
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,14 +167,7 @@ def run_script(url: str, snippet: Snippet) -> subprocess.CompletedProcess[str]:
     code, names = isolate(snippet.code, f"docs-{RUN}-{uuid.uuid4().hex[:8]}.")
     env = {**os.environ, "HUTCH_URL": url, "HUTCH_TEST_AMQP_URL": url}
     try:
-        return subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=45,
-            env=env,
-            cwd=ROOT,
-        )
+        return forkserver.run([sys.executable, "-c", code], timeout=45, env=env, cwd=ROOT)
     finally:
         cleanup(url, names, retry_delays_ms(snippet.code))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from hutch import Connection
+from tests import forkserver
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "work_queue.py"
 #: Enough for both channels' windows (4 each) with tasks to spare: 4 long (0.2 s) and 12
@@ -19,10 +19,8 @@ TASKS = 16
 def test_work_queue_example(amqp_url: str, conn: Connection, unique_name: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "HUTCH_URL"}
     try:
-        result = subprocess.run(
+        result = forkserver.run(
             [sys.executable, str(EXAMPLE), amqp_url, "--queue", unique_name, "--tasks", str(TASKS)],
-            capture_output=True,
-            text=True,
             timeout=60,
             env=env,
         )

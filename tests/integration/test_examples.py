@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import hutch
+from tests import forkserver
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,10 +30,8 @@ def prefix(amqp_url: str) -> Iterator[str]:
 
 
 def run_example(name: str, url: str, prefix: str, timeout: float = 60) -> list[str]:
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, str(EXAMPLES / name), url],
-        capture_output=True,
-        text=True,
         timeout=timeout,
         env={**os.environ, "HUTCH_EXAMPLE_PREFIX": prefix, "HUTCH_URL": "amqp://nowhere:1/"},
     )
@@ -81,10 +79,8 @@ def test_routing(amqp_url: str, prefix: str) -> None:
 def test_demo(amqp_url: str) -> None:
     # 40 tasks instead of 400 in the work queue section: round-robin still hands all five
     # long ones to one worker (about 0.3 s against 0.1 s for fair dispatch)
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, str(EXAMPLES / "demo.py"), amqp_url],
-        capture_output=True,
-        text=True,
         timeout=80,
         env={**os.environ, "COLUMNS": "120", "HUTCH_DEMO_TASKS": "40"},
     )

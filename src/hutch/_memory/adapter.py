@@ -120,6 +120,7 @@ class MemoryDriver:
         broker = get_broker(
             self.settings.memory or "", virtual_time=_VIRTUAL[self.settings.memory_clock]
         )
+        broker.clock.enter()
         self._connection = broker.connect(self.settings.vhost)
         self.connected_address = self.settings.addresses[0]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hutch._clock import POLL, REAL_CLOCK, Clock, VirtualClock
+from hutch._clock import REAL_CLOCK, VIRTUAL_CLOCK, Clock
 from hutch._exceptions import AuthenticationError, ChannelClosed
 from hutch._memory import errors
 from hutch._memory.arguments import (
@@ -110,7 +110,7 @@ class Broker(Consuming, ExchangeOperations):
         self._lock = threading.RLock()
         self._clock = clock or time.time
         #: The clock that hutch's waits on this broker's connections read.
-        self.clock: Clock = VirtualClock() if virtual_time else REAL_CLOCK
+        self.clock: Clock = VIRTUAL_CLOCK if virtual_time else REAL_CLOCK
         #: How far :meth:`wait_quiet` has moved the broker's time ahead of ``clock``.
         self._ahead = 0.0
         self._timed = clock is None
@@ -120,10 +120,8 @@ class Broker(Consuming, ExchangeOperations):
         self._vhosts: dict[str, Vhost] = {"/": Vhost("/")}
         self._reply_to: dict[str, Consumer] = {}
         self._connections: set[MemoryConnection] = set()
-        if isinstance(self.clock, VirtualClock):
-            threading.Thread(
-                target=self._jump_loop, args=(self.clock,), name="hutch-memory-clock", daemon=True
-            ).start()
+        if virtual_time:
+            VIRTUAL_CLOCK.add_source(self)
 
     def __repr__(self) -> str:
         return f"<hutch memory broker {self.name or '(unnamed)'}>"
@@ -180,6 +178,8 @@ class Broker(Consuming, ExchangeOperations):
             self._closed = True
             conns = list(self._connections)
             self._wake.notify_all()
+        if self.clock.virtual:
+            VIRTUAL_CLOCK.remove_source(self)
         for conn in conns:
             conn.close()
 
@@ -234,40 +234,34 @@ class Broker(Consuming, ExchangeOperations):
                 time.sleep(0.001)
 
     def _now(self) -> float:
-        """The broker's time: the clock, plus what :meth:`wait_quiet` brought forward."""
+        """The broker's time: the clock, plus what :meth:`wait_quiet` and jumps brought forward."""
+        if self.clock.virtual:
+            return self._clock() + self._ahead + VIRTUAL_CLOCK.offset
         return self._clock() + self._ahead
 
     def _forward(self, seconds: float) -> None:
-        """Move the broker's time, and its virtual clock, ``seconds`` ahead."""
-        self._ahead += seconds
-        if isinstance(self.clock, VirtualClock):
-            self.clock.advance(seconds)
+        """Move the broker's time ``seconds`` ahead (virtual time: the process's)."""
+        if self.clock.virtual:
+            VIRTUAL_CLOCK.advance(seconds)
+        else:
+            self._ahead += seconds
 
-    def _jump_loop(self, clock: VirtualClock) -> None:
-        """The virtual clock's thread: look for a chance to jump every POLL seconds."""
-        while not self._closed:
-            time.sleep(POLL)
-            self._jump(clock)
+    def quiet_until(self) -> tuple[bool, float | None]:
+        """For virtual time's jumps: whether no callback waits, and seconds to the next expiry.
 
-    def _jump(self, clock: VirtualClock) -> None:
-        """Move time to the earliest deadline if every known thread waits for one."""
+        Returns:
+            ``(False, None)`` while a callback waits to run; else True and the seconds
+            until the next message or queue expiry (None if none).
+        """
         with self._lock:
             if any(conn.pending for conn in self._connections):
-                return
-            quiet, deadline = clock.jump_target()
-            if not quiet:
-                return
-            steps = []
-            if deadline is not None:
-                steps.append(deadline - clock.now())
+                return False, None
             due = self._next_deadline()
-            if due is not None:
-                steps.append(due - self._now())
-            if not steps:
-                return
-            step = min(steps)
-            if step > 0:
-                self._forward(step)
+            return True, None if due is None else due - self._now()
+
+    def catch_up(self) -> None:
+        """After a jump of virtual time: expire what is due."""
+        with self._lock:
             self._expire_due(self._now())
             if self._timed:
                 self._arm_timer()

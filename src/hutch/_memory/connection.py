@@ -67,6 +67,7 @@ class MemoryConnection:
         Raises:
             ClosedError: The connection is closed.
         """
+        self.broker.clock.enter()
         with self.broker._lock:
             if self.closed:
                 raise ClosedError("the memory connection is closed")
@@ -92,6 +93,7 @@ class MemoryConnection:
         with self._idle:
             self._pending += 1
         self._outbox.put(callback)
+        self.broker.clock.touch()
         if self._threaded and self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="hutch-memory-connection", daemon=True

@@ -1,0 +1,225 @@
+"""Virtual time on the memory broker (``memory://NAME?clock=virtual``).
+
+Time may jump only when every thread that uses the broker waits inside hutch for
+something that only time can bring: the tests check both halves, that waits end as soon as
+that is so (a minute's timeout in milliseconds), and that a busy thread (one that sleeps
+for real, works in a handler, or is about to publish) keeps time at its real pace.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hutch
+from hutch import Publisher, Queue, RpcClient, RpcServer, RpcTimeout, Subscriber, WorkerPool
+from hutch._clock import REAL_CLOCK, Mailbox, VirtualClock
+from hutch._memory import forget_broker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def conn(unique_name: str) -> Iterator[hutch.Connection]:
+    with hutch.connect(f"memory://{unique_name}?clock=virtual") as c:
+        yield c
+    forget_broker(unique_name)
+
+
+def test_a_minute_of_waiting_for_nothing_takes_milliseconds(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    clock = conn.clock
+    assert isinstance(clock, VirtualClock)
+    with Subscriber(conn, queue=Queue(unique_name, durable=False), model=str) as sub:
+        began, real = clock.now(), time.monotonic()
+        assert list(sub.messages(timeout=60)) == []
+        assert clock.now() - began >= 60
+        assert time.monotonic() - real < 10  # about 0.01 s; generous for a loaded machine
+
+
+def test_a_message_ttl_and_its_dead_letter_on_virtual_time(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    dead = Queue(f"{unique_name}.dead", durable=False)
+    waiting = Queue(
+        f"{unique_name}.wait",
+        durable=False,
+        message_ttl=3_600,
+        dead_letter_exchange="",
+        dead_letter_routing_key=dead.name,
+    )
+    clock = conn.clock
+    with Subscriber(conn, queue=dead, model=str) as sub:
+        with Publisher(conn, declare=[waiting], model=str) as pub:
+            began = clock.now()
+            pub.publish("an hour later", routing_key=waiting.name)
+        (got,) = sub.messages(timeout=7_200, limit=1)
+        # the broker's time jumped to the expiry, not past it: the wait ended there
+        assert got.body == "an hour later"
+        assert 3_600 <= clock.now() - began < 3_600 + 5
+
+
+def test_an_rpc_timeout_is_virtual_and_the_call_fails_as_on_real_time(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    ch = conn.channel()
+    ch.declare([Queue(unique_name, durable=False)])  # a queue without a server
+    with RpcClient(conn, queue=unique_name) as client:
+        began = conn.clock.now()
+        with pytest.raises(RpcTimeout):
+            client.call("anything", timeout=300)
+        assert conn.clock.now() - began >= 300
+
+
+def test_a_thread_that_sleeps_for_real_before_it_publishes_keeps_time_real(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    # the publisher thread has used the broker (it opened its publisher), so while it
+    # sleeps it is busy: time must not jump over the subscriber's 5 s timeout
+    q = Queue(unique_name, durable=False)
+    with Subscriber(conn, queue=q, model=int) as sub:
+        ready = threading.Event()
+
+        def later() -> None:
+            with Publisher(conn, model=int) as pub:
+                ready.set()
+                for i in range(3):
+                    time.sleep(0.1)
+                    pub.publish(i, routing_key=unique_name)
+
+        t = threading.Thread(target=later)
+        t.start()
+        ready.wait(10)
+        got = [m.body for m in sub.messages(timeout=5, limit=3)]
+        t.join()
+    assert got == [0, 1, 2]
+
+
+def test_a_handler_that_works_keeps_time_real(conn: hutch.Connection, unique_name: str) -> None:
+    server = RpcServer(conn, queue=unique_name)
+
+    @server.procedure
+    def slow(x: int) -> int:
+        time.sleep(0.3)  # real work: the call's 1 s timeout must not pass meanwhile
+        return x
+
+    with server, RpcClient(conn, queue=unique_name) as client:
+        for i in range(3):
+            assert client.call("slow", i, timeout=1) == i
+
+
+def test_a_worker_pool_run_timeout_is_virtual(conn: hutch.Connection, unique_name: str) -> None:
+    done: list[int] = []
+    pool = WorkerPool(conn, queue=Queue(unique_name, durable=False), handler=done.append, model=int)
+    with hutch.TaskQueue(conn, queue=Queue(unique_name, durable=False), model=int) as tasks:
+        for i in range(5):
+            tasks.submit(i)
+    began = conn.clock.now()
+    pool.run(timeout=600, handle_signals=False)
+    assert sorted(done) == list(range(5))
+    assert conn.clock.now() - began >= 600
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    # at least 2 s: longer than the real time the publishing below takes
+    timeouts=st.lists(st.floats(2.0, 10_000.0), min_size=1, max_size=4),
+    sends=st.lists(st.tuples(st.integers(0, 3), st.floats(0.0, 0.02)), max_size=6),
+)
+def test_generated_waits_end_at_their_deadline_never_before_and_miss_nothing(
+    unique_name: str, timeouts: list[float], sends: list[tuple[int, float]]
+) -> None:
+    """Threads wait with generated timeouts while another publishes to them now and then
+    (sleeping for real in between): every message sent is received, and every wait that
+    ends empty-handed has seen its whole timeout pass on the clock."""
+    name = f"{unique_name}-{len(timeouts)}-{len(sends)}"
+    with hutch.connect(f"memory://{name}?clock=virtual") as c:
+        clock = c.clock
+        queues = [Queue(f"{name}.{i}", durable=False) for i in range(len(timeouts))]
+        subs = [Subscriber(c, queue=q, model=int).open() for q in queues]
+        pub = Publisher(c, model=int).open()
+        # the messages for waits that exist; each wait ends after its last one
+        plan = [(i % len(timeouts), pause) for i, pause in sends]
+        expected = {i: [n for n, (j, _) in enumerate(plan) if j == i] for i in range(len(subs))}
+        results: dict[int, list[int]] = {}
+        overdue: list[str] = []
+
+        def wait(i: int) -> None:
+            got: list[int] = []
+            while True:
+                began = clock.now()
+                batch = [m.body for m in subs[i].messages(timeout=timeouts[i], limit=1)]
+                if not batch:
+                    if clock.now() - began < timeouts[i]:
+                        overdue.append(f"wait {i} ended early")
+                    break
+                got.extend(batch)
+            results[i] = got
+
+        threads = [threading.Thread(target=wait, args=(i,)) for i in range(len(subs))]
+        for t in threads:
+            t.start()
+        for n, (i, pause) in enumerate(plan):
+            time.sleep(pause)
+            pub.publish(n, routing_key=queues[i].name)
+        for t in threads:
+            # joined on the clock: a plain join() would be a busy thread, and time would
+            # not jump for the waits
+            clock.wait(_ended(t), t.join, None)
+        pub.close()
+        for s in subs:
+            s.close()
+    forget_broker(name)
+    assert overdue == []
+    # a message published after its wait timed out is still in its queue, not lost: the
+    # main thread was busy (sleeping or publishing) throughout, so no wait could end early
+    assert results == expected
+
+
+def _ended(thread: threading.Thread) -> Callable[[], bool]:
+    return lambda: not thread.is_alive()
+
+
+def test_a_url_names_the_clock_and_a_mismatch_says_what_to_do(unique_name: str) -> None:
+    assert hutch.ConnectionSettings.from_url("memory://a?clock=virtual").memory_clock == "virtual"
+    assert hutch.ConnectionSettings.from_url("memory://a").memory_clock is None
+    with pytest.raises(ValueError, match="clock=real or clock=virtual"):
+        hutch.ConnectionSettings.from_url("memory://a?clock=fast")
+    with pytest.raises(ValueError, match="unknown URL option 'clock'"):
+        hutch.ConnectionSettings.from_url("amqp://localhost/?clock=virtual")
+    with hutch.connect(f"memory://{unique_name}?clock=virtual") as first:
+        # without clock= a connection joins the broker as it is
+        with hutch.connect(f"memory://{unique_name}") as second:
+            assert second.clock is first.clock
+        with pytest.raises(ValueError, match="already runs on virtual time"):
+            hutch.connect(f"memory://{unique_name}?clock=real")
+    forget_broker(unique_name)
+    assert hutch.Connection("memory://x").clock is REAL_CLOCK  # not open: no broker yet
+
+
+def test_a_mailbox_item_is_taken_once_and_a_late_one_still_counts() -> None:
+    box: Mailbox[int] = Mailbox()
+    box.put(1)
+    # a deadline already past still takes what waits
+    assert box.get(REAL_CLOCK, REAL_CLOCK.now() - 1) == 1
+    assert box.get(REAL_CLOCK, REAL_CLOCK.now() + 0.01) is None
+    got: list[int | None] = []
+    takers = [
+        threading.Thread(target=lambda: got.append(box.get(REAL_CLOCK, REAL_CLOCK.now() + 5)))
+        for _ in range(3)
+    ]
+    for t in takers:
+        t.start()
+    for i in range(3):
+        box.put(i)
+    for t in takers:
+        t.join(10)
+    assert sorted(x for x in got if x is not None) == [0, 1, 2]
