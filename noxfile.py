@@ -55,7 +55,12 @@ COMPAT_SUBSET = [
 
 # the sessions that need a broker may install rabbitmq-server with apt-get (as root on Debian)
 # when no other broker is found, so that a fresh machine needs nothing but `nox`
-BROKER_ENV = {"HUTCH_TEST_INSTALL_BROKER": os.environ.get("HUTCH_TEST_INSTALL_BROKER", "1")}
+BROKER_ENV = {
+    "HUTCH_TEST_INSTALL_BROKER": os.environ.get("HUTCH_TEST_INSTALL_BROKER", "1"),
+    # cache bytecode even where the environment turns it off: pytest's rewritten test
+    # modules (2.7 s of collection against 0.4 s) and every Python process the tests start
+    "PYTHONDONTWRITEBYTECODE": "",
+}
 
 TEST_DEPS = [
     "pyyaml>=6",
@@ -118,6 +123,7 @@ def tests_memory(session: nox.Session) -> None:
         "pytest",
         *(session.posargs or ["-q", "tests/integration", "tests/unit/test_memory_backend.py"]),
         "--hutch-broker=memory",
+        env={"PYTHONDONTWRITEBYTECODE": ""},
     )
 
 
