@@ -14,7 +14,9 @@ broker (an operation, a channel, a wait) is *waiting* while it blocks inside hut
 (:meth:`Clock.wait`), where it says what would wake it (``ready``) and until when
 (``deadline``), and *busy* otherwise. Any other thread counts as busy, since it may yet
 publish, except hutch's own threads that never used a virtual broker (a RabbitMQ
-connection's I/O thread, a supervisor). Time jumps only when no thread is busy, no
+connection's I/O thread, a supervisor) and threads that were already running when every
+virtual broker now open was created (a test session's helpers, a metrics exporter) and
+have not used one. Time jumps only when no thread is busy, no
 waiting thread is ready, and no memory connection has a callback to run: so a handler
 that sleeps, a test that polls with ``time.sleep``, or a thread blocked outside hutch (a
 ``join``, a lock, a socket) keeps time at its real pace. Time never jumps early; at worst
@@ -128,6 +130,9 @@ class _Waiting:
 
 class TimeSource(Protocol):
     """A memory broker on virtual time, as the clock's jumps see it."""
+
+    #: The threads that were alive when it was created (see :class:`VirtualClock`).
+    threads_before: frozenset[threading.Thread]
 
     def quiet_until(self) -> tuple[bool, float | None]:
         """False while a callback waits to run; else True and seconds to its next expiry."""
@@ -259,18 +264,20 @@ class VirtualClock(Clock):
 
         Every live thread counts: one that used a virtual broker by its state, any other
         thread as busy (a thread of the program that may yet publish), except hutch's own
-        threads that never used one (a RabbitMQ connection's, a supervisor's).
+        threads that never used one (a RabbitMQ connection's, a supervisor's) and threads
+        older than every virtual broker (a test session's helpers, a metrics exporter).
         """
         for thread in list(self._threads):
             if not thread.is_alive():
                 del self._threads[thread]
         earliest: float | None = None
         me = threading.current_thread()
+        sources = list(self._sources)
         for thread in threading.enumerate():
             if thread is me:
                 continue
             if thread not in self._threads:
-                if thread.name.startswith("hutch-"):
+                if thread.name.startswith("hutch-") or _older(thread, sources):
                     continue
                 return False
             waiting = self._threads[thread]
@@ -284,9 +291,10 @@ class VirtualClock(Clock):
         """The names of the threads that keep time from jumping now (for debugging)."""
         with self._lock:
             names = []
+            sources = list(self._sources)
             for thread in threading.enumerate():
                 if thread not in self._threads:
-                    if not thread.name.startswith("hutch-"):
+                    if not thread.name.startswith("hutch-") and not _older(thread, sources):
                         names.append(thread.name)
                     continue
                 waiting = self._threads[thread]
@@ -353,6 +361,11 @@ class Mailbox(Generic[T]):
         with self._cond:
             if not self._items:
                 self._cond.wait(seconds)
+
+
+def _older(thread: threading.Thread, sources: list[TimeSource]) -> bool:
+    """True if ``thread`` was alive before every source was created."""
+    return bool(sources) and all(thread in source.threads_before for source in sources)
 
 
 def _least(a: float | None, b: float | None) -> float | None:

@@ -101,6 +101,46 @@ def test_a_thread_that_sleeps_for_real_before_it_publishes_keeps_time_real(
     assert got == [0, 1, 2]
 
 
+def test_a_thread_started_after_the_broker_keeps_time_real_until_it_ends(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    # a thread of the program that has not used the broker yet may be about to publish:
+    # while it lives, a 0.3 s wait takes 0.3 s of real time; once it ended, none
+    release = threading.Event()
+    bystander = threading.Thread(target=release.wait, name="bystander")
+    bystander.start()
+    try:
+        with Subscriber(conn, queue=Queue(unique_name, durable=False), model=str) as sub:
+            real = time.monotonic()
+            assert list(sub.messages(timeout=0.3)) == []
+            assert time.monotonic() - real >= 0.3
+            assert "bystander" in conn.clock.busy_threads()  # type: ignore[attr-defined]
+            release.set()
+            bystander.join()
+            real = time.monotonic()
+            assert list(sub.messages(timeout=300)) == []
+            assert time.monotonic() - real < 10
+    finally:
+        release.set()
+
+
+def test_a_thread_older_than_the_broker_does_not_hold_time_back(unique_name: str) -> None:
+    # a session's helper thread, started before the broker, that never uses it
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, name="older-helper")
+    helper.start()
+    try:
+        with hutch.connect(f"memory://{unique_name}?clock=virtual") as c:
+            with Subscriber(c, queue=Queue(unique_name, durable=False), model=str) as sub:
+                real = time.monotonic()
+                assert list(sub.messages(timeout=300)) == []
+                assert time.monotonic() - real < 10
+        forget_broker(unique_name)
+    finally:
+        release.set()
+        helper.join()
+
+
 def test_a_handler_that_works_keeps_time_real(conn: hutch.Connection, unique_name: str) -> None:
     server = RpcServer(conn, queue=unique_name)
 

@@ -120,6 +120,9 @@ class Broker(Consuming, ExchangeOperations):
         self._vhosts: dict[str, Vhost] = {"/": Vhost("/")}
         self._reply_to: dict[str, Consumer] = {}
         self._connections: set[MemoryConnection] = set()
+        #: The threads alive at its creation: one of them counts for virtual time's jumps
+        #: only once it uses this broker (see :class:`hutch._clock.VirtualClock`).
+        self.threads_before = frozenset(threading.enumerate()) if virtual_time else frozenset()
         if virtual_time:
             VIRTUAL_CLOCK.add_source(self)
 
