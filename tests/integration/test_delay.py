@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from hutch import Binding, Connection, Exchange, Publisher, Queue, TaskQueue, WorkerPool
 from hutch._amqp import Delivery
+from hutch._clock import Mailbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,20 +37,27 @@ def names(conn: Connection, unique_name: str) -> Iterator[list[str]]:
 
 
 def arrivals(conn: Connection, queue: str, count: int, within: float) -> list[tuple[float, bytes]]:
-    """(monotonic time, body) of ``count`` messages polled from ``queue``."""
+    """(time, body) of the first ``count`` messages consumed from ``queue`` in ``within`` s.
+
+    Times are the connection's clock (``time.monotonic()`` on RabbitMQ, virtual time on the
+    memory broker, which then jumps to each delay's expiry instead of sleeping it).
+    """
+    clock = conn.clock
     ch = conn.channel()
+    box: Mailbox[Delivery] = Mailbox()
     got: list[tuple[float, bytes]] = []
-    deadline = time.monotonic() + within
+    deadline = clock.now() + within
+    tag = ch.consume(queue, box.put)
     try:
-        while len(got) < count and time.monotonic() < deadline:
-            d: Delivery | None = ch.get(queue)
+        while len(got) < count:
+            d = box.get(clock, deadline)
             if d is None:
-                time.sleep(0.005)
-                continue
-            got.append((time.monotonic(), d.body))
+                break
+            got.append((clock.now(), d.body))
             d.ack()
+        ch.cancel(tag)
     finally:
-        ch.close()
+        ch.close()  # what came after the count is requeued
     return got
 
 
@@ -58,15 +65,16 @@ def test_a_delayed_message_arrives_after_its_delay_not_before(
     conn: Connection, unique_name: str, names: list[str]
 ) -> None:
     q = Queue(unique_name, expires=120)
+    clock = conn.clock
     with Publisher(conn, declare=[q]) as pub:
         pub.open()
-        before = time.monotonic()
+        before = clock.now()
         pub.publish(b"later", routing_key=unique_name, delay=0.2)
-        published = time.monotonic()
+        published = clock.now()
         names.extend(pub._delays.names)
         assert pub._delays.names == (f"{unique_name}.delay.200",)
-        # nothing early (polled until 0.15 s after the publish began)
-        assert arrivals(conn, unique_name, 1, before + 0.15 - time.monotonic()) == []
+        # nothing early (watched until 0.15 s after the publish began)
+        assert arrivals(conn, unique_name, 1, before + 0.15 - clock.now()) == []
         got = arrivals(conn, unique_name, 1, 5)
     assert [body for _, body in got] == [b"later"]
     waited = got[0][0] - before
@@ -80,12 +88,13 @@ def test_different_delays_arrive_in_delay_order(
     # 0.2 s apart: far more than publishing the six takes (each new delay declares a queue)
     delays: list[float | dt.timedelta] = [0.8, 0.2, dt.timedelta(seconds=0.6), 0.4, 0, 0.2]
     seconds = [d.total_seconds() if isinstance(d, dt.timedelta) else d for d in delays]
+    clock = conn.clock
     with Publisher(conn, declare=[q]) as pub:
-        start = time.monotonic()
+        start = clock.now()
         sent: list[float] = []
         for i, delay in enumerate(delays):
             pub.publish(str(i).encode(), routing_key=unique_name, delay=delay)
-            sent.append(time.monotonic())
+            sent.append(clock.now())
         names.extend(pub._delays.names)
         # one queue per distinct delay, none for 0
         assert len(pub._delays.names) == 4
@@ -106,7 +115,7 @@ def test_a_delayed_message_to_an_exchange_is_routed_with_its_routing_key(
     q = Queue(unique_name, expires=120)
     binding = Binding(ex, q, routing_key="order.*")
     with Publisher(conn, exchange=ex, declare=[q, binding]) as pub:
-        before = time.monotonic()
+        before = conn.clock.now()
         pub.publish(b"late order", routing_key="order.created", delay=0.2)
         names.extend(pub._delays.names)
         assert pub._delays.names == (f"{ex.name}.delay.200/order.created",)
@@ -118,7 +127,7 @@ def test_a_delayed_message_to_an_exchange_is_routed_with_its_routing_key(
 def test_publish_async_with_a_delay(conn: Connection, unique_name: str, names: list[str]) -> None:
     q = Queue(unique_name, expires=120)
     with Publisher(conn, declare=[q]) as pub:
-        before = time.monotonic()
+        before = conn.clock.now()
         pub.publish_async(b"a", routing_key=unique_name, delay=0.1).result(10)
         names.extend(pub._delays.names)
         got = arrivals(conn, unique_name, 1, 5)
@@ -146,8 +155,10 @@ def test_submit_with_a_delay_reaches_the_worker_pool_after_it(
     handled: list[tuple[float, str]] = []
     done = threading.Event()
 
+    clock = conn.clock
+
     def handle(body: str) -> None:
-        handled.append((time.monotonic(), body))
+        handled.append((clock.now(), body))
         if len(handled) == 2:
             done.set()
 
@@ -155,11 +166,11 @@ def test_submit_with_a_delay_reaches_the_worker_pool_after_it(
     with WorkerPool(conn, queue=q, handler=handle, model=str, concurrency=2) as pool:
         pool.start()
         with TaskQueue(conn, queue=q, model=str) as tasks:
-            before = time.monotonic()
+            before = clock.now()
             tasks.submit("later", delay=0.3)
             tasks.submit("now")
             names.append(f"{unique_name}.delay.300")
-            assert done.wait(10)
+            assert clock.wait(done.is_set, done.wait, None, poll=10)
     assert [b for _, b in handled] == ["now", "later"]
     assert handled[1][0] - before >= 0.3
     assert handled[1][0] - before < 0.3 + LATE + 0.5
