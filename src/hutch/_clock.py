@@ -32,7 +32,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Literal, Protocol, TypeVar
 
-__all__ = ["REAL_CLOCK", "VIRTUAL_CLOCK", "Clock", "Mailbox", "TimeSource", "VirtualClock"]
+__all__ = [
+    "REAL_CLOCK",
+    "VIRTUAL_CLOCK",
+    "Clock",
+    "Mailbox",
+    "TimeSource",
+    "VirtualClock",
+    "join_thread",
+]
 
 T = TypeVar("T")
 
@@ -195,6 +203,11 @@ class VirtualClock(Clock):
         with self._lock:
             self._sources.discard(source)
 
+    @property
+    def active(self) -> bool:
+        """True while a memory broker runs on this clock."""
+        return bool(self._sources)
+
     def advance(self, seconds: float) -> None:
         """Move this clock ``seconds`` forward."""
         with self._lock:
@@ -305,6 +318,22 @@ class VirtualClock(Clock):
 
 #: The process's virtual time, shared by every memory broker on ``?clock=virtual``.
 VIRTUAL_CLOCK = VirtualClock()
+
+
+def join_thread(thread: threading.Thread, timeout: float | None) -> None:
+    """``thread.join(timeout)``, counted as waiting for virtual time's jumps meanwhile.
+
+    A thread that joins another only waits for what that one does: while a virtual broker
+    is open it says so (see :class:`VirtualClock`); else this is a plain join.
+    """
+    if VIRTUAL_CLOCK.active:
+        VIRTUAL_CLOCK.wait(_ended(thread), thread.join, None, poll=timeout)
+    else:
+        thread.join(timeout)
+
+
+def _ended(thread: threading.Thread) -> Callable[[], bool]:
+    return lambda: not thread.is_alive()
 
 
 class Mailbox(Generic[T]):

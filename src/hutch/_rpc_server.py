@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, basic_properties
 from hutch._checks import check_bool, check_int, check_shortstr, check_timeout
-from hutch._clock import Mailbox
+from hutch._clock import Mailbox, join_thread
 from hutch._connection import Connection, resolve_connection
 from hutch._dead_letter import DeadLetters, Disposition, requeue_later
 from hutch._exceptions import ClosedError, ConsumerCancelled, HutchError
@@ -486,7 +486,7 @@ class RpcServer(Resource):
         self.stop()
         self._wake.set()
         if supervisor is not None:
-            supervisor.join(self._drain_timeout + 2 * self.timeout)
+            join_thread(supervisor, self._drain_timeout + 2 * self.timeout)
         elif self._owns_conn:
             self._conn.close()
         if supervisor is None:  # never served: nothing else ends the lifecycle
@@ -542,7 +542,7 @@ class RpcServer(Resource):
             self._inbox.put(_STOP)
         deadline = time.monotonic() + self._drain_timeout  # real time: handlers run in it
         for t in self._workers:
-            t.join(max(0.0, deadline - time.monotonic()))
+            join_thread(t, max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in self._workers if t.is_alive()]
         if stuck:
             log.warning(

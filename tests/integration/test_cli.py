@@ -20,6 +20,7 @@ import pytest
 
 import hutch
 from hutch.testing import run_cli
+from tests import forkserver
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -323,10 +324,9 @@ def test_consume_headers_and_a_graceful_sigterm(
 def test_the_hutch_script_is_installed(amqp_url: str) -> None:
     script = Path(sys.executable).parent / "hutch"
     assert script.exists(), f"the console script {script} is missing: pip install -e ."
-    result = subprocess.run(
-        [str(script), "publish", "amq.direct", "nobody", "x", "--mandatory"],
-        capture_output=True,
-        text=True,
+    # the console script itself, run by its venv's interpreter in a forked process
+    result = forkserver.run(
+        [sys.executable, str(script), "publish", "amq.direct", "nobody", "x", "--mandatory"],
         timeout=30,
         env={**os.environ, "HUTCH_URL": amqp_url},
     )
@@ -426,7 +426,7 @@ def calculator(conn: hutch.Connection, unique_name: str) -> Iterator[str]:
 
     @server.procedure
     def slow() -> None:
-        time.sleep(1)
+        conn.clock.sleep(1)  # on virtual time the call's 0.3 s timeout jumps, and so does this
 
     with server:
         yield unique_name

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from hutch._clock import join_thread
 from hutch._connection import Connection
 from hutch._exceptions import HutchError
 from hutch._loading import failing_line
@@ -201,7 +202,7 @@ def run_until_signalled(run: Callable[[], None], stop: Callable[[], None], what:
     with stop_on_signals(stop_in_background, what):
         runner.start()
         while runner.is_alive():
-            runner.join(0.2)
+            join_thread(runner, 0.2)
     if errors:
         raise errors[0]
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hutch._clock import Mailbox
+from hutch._clock import Mailbox, join_thread
 from hutch._exceptions import ChannelClosed, ClosedError
 from hutch._memory.message import Delivery, Properties
 from hutch._topology import ExchangeType
@@ -85,7 +85,7 @@ class MemoryConnection:
         self._outbox.put(None)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+            join_thread(thread, 5.0)
 
     # ---------------------------------------------------------------- callbacks
     def emit(self, callback: _Callback) -> None:

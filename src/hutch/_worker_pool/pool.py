@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast, overload
 
 from hutch._amqp import ChannelApi
 from hutch._checks import check_bool, check_int, check_timeout
-from hutch._clock import Mailbox
+from hutch._clock import Mailbox, join_thread
 from hutch._connection import Connection, resolve_connection
 from hutch._exceptions import (
     ClosedError,
@@ -630,7 +630,7 @@ class WorkerPool(Generic[T]):
             w.finish()
         for w in self._workers:
             if w.thread is not None:
-                w.thread.join(left())
+                join_thread(w.thread, left())
                 if w.thread.is_alive():
                     log.warning(
                         "hutch: a handler of worker %d did not finish in time; its message "
