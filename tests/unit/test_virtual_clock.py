@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import hutch
 from hutch import Publisher, Queue, RpcClient, RpcServer, RpcTimeout, Subscriber, WorkerPool
-from hutch._clock import REAL_CLOCK, Mailbox, VirtualClock
+from hutch._clock import REAL_CLOCK, Mailbox, VirtualClock, join_thread
 from hutch._memory import forget_broker
 
 pytestmark = pytest.mark.timeout(60)
@@ -139,6 +139,17 @@ def test_a_thread_older_than_the_broker_does_not_hold_time_back(unique_name: str
     finally:
         release.set()
         helper.join()
+
+
+def test_a_thread_joining_another_lets_time_jump(conn: hutch.Connection) -> None:
+    # the joiner only waits for what the other thread does: it does not hold time back
+    clock = conn.clock
+    sleeper = threading.Thread(target=clock.sleep, args=(600,))
+    real = time.monotonic()
+    sleeper.start()
+    join_thread(sleeper, 30)
+    assert not sleeper.is_alive()
+    assert time.monotonic() - real < 10
 
 
 def test_a_handler_that_works_keeps_time_real(conn: hutch.Connection, unique_name: str) -> None:
