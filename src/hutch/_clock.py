@@ -83,6 +83,7 @@ class Clock:
         deadline: float | None,
         *,
         poll: float | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> bool:
         """Block until ``ready()`` or until ``deadline`` passes on this clock.
 
@@ -94,6 +95,8 @@ class Clock:
             deadline: On this clock, or None for none.
             poll: Return after this many real seconds even if neither happened, for a
                 caller that checks something else too (a stop flag). None: never.
+            wake: Makes ``block`` return early; a virtual clock calls it when it jumps
+                past ``deadline`` (without it the wait notices within 2 ms).
 
         Returns:
             ``ready()``'s last answer.
@@ -108,7 +111,7 @@ class Clock:
             real_left = None if poll_end is None else poll_end - time.monotonic()
             if real_left is not None and real_left <= 0:
                 return False
-            self._block(ready, block, deadline, _least(left, real_left))
+            self._block(ready, block, deadline, _least(left, real_left), wake)
 
     def _block(
         self,
@@ -116,24 +119,31 @@ class Clock:
         block: Callable[[float | None], object],
         deadline: float | None,
         seconds: float | None,
+        wake: Callable[[], None] | None,
     ) -> None:
         block(seconds)
 
     def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` on this clock (a virtual clock may jump over them)."""
         event = threading.Event()
-        self.wait(event.is_set, event.wait, self.now() + seconds)
+        self.wait(event.is_set, event.wait, self.now() + seconds, wake=event.set)
 
 
 REAL_CLOCK = Clock()
 
 
 class _Waiting:
-    __slots__ = ("deadline", "ready")
+    __slots__ = ("deadline", "ready", "wake")
 
-    def __init__(self, ready: Callable[[], bool], deadline: float | None) -> None:
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        deadline: float | None,
+        wake: Callable[[], None] | None,
+    ) -> None:
         self.ready = ready
         self.deadline = deadline
+        self.wake = wake
 
 
 class TimeSource(Protocol):
@@ -167,6 +177,7 @@ class VirtualClock(Clock):
         self._sources: weakref.WeakSet[TimeSource] = weakref.WeakSet()
         self._changes = 0  # bumped by whatever could make a waiting thread ready
         self._jumper: threading.Thread | None = None
+        self._look = threading.Condition(self._lock)  # tells the jumper to look now
 
     def __repr__(self) -> str:
         return f"<hutch virtual clock +{self.offset:.3f}s>"
@@ -220,14 +231,16 @@ class VirtualClock(Clock):
         block: Callable[[float | None], object],
         deadline: float | None,
         seconds: float | None,
+        wake: Callable[[], None] | None,
     ) -> None:
-        # while blocked this thread counts as waiting; a jump past the deadline is seen
-        # within POLL
+        # while blocked this thread counts as waiting; a jump past the deadline wakes it,
+        # or is seen within POLL
         thread = threading.current_thread()
         with self._lock:
-            self._threads[thread] = _Waiting(ready, deadline)
+            self._threads[thread] = _Waiting(ready, deadline, wake)
+            self._look.notify()  # perhaps the last thread to wait: the jumper looks now
         try:
-            block(_least(seconds, None if deadline is None else POLL))
+            block(_least(seconds, None if deadline is None or wake is not None else POLL))
         finally:
             with self._lock:
                 self._threads[thread] = None
@@ -236,8 +249,9 @@ class VirtualClock(Clock):
     # ------------------------------------------------------------------ jumps
     def _jump_loop(self) -> None:
         while True:
-            time.sleep(POLL)
             with self._lock:
+                # told when a thread starts to wait; else every 5 POLLs (a thread ended)
+                self._look.wait(5 * POLL)
                 if not self._sources:
                     self._jumper = None
                     return
@@ -268,8 +282,17 @@ class VirtualClock(Clock):
             if step > 0:
                 self.offset += step
             self._changes += 1
+            now = self.now()
+            wakes = [
+                w.wake
+                for w in self._threads.values()
+                if w is not None and w.wake is not None
+                if w.deadline is not None and w.deadline <= now
+            ]
         for source in sources:
             source.catch_up()
+        for wake in wakes:
+            wake()
         return True
 
     def _all_waiting(self) -> float | Literal[False] | None:
@@ -395,7 +418,7 @@ class Mailbox(Generic[T]):
             with self._cond:
                 if self._items:
                     return self._items.popleft()
-            if not clock.wait(self.ready, self._block, deadline, poll=poll):
+            if not clock.wait(self.ready, self._block, deadline, poll=poll, wake=self._wake):
                 with self._cond:
                     return self._items.popleft() if self._items else None
             # ready: take it (another consumer may have been first: then wait again)
@@ -404,6 +427,10 @@ class Mailbox(Generic[T]):
         with self._cond:
             if not self._items:
                 self._cond.wait(seconds)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
 
 def _older(thread: threading.Thread, sources: list[TimeSource]) -> bool:
