@@ -7,7 +7,8 @@ single-threaded ``python`` started on the first run (once per session) that impo
 a process of its own: fresh ``__main__``, ``os.environ`` exactly ``env``, cwd, ``sys.argv`` and
 ``sys.path[0]`` as Python sets them, stdin on /dev/null, its own stdout and stderr, Python's
 exit status (non-daemon threads joined and ``atexit`` run first). What Python reads only at
-start (``PYTHONHASHSEED``, ``PYTHON*`` options, stdio encoding) is the zygote's.
+start (``PYTHONHASHSEED``, ``PYTHON*`` options, stdio encoding) is the zygote's, and from
+Python 3.13 a traceback through ``-c`` code shows no source lines under its frames.
 ``HUTCH_TEST_NO_FORKSERVER=1``, or no ``fork``, makes :func:`run` a plain ``subprocess.run``.
 
 A request (JSON) goes with three descriptors over a ``SOCK_SEQPACKET`` pair: the zygote's end of

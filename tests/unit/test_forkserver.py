@@ -61,12 +61,14 @@ def test_exit_status(code: str, status: int, stderr: str) -> None:
 def test_an_uncaught_exception_prints_its_traceback_and_exits_1() -> None:
     result = run_code("def f():\n    1 / 0\nf()")
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == (
-        "Traceback (most recent call last):\n"
-        '  File "<string>", line 3, in <module>\n'
-        '  File "<string>", line 2, in f\n'
-        "ZeroDivisionError: division by zero\n"
-    )
+    # Python 3.13 also prints the lines of -c code under each frame (a forked child does
+    # not): compare the frames and the error
+    assert [line for line in result.stderr.splitlines() if not line.startswith("    ")] == [
+        "Traceback (most recent call last):",
+        '  File "<string>", line 3, in <module>',
+        '  File "<string>", line 2, in f',
+        "ZeroDivisionError: division by zero",
+    ]
 
 
 @pytest.mark.usefixtures("mode")
@@ -132,9 +134,9 @@ def test_a_timeout_kills_the_program(tmp_path: Path) -> None:
     code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired) as caught:
-        run_code(code, timeout=2)
+        run_code(code, timeout=0.5)
     assert time.monotonic() - started < 10
-    assert caught.value.timeout == 2
+    assert caught.value.timeout == 0.5
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(int(pid_file.read_text()), 0)
 
@@ -147,12 +149,12 @@ def test_runs_do_not_share_module_state() -> None:
 
 @pytest.mark.usefixtures("mode")
 def test_runs_from_several_threads_proceed_together() -> None:
-    code = "import sys, time; time.sleep(1); print(sys.argv[1])"
+    code = "import sys, time; time.sleep(0.5); print(sys.argv[1])"
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(pool.map(lambda i: run_code(code, str(i)), range(6)))
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(6)]
-    assert time.monotonic() - started < 4  # one after the other would take 6 s
+    assert time.monotonic() - started < 2.5  # one after the other would take 3 s
 
 
 def test_a_fork_server_run_is_a_fork_of_a_process_that_imported_hutch(mode: str) -> None:
