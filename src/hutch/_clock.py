@@ -48,6 +48,20 @@ T = TypeVar("T")
 POLL = 0.002
 
 
+class _Waiting:
+    __slots__ = ("deadline", "ready", "wake")
+
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        deadline: float | None,
+        wake: Callable[[], None] | None,
+    ) -> None:
+        self.ready = ready
+        self.deadline = deadline
+        self.wake = wake
+
+
 class Clock:
     """Time as hutch's waits on a connection see it: real time (this class).
 
@@ -102,6 +116,7 @@ class Clock:
             ``ready()``'s last answer.
         """
         poll_end = None if poll is None else time.monotonic() + poll
+        waiting = _Waiting(ready, deadline, wake)
         while True:
             if ready():
                 return True
@@ -111,15 +126,10 @@ class Clock:
             real_left = None if poll_end is None else poll_end - time.monotonic()
             if real_left is not None and real_left <= 0:
                 return False
-            self._block(ready, block, deadline, _least(left, real_left), wake)
+            self._block(waiting, block, _least(left, real_left))
 
     def _block(
-        self,
-        ready: Callable[[], bool],
-        block: Callable[[float | None], object],
-        deadline: float | None,
-        seconds: float | None,
-        wake: Callable[[], None] | None,
+        self, waiting: _Waiting, block: Callable[[float | None], object], seconds: float | None
     ) -> None:
         block(seconds)
 
@@ -130,20 +140,6 @@ class Clock:
 
 
 REAL_CLOCK = Clock()
-
-
-class _Waiting:
-    __slots__ = ("deadline", "ready", "wake")
-
-    def __init__(
-        self,
-        ready: Callable[[], bool],
-        deadline: float | None,
-        wake: Callable[[], None] | None,
-    ) -> None:
-        self.ready = ready
-        self.deadline = deadline
-        self.wake = wake
 
 
 class TimeSource(Protocol):
@@ -226,21 +222,17 @@ class VirtualClock(Clock):
             self._changes += 1
 
     def _block(
-        self,
-        ready: Callable[[], bool],
-        block: Callable[[float | None], object],
-        deadline: float | None,
-        seconds: float | None,
-        wake: Callable[[], None] | None,
+        self, waiting: _Waiting, block: Callable[[float | None], object], seconds: float | None
     ) -> None:
         # while blocked this thread counts as waiting; a jump past the deadline wakes it,
         # or is seen within POLL
         thread = threading.current_thread()
         with self._lock:
-            self._threads[thread] = _Waiting(ready, deadline, wake)
+            self._threads[thread] = waiting
             self._look.notify()  # perhaps the last thread to wait: the jumper looks now
         try:
-            block(_least(seconds, None if deadline is None or wake is not None else POLL))
+            unwoken = waiting.deadline is not None and waiting.wake is None
+            block(_least(seconds, POLL if unwoken else None))
         finally:
             with self._lock:
                 self._threads[thread] = None
