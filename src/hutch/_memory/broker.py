@@ -94,9 +94,9 @@ class Broker(Consuming, ExchangeOperations):
             expiry then happens at the next operation or :meth:`tick`. The broker's time
             is this clock plus what :meth:`wait_quiet` and jumps have brought forward.
         name: For reprs.
-        virtual_time: Give the broker a :class:`~hutch._clock.VirtualClock`
-            (``memory://NAME?clock=virtual``): a thread of its own moves time forward to
-            the next deadline whenever every thread that uses the broker waits for one.
+        virtual_time: Run on the process's virtual time (``memory://NAME?clock=virtual``,
+            :data:`hutch._clock.VIRTUAL_CLOCK`), which jumps to the next deadline whenever
+            every thread waits inside hutch for one.
     """
 
     def __init__(
