@@ -176,23 +176,28 @@ def _foreign_server(
 ) -> None:
     """A raw pika RPC server answering each request with the next (body, content type)."""
     conn = pika.BlockingConnection(pika.URLParameters(url))
-    ch = conn.channel()
-    ch.queue_declare(queue, auto_delete=True)
-    ready.set()
-    while not stop.is_set():
-        method, props, _body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            time.sleep(0.01)
-            continue
-        assert props is not None and isinstance(props.reply_to, str)
-        body, content_type = replies.pop(0)
-        ch.basic_publish(
-            "",
-            props.reply_to,
-            body,
-            pika.BasicProperties(correlation_id=props.correlation_id, content_type=content_type),
-        )
-    conn.close()
+    try:
+        ch = conn.channel()
+        ch.queue_declare(queue, auto_delete=True)
+        ready.set()
+        while not stop.is_set():
+            method, props, _body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                time.sleep(0.01)
+                continue
+            if props is None or not isinstance(props.reply_to, str):
+                continue  # not a request: the test's closing publish ("still publishing")
+            body, content_type = replies.pop(0)
+            ch.basic_publish(
+                "",
+                props.reply_to,
+                body,
+                pika.BasicProperties(
+                    correlation_id=props.correlation_id, content_type=content_type
+                ),
+            )
+    finally:
+        conn.close()
 
 
 ready = threading.Event()
