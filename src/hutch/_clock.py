@@ -13,10 +13,10 @@ Which threads count: every live thread of the process. A thread that has used a 
 broker (an operation, a channel, a wait) is *waiting* while it blocks inside hutch
 (:meth:`Clock.wait`), where it says what would wake it (``ready``) and until when
 (``deadline``), and *busy* otherwise. Any other thread counts as busy, since it may yet
-publish, except hutch's own threads that never used a virtual broker (a RabbitMQ
-connection's I/O thread, a supervisor) and threads that were already running when every
-virtual broker now open was created (a test session's helpers, a metrics exporter) and
-have not used one. Time jumps only when no thread is busy, no
+publish, except hutch's own threads that never act on a memory broker (a RabbitMQ
+connection's I/O thread, the metrics server) and threads that were already running when
+every virtual broker now open was created (a test session's helpers, a metrics exporter)
+and have not used one. Time jumps only when no thread is busy, no
 waiting thread is ready, and no memory connection has a callback to run: so a handler
 that sleeps, a test that polls with ``time.sleep``, or a thread blocked outside hutch (a
 ``join``, a lock, a socket) keeps time at its real pace. Time never jumps early; at worst
@@ -174,6 +174,9 @@ class VirtualClock(Clock):
         self._changes = 0  # bumped by whatever could make a waiting thread ready
         self._jumper: threading.Thread | None = None
         self._look = threading.Condition(self._lock)  # tells the jumper to look now
+        # hutch's threads that never act on a memory broker (a RabbitMQ connection's I/O
+        # thread, the memory broker's own expiry timer, the metrics server)
+        self._ignored: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"<hutch virtual clock +{self.offset:.3f}s>"
@@ -189,6 +192,11 @@ class VirtualClock(Clock):
             with self._lock:
                 self._threads.setdefault(thread, None)
                 self._changes += 1
+
+    def ignore(self, thread: threading.Thread) -> None:
+        """Leave ``thread`` out: one of hutch's that never acts on a memory broker."""
+        with self._lock:
+            self._ignored.add(thread)
 
     def touch(self) -> None:
         """Say that something happened that a waiting thread may be ready for."""
@@ -291,28 +299,31 @@ class VirtualClock(Clock):
         """The earliest deadline if every thread waits with nothing ready, else False.
 
         Every live thread counts: one that used a virtual broker by its state, any other
-        thread as busy (a thread of the program that may yet publish), except hutch's own
-        threads that never used one (a RabbitMQ connection's, a supervisor's) and threads
-        older than every virtual broker (a test session's helpers, a metrics exporter).
+        thread as busy (a thread of the program that may yet publish), except the threads
+        of hutch's that never act on one (:meth:`ignore`) and threads older than every
+        virtual broker (a test session's helpers, a metrics exporter).
         """
-        for thread in list(self._threads):
-            if not thread.is_alive():
-                del self._threads[thread]
         earliest: float | None = None
         me = threading.current_thread()
-        sources = list(self._sources)
-        for thread in threading.enumerate():
+        # the threads known to this clock, by their state (one that has finished its code
+        # but not yet died is no longer listed by threading.enumerate(): it counts here)
+        for thread, waiting in list(self._threads.items()):
+            if not thread.is_alive():
+                del self._threads[thread]
+                continue
             if thread is me:
                 continue
-            if thread not in self._threads:
-                if thread.name.startswith("hutch-") or _older(thread, sources):
-                    continue
-                return False
-            waiting = self._threads[thread]
             if waiting is None or waiting.ready():
                 return False
             if waiting.deadline is not None:
                 earliest = _least(earliest, waiting.deadline)
+        sources = list(self._sources)
+        for thread in threading.enumerate():
+            if thread is me or thread in self._threads:
+                continue
+            if thread in self._ignored or _older(thread, sources):
+                continue
+            return False
         return earliest
 
     def busy_threads(self) -> list[str]:
@@ -322,7 +333,7 @@ class VirtualClock(Clock):
             sources = list(self._sources)
             for thread in threading.enumerate():
                 if thread not in self._threads:
-                    if not thread.name.startswith("hutch-") and not _older(thread, sources):
+                    if thread not in self._ignored and not _older(thread, sources):
                         names.append(thread.name)
                     continue
                 waiting = self._threads[thread]
@@ -348,7 +359,9 @@ def join_thread(thread: threading.Thread, timeout: float | None) -> None:
 
 
 def _ended(thread: threading.Thread) -> Callable[[], bool]:
-    return lambda: not thread.is_alive()
+    # done once its code has returned: a dying thread leaves threading.enumerate() before
+    # is_alive() turns False, and nothing it does then can wake anyone
+    return lambda: not thread.is_alive() or thread not in threading.enumerate()
 
 
 class Mailbox(Generic[T]):

@@ -507,9 +507,22 @@ class RpcServer(Resource):
         self._wake.set()
 
     def _supervise(self, ch: ChannelApi) -> None:
+        clock = self._conn.clock
+
+        def woken() -> bool:  # what the loop below looks at (lock-free reads)
+            return (
+                self._wake.is_set()
+                or self._stop_requested
+                or self._cancelled is not None
+                or ch.connection_failure is not None
+                or not self._conn.is_open
+            )
+
         try:
             while not self._stop_requested:
-                self._wake.wait(0.1)
+                # stop() from the main thread (a signal handler) sets no event: look every
+                # 0.1 s; on virtual time this thread waits meanwhile
+                clock.wait(woken, self._wake.wait, None, poll=0.1)
                 self._wake.clear()
                 if self._cancelled is not None:
                     self._error = ConsumerCancelled(self._cancelled)

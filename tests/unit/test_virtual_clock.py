@@ -124,6 +124,27 @@ def test_a_thread_started_after_the_broker_keeps_time_real_until_it_ends(
         release.set()
 
 
+def test_a_hutch_thread_that_has_not_used_the_broker_yet_keeps_time_real(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    # the CLI's runner thread before it publishes (CI: time jumped while it started up
+    # and x-expires deleted the queue it was about to publish to): only the threads that
+    # never act on a memory broker are left out, whatever their name
+    q = Queue(unique_name, durable=False)
+
+    def later() -> None:
+        time.sleep(0.3)
+        with Publisher(conn, model=int) as pub:
+            pub.publish(1, routing_key=unique_name)
+
+    with Subscriber(conn, queue=q, model=int) as sub:
+        runner = threading.Thread(target=later, name="hutch-cli-run")
+        runner.start()
+        got = [m.body for m in sub.messages(timeout=5, limit=1)]
+        runner.join()
+    assert got == [1]
+
+
 def test_a_thread_older_than_the_broker_does_not_hold_time_back(unique_name: str) -> None:
     # a session's helper thread, started before the broker, that never uses it
     release = threading.Event()
@@ -150,6 +171,22 @@ def test_a_thread_joining_another_lets_time_jump(conn: hutch.Connection) -> None
     join_thread(sleeper, 30)
     assert not sleeper.is_alive()
     assert time.monotonic() - real < 10
+
+
+def test_closing_a_connection_does_not_let_time_jump(unique_name: str) -> None:
+    # close() joins the connection's callback thread, which leaves threading.enumerate() a
+    # moment before is_alive() turns False: time jumped in that moment, to this queue's
+    # expiry (CI: a 404 in test_cli). Before the fix it was gone within 0 to 3 closes.
+    url = f"memory://{unique_name}?clock=virtual"
+    with hutch.connect(url) as conn:
+        ch = conn.channel()
+        ch.declare([Queue("kept", durable=False, expires=60)])
+        for i in range(200):
+            with hutch.connect(url) as other, Publisher(other, model=int) as pub:
+                pub.publish(i, routing_key="kept")  # its confirm starts the callback thread
+            assert ch.exists("queue", "kept"), f"gone after {i} closes"
+        assert ch.message_count("kept") == 200
+    forget_broker(unique_name)
 
 
 def test_a_handler_that_works_keeps_time_real(conn: hutch.Connection, unique_name: str) -> None:

@@ -19,6 +19,7 @@ from hutch._amqp.pika_private import (
     output_pending,
 )
 from hutch._amqp.recovery import Recovering
+from hutch._clock import VIRTUAL_CLOCK
 from hutch._exceptions import (
     HutchError,
     OperationTimeout,
@@ -58,6 +59,7 @@ class IoThread(Recovering):
             self._thread = threading.Thread(
                 target=self._run, name=f"hutch-io-{self.name}", daemon=True
             )
+            VIRTUAL_CLOCK.ignore(self._thread)  # serves RabbitMQ, never a memory broker
             self._thread.start()
             self._io_ident = self._thread.ident
         try:

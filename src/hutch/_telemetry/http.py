@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from hutch._checks import check_int, check_str, check_timeout
+from hutch._clock import VIRTUAL_CLOCK
 from hutch._exceptions import ClosedError, HutchError
 from hutch._resource import Resource
 
@@ -173,6 +174,7 @@ class MetricsServer(Resource):
                 name=f"hutch-metrics-{self.port}",
                 daemon=True,
             )
+            VIRTUAL_CLOCK.ignore(self._thread)  # serves HTTP, never acts on a broker
             self._thread.start()
         log.info("hutch: serving /metrics and /healthz on %s:%d", self._host, self.port)
         return self
