@@ -390,6 +390,11 @@ class Mailbox(Generic[T]):
         """How many items wait (as ``queue.SimpleQueue.qsize``)."""
         return len(self._items)
 
+    def take(self) -> T | None:
+        """The oldest item, or None if none waits (for boxes whose items are never None)."""
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
     def get_nowait(self) -> T:
         """Take the oldest item.
 

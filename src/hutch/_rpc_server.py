@@ -506,34 +506,29 @@ class RpcServer(Resource):
         self._cancelled = queue
         self._wake.set()
 
-    def _supervise(self, ch: ChannelApi) -> None:
-        clock = self._conn.clock
+    def _why_stop(self, ch: ChannelApi) -> HutchError | None:
+        """Why the server must stop by itself, if it must (lock-free reads only)."""
+        if self._cancelled is not None:
+            return ConsumerCancelled(self._cancelled)
+        if ch.connection_failure is not None:
+            return ch.connection_failure
+        if not self._conn.is_open:  # closed under the server: a thread, a handler, a with exit
+            return ClosedError("the RPC server's connection was closed")
+        return None
 
-        def woken() -> bool:  # what the loop below looks at (lock-free reads)
-            return (
-                self._wake.is_set()
-                or self._stop_requested
-                or self._cancelled is not None
-                or ch.connection_failure is not None
-                or not self._conn.is_open
-            )
+    def _supervise(self, ch: ChannelApi) -> None:
+        clock, wake = self._conn.clock, self._wake
+
+        def woken() -> bool:
+            return wake.is_set() or self._stop_requested or self._why_stop(ch) is not None
 
         try:
             while not self._stop_requested:
-                # stop() from the main thread (a signal handler) sets no event: look every
-                # 0.1 s; on virtual time this thread waits meanwhile
-                clock.wait(woken, self._wake.wait, None, poll=0.1)
-                self._wake.clear()
-                if self._cancelled is not None:
-                    self._error = ConsumerCancelled(self._cancelled)
-                    break
-                failure = ch.connection_failure
-                if failure is not None:
-                    self._error = failure
-                    break
-                if not self._conn.is_open:
-                    # closed under the server: by another thread, a handler, a with exit
-                    self._error = ClosedError("the RPC server's connection was closed")
+                # stop() on the main thread (a signal handler) sets no event: look each 0.1 s
+                clock.wait(woken, wake.wait, None, poll=0.1)
+                wake.clear()
+                self._error = self._why_stop(ch)
+                if self._error is not None:
                     break
             self._shutdown()
         finally:
@@ -564,11 +559,8 @@ class RpcServer(Resource):
                 self._drain_timeout,
                 ", ".join(stuck),
             )
-        while True:  # requests received after the workers stopped: give them back
-            try:
-                item = self._inbox.get_nowait()
-            except IndexError:
-                break
+        # requests received after the workers stopped: give them back
+        while (item := self._inbox.take()) is not None:
             if isinstance(item, tuple):
                 item[0].nack(requeue=True)
                 requeued += 1
@@ -593,10 +585,9 @@ class RpcServer(Resource):
     def _next_request(self, ch: ChannelApi, mine: list[Any]) -> Any:
         if mine:  # read while replying to the last one (see _handle)
             return mine.pop()
-        try:
-            return self._inbox.get_nowait()
-        except IndexError:
-            pass
+        item = self._inbox.take()
+        if item is not None:
+            return item
         if not self._stop_requested and not self._busy:
             # Leader/followers: when the server is idle, an idle worker reads the connection
             # itself until a request comes in, and handles that one: no hand-over from the

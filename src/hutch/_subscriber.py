@@ -373,11 +373,7 @@ class Subscriber(Resource, Generic[T]):
                     ch.cancel(self._tag, timeout=self.timeout)
             except Exception:
                 log.debug("hutch: cancel failed on close", exc_info=True)
-            while True:
-                try:
-                    item = self._buffer.get_nowait()
-                except IndexError:
-                    break
+            while (item := self._buffer.take()) is not None:
                 if isinstance(item, Delivery):
                     item.nack(requeue=True)
             ch.close()
