@@ -152,6 +152,10 @@ def test_a_thread_older_than_the_broker_does_not_hold_time_back(unique_name: str
     helper.start()
     try:
         with hutch.connect(f"memory://{unique_name}?clock=virtual") as c:
+            if "older-helper" in c.clock.busy_threads():  # type: ignore[attr-defined]
+                # a virtual broker older than the helper is open (the session's, under
+                # --hutch-broker=memory): the helper may use that one, so it counts
+                pytest.skip("a virtual broker older than the helper thread is open")
             with Subscriber(c, queue=Queue(unique_name, durable=False), model=str) as sub:
                 real = time.monotonic()
                 assert list(sub.messages(timeout=300)) == []
