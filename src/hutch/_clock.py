@@ -296,13 +296,20 @@ class VirtualClock(Clock):
         return True
 
     def _all_waiting(self) -> float | Literal[False] | None:
-        """The earliest deadline if every thread waits with nothing ready, else False.
+        """The earliest deadline if every thread waits with nothing ready, else False."""
+        holders, earliest = self._scan()
+        return False if holders else earliest
 
-        Every live thread counts: one that used a virtual broker by its state, any other
-        thread as busy (a thread of the program that may yet publish), except the threads
-        of hutch's that never act on one (:meth:`ignore`) and threads older than every
-        virtual broker (a test session's helpers, a metrics exporter).
+    def _scan(self) -> tuple[list[threading.Thread], float | None]:
+        """The threads that keep time from jumping, and the earliest deadline of the rest.
+
+        The caller is left out. Every other live thread counts: one that used a virtual
+        broker by its state, any other thread as busy (a thread of the program that may
+        yet publish), except the threads of hutch's that never act on one (:meth:`ignore`)
+        and threads older than every virtual broker (a test session's helpers, a metrics
+        exporter). Call with the lock.
         """
+        holders: list[threading.Thread] = []
         earliest: float | None = None
         me = threading.current_thread()
         # the threads known to this clock, by their state (one that has finished its code
@@ -310,36 +317,24 @@ class VirtualClock(Clock):
         for thread, waiting in list(self._threads.items()):
             if not thread.is_alive():
                 del self._threads[thread]
+            elif thread is me:
                 continue
-            if thread is me:
-                continue
-            if waiting is None or waiting.ready():
-                return False
-            if waiting.deadline is not None:
+            elif waiting is None or waiting.ready():
+                holders.append(thread)
+            elif waiting.deadline is not None:
                 earliest = _least(earliest, waiting.deadline)
         sources = list(self._sources)
         for thread in threading.enumerate():
-            if thread is me or thread in self._threads:
+            if thread is me or thread in self._threads or thread in self._ignored:
                 continue
-            if thread in self._ignored or _older(thread, sources):
-                continue
-            return False
-        return earliest
+            if not _older(thread, sources):
+                holders.append(thread)
+        return holders, earliest
 
     def busy_threads(self) -> list[str]:
-        """The names of the threads that keep time from jumping now (for debugging)."""
+        """The names of the threads (other than the caller) that keep time from jumping."""
         with self._lock:
-            names = []
-            sources = list(self._sources)
-            for thread in threading.enumerate():
-                if thread not in self._threads:
-                    if thread not in self._ignored and not _older(thread, sources):
-                        names.append(thread.name)
-                    continue
-                waiting = self._threads[thread]
-                if waiting is None or waiting.ready():
-                    names.append(thread.name)
-            return names
+            return [thread.name for thread in self._scan()[0]]
 
 
 #: The process's virtual time, shared by every memory broker on ``?clock=virtual``.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -265,7 +265,7 @@ def test_generated_waits_end_at_their_deadline_never_before_and_miss_nothing(
         for t in threads:
             # joined on the clock: a plain join() would be a busy thread, and time would
             # not jump for the waits
-            clock.wait(_ended(t), t.join, None)
+            join_thread(t, None)
         pub.close()
         for s in subs:
             s.close()
@@ -274,10 +274,6 @@ def test_generated_waits_end_at_their_deadline_never_before_and_miss_nothing(
     # a message published after its wait timed out is still in its queue, not lost: the
     # main thread was busy (sleeping or publishing) throughout, so no wait could end early
     assert results == expected
-
-
-def _ended(thread: threading.Thread) -> Callable[[], bool]:
-    return lambda: not thread.is_alive()
 
 
 def test_a_url_names_the_clock_and_a_mismatch_says_what_to_do(unique_name: str) -> None:

@@ -74,9 +74,6 @@ _FIELDS = (
 )
 
 
-_VIRTUAL: dict[str | None, bool | None] = {"virtual": True, "real": False, None: None}
-
-
 class MemoryDriver:
     """A connection to the in-process broker named in a ``memory://NAME`` URL (internal).
 
@@ -117,8 +114,9 @@ class MemoryDriver:
         """
         if self._connection is not None:
             return
+        clock = self.settings.memory_clock  # None: whichever clock the named broker has
         broker = get_broker(
-            self.settings.memory or "", virtual_time=_VIRTUAL[self.settings.memory_clock]
+            self.settings.memory or "", virtual_time=None if clock is None else clock == "virtual"
         )
         broker.clock.enter()
         self._connection = broker.connect(self.settings.vhost)
