@@ -52,7 +52,7 @@ def settle(conn: Connection, quiet: float = 0.5, *, handled: bool = False) -> No
         return
     from hutch._memory import get_broker
 
-    broker = get_broker(name, virtual_time=None)
+    broker = get_broker(name)
     if not broker.wait_quiet(quiet, handled=handled, timeout=30.0 + quiet):
         raise OperationTimeout(
             f"the memory broker {name!r} did not become quiet in {30.0 + quiet:.0f} s: "
