@@ -5,6 +5,7 @@ Precedence, for every field: explicit argument > URL > environment variable > de
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -161,3 +162,35 @@ def test_precedence_holds_for_any_values(
     got = ConnectionSettings.from_environment(url, **kwargs).heartbeat
     expected = next(v for v in (arg_heartbeat, url_heartbeat, env_heartbeat) if v is not None)
     assert got == expected
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["HUTCH_VHOST", "hutch_heartbeat", "HUTCH_UNRELATED"]),
+            st.one_of(st.none(), st.sampled_from(["", "a", "b", "7", "30"])),
+        ),
+        max_size=8,
+    )
+)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+def test_every_read_sees_the_variables_as_they_are_now(
+    monkeypatch: pytest.MonkeyPatch, changes: list[tuple[str, str | None]]
+) -> None:
+    # the environment is read once per set of HUTCH_* variables: a change (in any case, or
+    # a variable unset) is seen by the next settings, never an older answer
+    for name in ("HUTCH_VHOST", "hutch_heartbeat", "HUTCH_UNRELATED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in changes:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+        heartbeat = os.environ.get("hutch_heartbeat") or "30"
+        if heartbeat in {"a", "b"}:
+            with pytest.raises(ValueError, match="HUTCH_HEARTBEAT"):
+                ConnectionSettings.from_environment()
+            continue
+        now = ConnectionSettings.from_environment()
+        assert now.vhost == (os.environ.get("HUTCH_VHOST") or "/")
+        assert now.heartbeat == int(heartbeat)
