@@ -9,16 +9,17 @@ mean something on a real broker, and it is not shortened there.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hutch import Connection, Message, Subscriber
+from hutch import Clock, Connection, Message, Subscriber
 from hutch.testing import settle
 
 T = TypeVar("T")
 
 __all__ = ["drain", "drain_messages", "settle", "wait_for"]
+
+_REAL_TIME = Clock()  # hutch.Clock itself is the real clock
 
 
 def drain_messages(conn: Connection, sub: Subscriber[T], quiet: float = 0.5) -> list[Message[T]]:
@@ -44,10 +45,18 @@ def drain(conn: Connection, sub: Subscriber[Any], quiet: float = 0.5) -> list[An
     return [m.body for m in drain_messages(conn, sub, quiet)]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` every 20 ms; fail the test naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, *, clock: Clock = _REAL_TIME
+) -> None:
+    """Poll ``predicate`` every 20 ms; fail the test naming ``what`` after ``timeout`` s.
+
+    On ``clock``: a test that waits for what its own connection's threads do passes
+    ``conn.clock``, so that on the memory broker's virtual time the polls let time jump (a
+    retry's backoff, a handler that sleeps on the clock). Waits for another process keep
+    the real clock: virtual time does not see what a process does.
+    """
+    deadline = clock.deadline(timeout)
     while not predicate():
-        if time.monotonic() > deadline:
+        if clock.now() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        clock.sleep(0.02)

@@ -103,7 +103,12 @@ def test_one_trace_from_publish_through_a_worker_and_an_rpc_call_to_the_server(
                 tracer = rig.tracer_provider.get_tracer("test")
                 with tracer.start_as_current_span("http request") as root:
                     Publisher(traced, routing_key=work).publish({"x": 2, "y": 3})
-                wait_for(lambda: bool(_spans(rig, SpanKind.CONSUMER)), 20, "the process span")
+                wait_for(
+                    lambda: bool(_spans(rig, SpanKind.CONSUMER)),
+                    20,
+                    "the process span",
+                    clock=traced.clock,
+                )
             assert pool.stats.processed == 1
         finally:
             server.close()
@@ -195,7 +200,7 @@ def test_counters_equal_what_was_published_handled_retried_and_dead_lettered(
 
     policy = RetryPolicy(max_attempts=3, backoff=0.05, multiplier=2.0)
     with WorkerPool(traced, queue=queue, handler=handle, retry=policy, concurrency=2) as pool:
-        wait_for(lambda: pool.stats.dead_lettered == 1, 20, "the dead letter")
+        wait_for(lambda: pool.stats.dead_lettered == 1, 20, "the dead letter", clock=traced.clock)
         stats = pool.stats
     # 5 good messages once, the poison pill three times
     assert (stats.processed, stats.retried, stats.dead_lettered) == (5, 2, 1)

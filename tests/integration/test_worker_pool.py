@@ -84,7 +84,7 @@ def test_fair_dispatch_with_a_skewed_workload(conn: Connection, queue_name: str)
     lock = threading.Lock()
 
     def handle(task: Task) -> None:
-        time.sleep(task.seconds)
+        conn.clock.sleep(task.seconds)
         with lock:  # the worker thread is named hutch-worker-<pool>-<index>
             records.append((task.id, threading.current_thread().name, task.seconds))
 
@@ -93,7 +93,7 @@ def test_fair_dispatch_with_a_skewed_workload(conn: Connection, queue_name: str)
     pool = WorkerPool(conn, queue=q, handler=handle, model=Task, concurrency=4, prefetch=1)
     pool.submit_many(tasks).raise_for_failures()
     with pool:
-        wait_for(lambda: len(records) >= 100, 30, "100 tasks")
+        wait_for(lambda: len(records) >= 100, 30, "100 tasks", clock=conn.clock)
     assert sorted(r[0] for r in records) == list(range(100))  # each done exactly once
     assert count(conn, queue_name) == 0 and count(conn, f"{queue_name}.dead") == 0
 
@@ -128,7 +128,7 @@ def test_fast_workers_take_more_tasks_than_slow_ones(
 
     def make_handler(host: str, seconds: float) -> Callable[[Task], None]:
         def handle(task: Task) -> None:
-            time.sleep(seconds)
+            conn.clock.sleep(seconds)
             with lock:
                 done[task.id] += 1
                 by_host[host] += 1
@@ -145,7 +145,7 @@ def test_fast_workers_take_more_tasks_than_slow_ones(
         ),
         WorkerPool(conn, queue=q, handler=make_handler("fast", 0.005), model=Task, concurrency=2),
     ):
-        wait_for(lambda: sum(done.values()) >= 100, 30, "100 tasks")
+        wait_for(lambda: sum(done.values()) >= 100, 30, "100 tasks", clock=conn.clock)
     assert sorted(done) == list(range(100)) and set(done.values()) == {1}
     assert by_host["fast"] > 2 * by_host["slow"], by_host  # ideal: 80 against 20
 
@@ -203,7 +203,7 @@ def test_a_busy_pool_holds_no_more_than_its_window(
                 time.sleep(0.005)
         finally:
             release.set()
-        wait_for(lambda: sum(done.values()) >= 30, 30, "30 tasks")
+        wait_for(lambda: sum(done.values()) >= 30, 30, "30 tasks", clock=conn.clock)
     assert sorted(done) == list(range(30)) and set(done.values()) == {1}, done
     assert max(held) == limit, collections.Counter(held)  # it filled its window, no more
     assert by_pool["A"] <= limit and by_pool["B"] == 30 - by_pool["A"], by_pool
@@ -237,13 +237,13 @@ def test_seed_layout_four_workers_in_two_channels_prefetch_one(
     with pool:
         for i in range(12):
             pool.submit(i)
-        wait_for(lambda: len(seen) >= 4, 10, "four tasks in hand")
+        wait_for(lambda: len(seen) >= 4, 10, "four tasks in hand", clock=conn.clock)
         settle(conn, 0.2)  # on RabbitMQ 0.2 s in which no fifth task may start
         # 4 in hand, 4 waiting in the pool (2 per channel), 4 still ready on the broker
         assert peak == 4 and len(seen) == 4
         assert count(conn, queue_name) == 4
         release.set()
-        wait_for(lambda: len(seen) == 12, 10, "all tasks")
+        wait_for(lambda: len(seen) == 12, 10, "all tasks", clock=conn.clock)
     assert sorted(w.channel for w in pool.stats.workers) == [0, 0, 1, 1]
     assert len({w.consumer_tag for w in pool.stats.workers}) == 2
     assert pool.stats.processed == 12 and count(conn, queue_name) == 0
@@ -263,7 +263,7 @@ def test_always_failing_handler_is_dead_lettered_after_max_attempts(
     calls: list[tuple[str, float, int]] = []
 
     def handle(body: str, message: Message[str]) -> None:
-        calls.append((body, time.monotonic(), int(message.headers.get("x-hutch-attempts", 0))))  # type: ignore[arg-type]
+        calls.append((body, conn.clock.now(), int(message.headers.get("x-hutch-attempts", 0))))  # type: ignore[arg-type]
         if body == "poison":
             raise ValueError("cannot process poison")
 
@@ -274,7 +274,9 @@ def test_always_failing_handler_is_dead_lettered_after_max_attempts(
     with pool:
         # published together: "good" is queued before the first retry can come back
         pool.submit_many(["poison", "good"]).raise_for_failures()
-        wait_for(lambda: count(conn, f"{queue_name}.dead") == 1, 10, "the dead letter")
+        wait_for(
+            lambda: count(conn, f"{queue_name}.dead") == 1, 10, "the dead letter", clock=conn.clock
+        )
     poison = [c for c in calls if c[0] == "poison"]
     assert len(poison) == 3  # exactly max_attempts
     assert [c[2] for c in poison] == [0, 1, 2]  # the attempt count travels in a header
@@ -316,7 +318,7 @@ def test_transient_failure_succeeds_on_retry(conn: Connection, queue_name: str) 
     ) as pool:
         for i in range(5):
             pool.submit(Order(id=i, item="book"))
-        wait_for(lambda: len(done) == 5, 10, "five orders")
+        wait_for(lambda: len(done) == 5, 10, "five orders", clock=conn.clock)
     assert sorted(done) == list(range(5)) and set(attempts.values()) == {2}
     assert (pool.stats.processed, pool.stats.retried, pool.stats.dead_lettered) == (5, 5, 0)
     assert count(conn, f"{queue_name}.dead") == 0 and count(conn, queue_name) == 0
@@ -340,7 +342,12 @@ def test_undecodable_and_invalid_bodies_are_dead_lettered_at_once(
             raw.publish(b'{"id": "seven", "item": "x"}', content_type="application/json")
             raw.publish(b"plain words", content_type="text/plain")
         pool.submit(Order(id=2, item="ok"))
-        wait_for(lambda: count(conn, f"{queue_name}.dead") == 3 and len(handled) == 2, 10, "all")
+        wait_for(
+            lambda: count(conn, f"{queue_name}.dead") == 3 and len(handled) == 2,
+            10,
+            "all",
+            clock=conn.clock,
+        )
     sent = 5
     dead = drain(conn, f"{queue_name}.dead")
     assert len(handled) + len(dead) == sent
@@ -377,7 +384,12 @@ def test_retry_and_reject_signals(conn: Connection, queue_name: str) -> None:
     with pool:
         for body in ("again", "never", "other", "forever"):
             pool.submit(body)
-        wait_for(lambda: count(conn, f"{queue_name}.dead") == 3 and done == ["again"], 10, "all")
+        wait_for(
+            lambda: count(conn, f"{queue_name}.dead") == 3 and done == ["again"],
+            10,
+            "all",
+            clock=conn.clock,
+        )
     assert seen == {"again": 3, "never": 1, "other": 1, "forever": 3}
     dead = {d.body: d.headers for d in drain(conn, f"{queue_name}.dead")}
     assert dead[b"never"]["x-hutch-error-type"] == "Reject"
@@ -437,8 +449,8 @@ def test_stop_finishes_tasks_in_hand_and_requeues_prefetched_ones(
     )
     pool.start()
     pool.submit_many(range(8)).raise_for_failures()
-    wait_for(lambda: len(started) == 2, 10, "two tasks in hand")
-    wait_for(lambda: count(conn, queue_name) == 2, 10, "the window filled")
+    wait_for(lambda: len(started) == 2, 10, "two tasks in hand", clock=conn.clock)
+    wait_for(lambda: count(conn, queue_name) == 2, 10, "the window filled", clock=conn.clock)
     errors: list[BaseException] = []
 
     def stop() -> None:
@@ -451,7 +463,12 @@ def test_stop_finishes_tasks_in_hand_and_requeues_prefetched_ones(
     stopper.start()
     try:
         # the stop cancels the consumer first: from then on nothing new is started
-        wait_for(lambda: count_consumers(conn, queue_name) == 0, 10, "the consumer cancelled")
+        wait_for(
+            lambda: count_consumers(conn, queue_name) == 0,
+            10,
+            "the consumer cancelled",
+            clock=conn.clock,
+        )
     finally:
         release.set()
         stopper.join(30)

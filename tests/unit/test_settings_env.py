@@ -186,7 +186,7 @@ def test_every_read_sees_the_variables_as_they_are_now(
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-        heartbeat = os.environ.get("hutch_heartbeat") or "30"
+        heartbeat = os.environ.get("hutch_heartbeat") or "30"  # noqa: SIM112 (its case is the point)
         if heartbeat in {"a", "b"}:
             with pytest.raises(ValueError, match="HUTCH_HEARTBEAT"):
                 ConnectionSettings.from_environment()
