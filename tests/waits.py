@@ -55,7 +55,7 @@ def wait_for(
     retry's backoff, a handler that sleeps on the clock). Waits for another process keep
     the real clock: virtual time does not see what a process does.
     """
-    deadline = clock.deadline(timeout)
+    deadline = clock.now() + timeout
     while not predicate():
         if clock.now() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -38,6 +38,7 @@ __all__ = [
     "Clock",
     "Mailbox",
     "TimeSource",
+    "Timer",
     "VirtualClock",
     "join_thread",
 ]
@@ -357,6 +358,45 @@ def _ended(thread: threading.Thread) -> Callable[[], bool]:
     # done once its code has returned: a dying thread leaves threading.enumerate() before
     # is_alive() turns False, and nothing it does then can wake anyone
     return lambda: not thread.is_alive() or thread not in threading.enumerate()
+
+
+class Timer(threading.Thread):
+    """Calls ``function()`` once ``delay`` seconds have passed on ``clock``, unless cancelled.
+
+    ``threading.Timer`` on a :class:`Clock`: on a virtual clock its thread counts as
+    waiting, so a pause (a held message's requeue) is a deadline that time may jump to
+    rather than a busy thread that keeps it at its real pace.
+    """
+
+    def __init__(
+        self, clock: Clock, delay: float, function: Callable[[], object], *, name: str
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self._clock = clock
+        self._delay = delay
+        self._function = function
+        self._cancelled = False
+        self._flag = threading.Event()  # set by cancel() and by a jump past the deadline
+
+    def cancel(self) -> None:
+        """Do not call the function if it has not been called yet."""
+        self._cancelled = True
+        self._flag.set()
+
+    def start(self) -> None:
+        """Start counting ``delay`` from now."""
+        self._deadline = self._clock.deadline(self._delay)
+        super().start()
+
+    def run(self) -> None:
+        """Wait for the deadline (or the cancel), then call the function."""
+        self._clock.enter()
+        self._clock.wait(self._is_cancelled, self._flag.wait, self._deadline, wake=self._flag.set)
+        if not self._cancelled:
+            self._function()
+
+    def _is_cancelled(self) -> bool:
+        return self._cancelled
 
 
 class Mailbox(Generic[T]):

@@ -40,6 +40,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from hutch._amqp import ChannelApi, Delivery, OutgoingMessage, to_pika_properties
+from hutch._clock import Timer, join_thread
 from hutch._exceptions import HutchError, Unroutable
 from hutch._retry import ATTEMPTS_HEADER, RETRY_OF_HEADER
 from hutch._topology import Queue
@@ -218,8 +219,12 @@ def requeue_later(
     if pending is not None:
         pending.later(delivery, delay)
         return
-    timer = threading.Timer(delay, delivery.nack, kwargs={"requeue": True})
-    timer.daemon = True
+    timer = Timer(
+        delivery.channel.clock,
+        delay,
+        lambda: delivery.nack(requeue=True),
+        name=f"hutch-requeue-{delivery.delivery_tag}",
+    )
     timer.start()
 
 
@@ -234,7 +239,7 @@ class PendingRequeues:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._timers: set[threading.Timer] = set()
+        self._timers: set[Timer] = set()
         self._closed = False
 
     def later(self, delivery: Delivery, delay: float = REQUEUE_DELAY) -> None:
@@ -249,9 +254,10 @@ class PendingRequeues:
                 with self._lock:
                     self._timers.discard(timer)
 
-        timer = threading.Timer(delay, fire)
-        timer.name = f"hutch-requeue-{delivery.delivery_tag}"
-        timer.daemon = True
+        # on the channel's clock: on a virtual memory broker the pause is a deadline
+        timer = Timer(
+            delivery.channel.clock, delay, fire, name=f"hutch-requeue-{delivery.delivery_tag}"
+        )
         with self._lock:
             if self._closed:
                 return  # closing: the channel's close returns the message
@@ -267,8 +273,8 @@ class PendingRequeues:
         for t in timers:
             t.cancel()
         for t in timers:
-            if t is not threading.current_thread():
-                t.join(timeout)
+            if t is not threading.current_thread() and t.is_alive():
+                join_thread(t, timeout)
 
 
 def publish_to_queue(

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import hutch
 from hutch import Publisher, Queue, RpcClient, RpcServer, RpcTimeout, Subscriber, WorkerPool
-from hutch._clock import REAL_CLOCK, Mailbox, VirtualClock, join_thread
+from hutch._clock import REAL_CLOCK, Mailbox, Timer, VirtualClock, join_thread
+from hutch._dead_letter import REQUEUE_DELAY
 from hutch._memory import forget_broker
 
 pytestmark = pytest.mark.timeout(60)
@@ -175,6 +176,55 @@ def test_a_thread_joining_another_lets_time_jump(conn: hutch.Connection) -> None
     join_thread(sleeper, 30)
     assert not sleeper.is_alive()
     assert time.monotonic() - real < 10
+
+
+@pytest.mark.parametrize("virtual", [True, False], ids=["virtual", "real"])
+def test_a_timer_fires_at_its_deadline_on_its_clock_unless_cancelled(
+    unique_name: str, virtual: bool
+) -> None:
+    # a pause of hutch's own (a held message's requeue) is a deadline on the clock: on
+    # virtual time an hour passes in milliseconds, never early; cancel() stops it
+    delay = 3_600.0 if virtual else 0.2
+    with hutch.connect(f"memory://{unique_name}?clock={'virtual' if virtual else 'real'}") as c:
+        clock = c.clock
+        fired: list[float] = []
+        began = clock.now()
+        timer = Timer(clock, delay, lambda: fired.append(clock.now()), name="test-timer")
+        cancelled = Timer(clock, delay / 2, lambda: fired.append(-1.0), name="test-cancelled")
+        timer.start()
+        cancelled.start()
+        cancelled.cancel()
+        real = time.monotonic()
+        join_thread(timer, 30)
+        join_thread(cancelled, 30)
+        assert len(fired) == 1 and fired[0] - began >= delay
+        if virtual:
+            assert time.monotonic() - real < 10  # about 0.01 s
+    forget_broker(unique_name)
+
+
+def test_a_held_message_is_requeued_after_the_pause_on_virtual_time(
+    conn: hutch.Connection, unique_name: str
+) -> None:
+    # a message hutch cannot dead-letter (the dead-letter queue exists with other
+    # arguments) is held REQUEUE_DELAY seconds, then requeued: on virtual time the pause
+    # passes while the subscriber waits, and the message comes back, again and again
+    q = Queue(unique_name, durable=False)
+    ch = conn.channel()
+    ch.declare([q, Queue(f"{unique_name}.dead", durable=False, max_length=7)])
+    with Publisher(conn, routing_key=q.name, declare=[q]) as raw:
+        raw.publish(b"{broken", content_type="application/json")
+    with Subscriber(conn, queue=q.name, model=int) as sub:
+        began, real = conn.clock.now(), time.monotonic()
+        for _ in range(3):
+            # returns once no message came for 4 s: the held one comes back a second later
+            sub.run(lambda body: None, timeout=REQUEUE_DELAY - 1)
+        # held at 0, requeued at 5 and 10 s and held again, the last run ends at 14 s:
+        # three tries, none hot, none lost
+        assert sub.requeued == 3, sub.requeued
+        assert conn.clock.now() - began >= 3 * (REQUEUE_DELAY - 1) + 2
+        assert time.monotonic() - real < 10  # about 0.01 s: 14 s on a timer off the clock
+    assert ch.message_count(q.name) == 1
 
 
 def test_closing_a_connection_does_not_let_time_jump(unique_name: str) -> None:
