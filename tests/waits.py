@@ -9,6 +9,7 @@ mean something on a real broker, and it is not shortened there.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from hutch.testing import settle
 
 T = TypeVar("T")
 
-__all__ = ["drain", "drain_messages", "settle", "wait_for"]
+__all__ = ["drain", "drain_messages", "result_on", "settle", "wait_for"]
 
 _REAL_TIME = Clock()  # hutch.Clock itself is the real clock
 
@@ -60,3 +61,13 @@ def wait_for(
         if clock.now() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         clock.sleep(0.02)
+
+
+def result_on(clock: Clock, future: concurrent.futures.Future[T], timeout: float) -> T:
+    """``future.result(timeout)``, waiting on ``clock`` (a call_async that should time out).
+
+    A thread blocked in ``Future.result`` counts as busy for virtual time, which then
+    passes at its real pace; waiting here lets it jump to the call's own deadline.
+    """
+    clock.wait(future.done, lambda s: concurrent.futures.wait([future], s), clock.now() + timeout)
+    return future.result(0)

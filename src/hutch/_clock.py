@@ -262,10 +262,12 @@ class VirtualClock(Clock):
         """Jump to the earliest deadline if nothing else can happen first; True if it did."""
         with self._lock:
             changes = self._changes
-            earliest = self._all_waiting()
-            if earliest is False:
-                return False
+            holders, earliest, nudges = self._scan()
             sources = list(self._sources)
+        for wake in nudges:  # ready without being told (a flag that stop() set): wake now
+            wake()
+        if holders:
+            return False
         steps = [] if earliest is None else [earliest - self.now()]
         for source in sources:
             quiet, due = source.quiet_until()
@@ -298,11 +300,16 @@ class VirtualClock(Clock):
 
     def _all_waiting(self) -> float | Literal[False] | None:
         """The earliest deadline if every thread waits with nothing ready, else False."""
-        holders, earliest = self._scan()
+        holders, earliest, _ = self._scan()
         return False if holders else earliest
 
-    def _scan(self) -> tuple[list[threading.Thread], float | None]:
-        """The threads that keep time from jumping, and the earliest deadline of the rest.
+    def _scan(
+        self,
+    ) -> tuple[list[threading.Thread], float | None, list[Callable[[], None]]]:
+        """Who keeps time from jumping, the earliest deadline, the wakes of ready waits.
+
+        The wakes are those of waiting threads that are ready but may not have been told
+        (a flag set without an event, as ``RpcServer.stop()`` on the main thread does).
 
         The caller is left out. Every other live thread counts: one that used a virtual
         broker by its state, any other thread as busy (a thread of the program that may
@@ -312,6 +319,7 @@ class VirtualClock(Clock):
         """
         holders: list[threading.Thread] = []
         earliest: float | None = None
+        nudges: list[Callable[[], None]] = []
         me = threading.current_thread()
         # the threads known to this clock, by their state (one that has finished its code
         # but not yet died is no longer listed by threading.enumerate(): it counts here)
@@ -320,8 +328,12 @@ class VirtualClock(Clock):
                 del self._threads[thread]
             elif thread is me:
                 continue
-            elif waiting is None or waiting.ready():
+            elif waiting is None:
                 holders.append(thread)
+            elif waiting.ready():
+                holders.append(thread)
+                if waiting.wake is not None:
+                    nudges.append(waiting.wake)
             elif waiting.deadline is not None:
                 earliest = _least(earliest, waiting.deadline)
         sources = list(self._sources)
@@ -330,7 +342,7 @@ class VirtualClock(Clock):
                 continue
             if not _older(thread, sources):
                 holders.append(thread)
-        return holders, earliest
+        return holders, earliest, nudges
 
     def busy_threads(self) -> list[str]:
         """The names of the threads (other than the caller) that keep time from jumping."""

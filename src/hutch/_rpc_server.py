@@ -525,7 +525,8 @@ class RpcServer(Resource):
         try:
             while not self._stop_requested:
                 # stop() on the main thread (a signal handler) sets no event: look each 0.1 s
-                clock.wait(woken, wake.wait, None, poll=0.1)
+                # (a virtual clock wakes it sooner, with wake.set, from its own thread)
+                clock.wait(woken, wake.wait, None, poll=0.1, wake=wake.set)
                 wake.clear()
                 self._error = self._why_stop(ch)
                 if self._error is not None:

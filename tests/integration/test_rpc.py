@@ -33,6 +33,7 @@ from hutch import (
 )
 from hutch.testing import Broker
 from tests.reliability import wait_until
+from tests.waits import result_on
 
 
 class Point(BaseModel):
@@ -376,7 +377,7 @@ def test_slow_server_times_out_and_the_late_reply_is_dropped(
     served.gate.clear()
     future = client.call_async("wait_for_gate", timeout=0.2)
     with pytest.raises(RpcTimeout):
-        future.result(5)
+        result_on(conn.clock, future, 5)
     served.gate.set()
     assert wait_until(lambda: client.dropped_replies >= 2, 10, interval=0.005)
     assert client.dropped_replies == 2
@@ -501,7 +502,7 @@ def test_server_stop_answers_in_flight_calls(
             s.server.stop()
             # stop() on the main thread only sets a flag, which the server reads within 0.1 s
             # and then stops consuming: the call is still running all that time
-            time.sleep(0.2)
+            conn.clock.sleep(0.2)
             assert not future.done()
             s.gate.set()
             assert future.result(5) is True

@@ -227,6 +227,24 @@ def test_a_held_message_is_requeued_after_the_pause_on_virtual_time(
     assert ch.message_count(q.name) == 1
 
 
+def test_a_wait_made_ready_without_a_notification_is_woken(conn: hutch.Connection) -> None:
+    # RpcServer.stop() on the main thread only sets a flag (it may run in a signal
+    # handler); the virtual clock, which sees every wait's ready(), wakes such a wait
+    clock = conn.clock
+    flag: list[bool] = []
+    event = threading.Event()  # never set here: only the clock's wake sets it
+
+    def waiter() -> None:
+        clock.enter()
+        clock.wait(lambda: bool(flag), event.wait, None, wake=event.set)
+
+    thread = threading.Thread(target=waiter, daemon=True)  # daemon: a failure ends
+    thread.start()
+    flag.append(True)
+    join_thread(thread, 30)
+    assert not thread.is_alive()
+
+
 def test_closing_a_connection_does_not_let_time_jump(unique_name: str) -> None:
     # close() joins the connection's callback thread, which leaves threading.enumerate() a
     # moment before is_alive() turns False: time jumped in that moment, to this queue's
