@@ -88,7 +88,7 @@ def test_handled_waits_for_the_handlers(conn: hutch.Connection, unique_name: str
     lock = threading.Lock()
 
     def slow(n: int) -> None:
-        time.sleep(0.05)
+        time.sleep(0.01)  # real work: settle must wait for it
         with lock:
             done.append(n)
 
