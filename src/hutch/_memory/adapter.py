@@ -243,8 +243,6 @@ class MemoryAmqpChannel:
         self._names: dict[int, str] = {}
         self._prefetch: int | None = None
         self._consumers: dict[str, _Consumer] = {}
-        self._unconfirmed: dict[int, OutgoingMessage] = {}
-        self._returned: tuple[int, str] | None = None
         #: Called as ``on_return(reply_code, reply_text, properties)`` for a returned
         #: message that no confirm waits for (see :class:`hutch._amqp.Channel`).
         self.on_return: Callable[[int, str, Properties], None] | None = None
@@ -314,13 +312,10 @@ class MemoryAmqpChannel:
         self.connection_closed(ClosedError("the channel was closed before the broker confirmed"))
 
     def connection_closed(self, error: BaseException) -> None:
-        """Close for good, failing what is still unconfirmed with ``error``."""
+        """Close for good (no publish is ever left unconfirmed: see :meth:`_publish_now`)."""
         with self._lock:
             self._closed = True
             ch, self._ch = self._ch, None
-            pending, self._unconfirmed = self._unconfirmed, {}
-        for m in pending.values():
-            m.fail(error)
         if ch is not None and not ch.closed:
             ch.close()
 
@@ -333,10 +328,10 @@ class MemoryAmqpChannel:
         ch = self._driver.connection().channel()
         self.generation += 1
         self._ch = ch
-        self._returned = None
-        ch.on_return = self._on_return
         if self.confirms:
-            ch.confirm_select(self._on_confirm)
+            ch.confirm_select(None)  # each publish's outcome is read at once (_publish_now)
+        else:
+            ch.on_return = self._on_return
         return ch
 
     def _run(self, op: Callable[[MemoryChannel], R]) -> R:
@@ -511,11 +506,31 @@ class MemoryAmqpChannel:
             except (ChannelClosed, ClosedError) as exc:
                 m.fail(exc)
                 return
-            if seq is None:
-                m.succeed()
-            else:
-                # registered before the confirm can run: it needs this lock
-                self._unconfirmed[seq] = m
+            # the broker has decided: the confirm is settled here, on the publishing thread,
+            # not handed to the callback thread and back (two thread switches a message)
+            acked, returned = (True, None) if seq is None else ch.last_publish
+        if not acked:
+            m.fail(
+                Nacked(
+                    f"broker nacked the message to exchange {m.exchange!r} "
+                    f"with routing key {m.routing_key!r}",
+                    exchange=m.exchange,
+                    routing_key=m.routing_key,
+                    message_id=m.message_id,
+                )
+            )
+        elif returned is not None:
+            m.fail(
+                Unroutable(
+                    exchange=m.exchange,
+                    routing_key=m.routing_key,
+                    reply_code=returned[0],
+                    reply_text=returned[1],
+                    message_id=m.message_id,
+                )
+            )
+        else:
+            m.succeed()
 
     def publish(
         self, message: OutgoingMessage, *, direct: bool = False, wait: float = 1.0
@@ -558,10 +573,7 @@ class MemoryAmqpChannel:
         self.ack(delivery)
 
     def _on_return(self, returned: Returned) -> None:
-        # runs on the callback thread, right before the same publish's confirm
-        if self.confirms:
-            self._returned = (returned.reply_code, returned.reply_text)
-            return
+        # runs on the callback thread (unconfirmed channels: confirmed ones see returns at once)
         if self.on_return is not None:
             props = returned.properties
             self.on_return(
@@ -569,35 +581,6 @@ class MemoryAmqpChannel:
                 returned.reply_text,
                 Properties(correlation_id=props.correlation_id, message_id=props.message_id),
             )
-
-    def _on_confirm(self, seq: int, acked: bool) -> None:
-        with self._lock:
-            m = self._unconfirmed.pop(seq, None)
-            returned, self._returned = self._returned, None
-        if m is None:
-            return
-        if not acked:
-            m.fail(
-                Nacked(
-                    f"broker nacked the message to exchange {m.exchange!r} "
-                    f"with routing key {m.routing_key!r}",
-                    exchange=m.exchange,
-                    routing_key=m.routing_key,
-                    message_id=m.message_id,
-                )
-            )
-        elif returned is not None:
-            m.fail(
-                Unroutable(
-                    exchange=m.exchange,
-                    routing_key=m.routing_key,
-                    reply_code=returned[0],
-                    reply_text=returned[1],
-                    message_id=m.message_id,
-                )
-            )
-        else:
-            m.succeed()
 
     # ----------------------------------------------------------------- acks, gets, admin
     def _settle(self, delivery: Delivery, *, ack: bool, requeue: bool) -> None:
@@ -614,14 +597,8 @@ class MemoryAmqpChannel:
             except ChannelClosed as exc:
                 # asynchronous on RabbitMQ: the channel closes, consumers go on on a new one
                 log.warning("hutch: broker closed channel: %s", exc)
-                self._fail_unconfirmed(exc)
                 if self._consumers and not self._closed:
                     self._run(lambda _ch: None)
-
-    def _fail_unconfirmed(self, error: BaseException) -> None:
-        pending, self._unconfirmed = self._unconfirmed, {}
-        for m in pending.values():
-            m.fail(error)
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge a delivery (any thread)."""

@@ -571,14 +571,16 @@ class Broker(Consuming, ExchangeOperations):
                 routed = bool(names)
                 for name in names:
                     accepted = self._deliver(vhost, vhost.queues[name], message, now) and accepted
-            if mandatory and not routed:
+            unroutable = mandatory and not routed
+            if unroutable and ch.on_return is not None:
                 returned = Returned(312, "NO_ROUTE", exchange, routing_key, body, final)
-                if ch.on_return is not None:
-                    callback = ch.on_return
-                    ch.connection.emit(lambda: callback(returned))
-            if seq is not None and ch.on_confirm is not None:
-                confirm = ch.on_confirm
-                ch.connection.emit(lambda: confirm(seq, accepted))
+                callback = ch.on_return
+                ch.connection.emit(lambda: callback(returned))
+            if seq is not None:
+                ch.last_publish = (accepted, (312, "NO_ROUTE") if unroutable else None)
+                if ch.on_confirm is not None:
+                    confirm = ch.on_confirm
+                    ch.connection.emit(lambda: confirm(seq, accepted))
             return seq
 
         return self.run(ch, op)

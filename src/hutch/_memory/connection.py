@@ -149,6 +149,8 @@ class MemoryChannel:
         number: Its channel number.
         on_return: Called with a :class:`~hutch._memory.broker.Returned` message.
         on_confirm: In confirm mode, called with (sequence number, acked).
+        last_publish: In confirm mode, the outcome of the channel's last publish, which
+            the broker decides at once: (acked, (reply code, text) if it was returned).
     """
 
     def __init__(self, connection: MemoryConnection, number: int) -> None:
@@ -163,6 +165,7 @@ class MemoryChannel:
         self.reply_token: str | None = None
         self.on_return: Callable[[Returned], None] | None = None
         self.on_confirm: Callable[[int, bool], None] | None = None
+        self.last_publish: tuple[bool, tuple[int, str] | None] = (True, None)
         self._delivery_tags = itertools.count(1)
         self._publish_seq: itertools.count[int] | None = None
         self.closed = False
@@ -203,8 +206,11 @@ class MemoryChannel:
         self.broker.close_channel(self)
 
     # ---------------------------------------------------------------- AMQP methods
-    def confirm_select(self, on_confirm: Callable[[int, bool], None]) -> None:
-        """Put the channel in confirm mode; ``on_confirm(seq, acked)`` follows each publish."""
+    def confirm_select(self, on_confirm: Callable[[int, bool], None] | None) -> None:
+        """Put the channel in confirm mode; ``on_confirm(seq, acked)`` follows each publish.
+
+        None: no callback; the publisher reads each outcome from :attr:`last_publish`.
+        """
         with self.broker._lock:
             self.check_open()
             self.on_confirm = on_confirm
