@@ -42,7 +42,12 @@ def hutch_publish(url: str, n: int) -> float:
     with hutch.connect(url) as conn, hutch.Publisher(conn, routing_key=queue.name) as pub:
         conn.channel().declare([queue])
         try:
-            return rate(n, lambda: [pub.publish(BODY) for _ in range(n)] and None)
+
+            def go() -> None:
+                for _ in range(n):
+                    pub.publish(BODY)
+
+            return rate(n, go)
         finally:
             conn.channel().delete_queue(queue.name)
 
@@ -52,8 +57,13 @@ def pika_publish(url: str, n: int) -> float:
     ch = conn.channel()
     queue = ch.queue_declare("", exclusive=True).method.queue
     ch.confirm_delivery()
+
+    def go() -> None:
+        for _ in range(n):
+            ch.basic_publish("", queue, BODY)
+
     try:
-        return rate(n, lambda: [ch.basic_publish("", queue, BODY) for _ in range(n)] and None)
+        return rate(n, go)
     finally:
         conn.close()
 
@@ -111,7 +121,12 @@ def hutch_rpc(url: str, n: int) -> float:
             return x
 
         with server.start(), hutch.RpcClient(conn, queue=name) as client:
-            return rate(n, lambda: [client.call("echo", i) for i in range(n)] and None)
+
+            def go() -> None:
+                for i in range(n):
+                    client.call("echo", i)
+
+            return rate(n, go)
 
 
 def pika_rpc(url: str, n: int) -> float:
