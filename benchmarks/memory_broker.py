@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +39,26 @@ def _memory_url() -> str:
     return f"memory://bench-{uuid.uuid4().hex[:8]}?clock=real"
 
 
-def hutch_publish(url: str, n: int) -> float:
+@contextmanager
+def _queue(url: str) -> Iterator[tuple[hutch.Connection, str]]:
+    """A connection to ``url`` and a fresh queue on it, deleted afterwards."""
     queue = hutch.Queue(f"bench.memory.{uuid.uuid4().hex[:8]}", durable=False, auto_delete=False)
-    with hutch.connect(url) as conn, hutch.Publisher(conn, routing_key=queue.name) as pub:
+    with hutch.connect(url) as conn:
         conn.channel().declare([queue])
         try:
-
-            def go() -> None:
-                for _ in range(n):
-                    pub.publish(BODY)
-
-            return rate(n, go)
+            yield conn, queue.name
         finally:
             conn.channel().delete_queue(queue.name)
+
+
+def hutch_publish(url: str, n: int) -> float:
+    with _queue(url) as (conn, name), hutch.Publisher(conn, routing_key=name) as pub:
+
+        def go() -> None:
+            for _ in range(n):
+                pub.publish(BODY)
+
+        return rate(n, go)
 
 
 def pika_publish(url: str, n: int) -> float:
@@ -69,21 +78,16 @@ def pika_publish(url: str, n: int) -> float:
 
 
 def hutch_consume(url: str, n: int) -> float:
-    queue = hutch.Queue(f"bench.memory.{uuid.uuid4().hex[:8]}", durable=False, auto_delete=False)
-    with hutch.connect(url) as conn:
-        conn.channel().declare([queue])
-        try:
-            with hutch.Publisher(conn, routing_key=queue.name) as pub:
-                pub.publish_many([BODY] * n).raise_for_failures()
-            with hutch.Subscriber(conn, queue=queue.name) as sub:
+    with _queue(url) as (conn, name):
+        with hutch.Publisher(conn, routing_key=name) as pub:
+            pub.publish_many([BODY] * n).raise_for_failures()
+        with hutch.Subscriber(conn, queue=name) as sub:
 
-                def go() -> None:
-                    got = sum(1 for _ in sub.messages(timeout=10, limit=n))
-                    assert got == n, got
+            def go() -> None:
+                got = sum(1 for _ in sub.messages(timeout=10, limit=n))
+                assert got == n, got
 
-                return rate(n, go)
-        finally:
-            conn.channel().delete_queue(queue.name)
+            return rate(n, go)
 
 
 def pika_consume(url: str, n: int) -> float:

@@ -159,6 +159,37 @@ class OutgoingMessage:
         """Settle as failed (no effect if already settled)."""
         self._settle(error)
 
+    def confirmed(self, acked: bool, returned: tuple[int, str] | None) -> None:
+        """Settle by the broker's confirm: ``Nacked``, ``Unroutable`` if returned, or done.
+
+        Args:
+            acked: False for a ``basic.nack``.
+            returned: (reply code, reply text) of the ``basic.return`` that came before
+                the confirm, if any.
+        """
+        if not acked:
+            self.fail(
+                Nacked(
+                    f"broker nacked the message to exchange {self.exchange!r} "
+                    f"with routing key {self.routing_key!r}",
+                    exchange=self.exchange,
+                    routing_key=self.routing_key,
+                    message_id=self.message_id,
+                )
+            )
+        elif returned is not None:
+            self.fail(
+                Unroutable(
+                    exchange=self.exchange,
+                    routing_key=self.routing_key,
+                    reply_code=returned[0],
+                    reply_text=returned[1],
+                    message_id=self.message_id,
+                )
+            )
+        else:
+            self.succeed()
+
     def _settle(self, error: BaseException | None) -> None:
         future = self._future
         if future is not None:
@@ -230,32 +261,8 @@ class ConfirmTracking(NackStreaks):
             one = self._unconfirmed.pop(tag, None)
             done = [one] if one is not None else []
         for pending in done:
-            m = pending.message
-            if m.done():
-                continue
-            if nack:
-                m.fail(
-                    Nacked(
-                        f"broker nacked the message to exchange {m.exchange!r} "
-                        f"with routing key {m.routing_key!r}",
-                        exchange=m.exchange,
-                        routing_key=m.routing_key,
-                        message_id=m.message_id,
-                    )
-                )
-            elif pending.returned is not None:
-                code, text = pending.returned
-                m.fail(
-                    Unroutable(
-                        exchange=m.exchange,
-                        routing_key=m.routing_key,
-                        reply_code=code,
-                        reply_text=text,
-                        message_id=m.message_id,
-                    )
-                )
-            else:
-                m.succeed()
+            if not pending.message.done():
+                pending.message.confirmed(not nack, pending.returned)
         if done:
             self._count_confirm(nack, len(done))
 

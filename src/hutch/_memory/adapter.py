@@ -34,10 +34,8 @@ from hutch._exceptions import (
     ChannelClosed,
     ClosedError,
     HutchError,
-    Nacked,
     NotFound,
     PublishError,
-    Unroutable,
 )
 from hutch._memory.broker import REPLY_TO, Returned, get_broker
 from hutch._memory.connection import MemoryChannel, MemoryConnection
@@ -509,28 +507,7 @@ class MemoryAmqpChannel:
             # the broker has decided: the confirm is settled here, on the publishing thread,
             # not handed to the callback thread and back (two thread switches a message)
             acked, returned = (True, None) if seq is None else ch.last_publish
-        if not acked:
-            m.fail(
-                Nacked(
-                    f"broker nacked the message to exchange {m.exchange!r} "
-                    f"with routing key {m.routing_key!r}",
-                    exchange=m.exchange,
-                    routing_key=m.routing_key,
-                    message_id=m.message_id,
-                )
-            )
-        elif returned is not None:
-            m.fail(
-                Unroutable(
-                    exchange=m.exchange,
-                    routing_key=m.routing_key,
-                    reply_code=returned[0],
-                    reply_text=returned[1],
-                    message_id=m.message_id,
-                )
-            )
-        else:
-            m.succeed()
+        m.confirmed(acked, returned)
 
     def publish(
         self, message: OutgoingMessage, *, direct: bool = False, wait: float = 1.0
