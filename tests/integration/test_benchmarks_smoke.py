@@ -1,4 +1,4 @@
-"""The scale-out, RPC latency and CPU/memory benchmarks run end to end in smoke mode.
+"""The scale-out, RPC latency, CPU/memory and memory-broker benchmarks run end to end, small.
 
 Tiny counts against the test broker: each benchmark must complete, print its ratios and
 (through ``run_all.py``) render its section of the performance page. No speed is asserted:
@@ -133,3 +133,25 @@ def test_cpu_smoke_prints_us_per_message(amqp_url: str) -> None:
         hutch_us, pika_us, ratio = floats_after(label, stdout)[-3:]
         assert hutch_us > 0 and pika_us > 0
         assert ratio == pytest.approx(hutch_us / pika_us, abs=0.01)
+
+
+def test_memory_broker_smoke_prints_each_operation_against_rabbitmq(amqp_url: str) -> None:
+    stdout = run_script(
+        amqp_url, str(BENCHMARKS / "memory_broker.py"), "--messages", "200", "--repeats", "1"
+    )
+    for label in ("publish, confirm each", "consume a backlog, ack each", "RPC call"):
+        lines = [line for line in stdout.splitlines() if line.startswith(label)]
+        # the memory figure against hutch on RabbitMQ, then against raw pika on it
+        assert [line.endswith(end) for line, end in zip(lines, BASELINES, strict=True)] == [
+            True,
+            True,
+        ], stdout
+        (memory, rabbit, ratio), (same, pika, pika_ratio) = (
+            [float(v) for v in re.findall(r"\d+\.?\d*", line)][-3:] for line in lines
+        )
+        assert memory == same > 0 and rabbit > 0 and pika > 0
+        assert ratio == pytest.approx(memory / rabbit, abs=0.01)
+        assert pika_ratio == pytest.approx(memory / pika, abs=0.01)
+
+
+BASELINES = ("hutch on RabbitMQ", "raw pika on RabbitMQ")
