@@ -39,6 +39,9 @@ from typing import IO, Any, NoReturn
 
 #: Modules the zygote imports once, for every run to find in ``sys.modules``.
 PRELOAD = ("hutch",)
+#: Imported too where installed: what a run would import on its first connection
+#: (OpenTelemetry, for hutch's telemetry: ~10 ms) and the command line and its output.
+PRELOAD_OPTIONAL = ("hutch._telemetry._otel", "hutch._cli.app", "rich.console", "rich.table")
 ROOT = Path(__file__).resolve().parents[1]
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); import tests.forkserver as f; "
 _BOOT += "del sys.path[0]; f._serve(int(sys.argv[2]))"
@@ -172,6 +175,11 @@ def _serve(fd: int) -> None:
     """The zygote: import PRELOAD, then fork a child per request until the socket closes."""
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in PRELOAD_OPTIONAL:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # not installed: a run imports what it needs itself
     if threading.active_count() != 1:
         sys.exit(f"importing {PRELOAD} started threads: forking would be unsafe")
     control = socket.socket(fileno=fd)
