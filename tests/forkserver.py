@@ -181,7 +181,7 @@ def _serve(fd: int) -> None:
         except ImportError:
             pass  # not installed: a run imports what it needs itself
     if threading.active_count() != 1:
-        sys.exit(f"importing {PRELOAD} started threads: forking would be unsafe")
+        sys.exit(f"importing {PRELOAD + PRELOAD_OPTIONAL} started threads: forking is unsafe")
     control = socket.socket(fileno=fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

@@ -14,13 +14,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hutch import Clock, Connection, Message, Subscriber
+from hutch._clock import REAL_CLOCK
 from hutch.testing import settle
 
 T = TypeVar("T")
 
 __all__ = ["drain", "drain_messages", "result_on", "settle", "wait_for"]
-
-_REAL_TIME = Clock()  # hutch.Clock itself is the real clock
 
 
 def drain_messages(conn: Connection, sub: Subscriber[T], quiet: float = 0.5) -> list[Message[T]]:
@@ -47,7 +46,7 @@ def drain(conn: Connection, sub: Subscriber[Any], quiet: float = 0.5) -> list[An
 
 
 def wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, *, clock: Clock = _REAL_TIME
+    predicate: Callable[[], bool], timeout: float, what: str, *, clock: Clock = REAL_CLOCK
 ) -> None:
     """Poll ``predicate`` every 20 ms; fail the test naming ``what`` after ``timeout`` s.
 
@@ -64,10 +63,6 @@ def wait_for(
 
 
 def result_on(clock: Clock, future: concurrent.futures.Future[T], timeout: float) -> T:
-    """``future.result(timeout)``, waiting on ``clock`` (a call_async that should time out).
-
-    A thread blocked in ``Future.result`` counts as busy for virtual time, which then
-    passes at its real pace; waiting here lets it jump to the call's own deadline.
-    """
-    clock.wait(future.done, lambda s: concurrent.futures.wait([future], s), clock.now() + timeout)
+    """``future.result(timeout)``, waiting on ``clock`` (a call_async that should time out)."""
+    clock.wait_future(future, clock.now() + timeout)
     return future.result(0)

@@ -30,7 +30,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Literal, Protocol, TypeVar
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 __all__ = [
     "REAL_CLOCK",
@@ -138,6 +140,14 @@ class Clock:
         """Sleep ``seconds`` on this clock (a virtual clock may jump over them)."""
         event = threading.Event()
         self.wait(event.is_set, event.wait, self.now() + seconds, wake=event.set)
+
+    def wait_future(self, future: Future[Any], deadline: float | None) -> bool:
+        """Block until ``future`` is done or ``deadline`` passes on this clock; True if done.
+
+        A thread blocked in ``Future.result`` counts as busy for a virtual clock; one that
+        waits here lets time jump to ``deadline``.
+        """
+        return self.wait(future.done, lambda s: futures_wait([future], s), deadline)
 
 
 REAL_CLOCK = Clock()

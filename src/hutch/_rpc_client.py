@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures import wait as futures_wait
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
@@ -550,7 +549,7 @@ class RpcClient(Resource):
                 return future.result(max(0.0, call.deadline - clock.now()))
             except FutureTimeout:
                 pass
-        elif clock.wait(future.done, lambda s: futures_wait([future], s), call.deadline):
+        elif clock.wait_future(future, call.deadline):
             return future.result(0)
         self._expire(call.cid)
         return future.result(0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import ssl
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -371,25 +370,25 @@ def _environment() -> dict[str, Any]:
     answer is kept for as long as the process's ``HUTCH_*`` variables stay the same.
     """
     # pydantic-settings matches names case-insensitively (case_sensitive=False)
+    global _last_environment
     key = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
-    with _ENV_LOCK:
-        cached = _env_cache.get(key)
-    if cached is None:
+    last = _last_environment  # one read of the shared slot: another thread may replace it
+    if last is None or last[0] != key:
         env = _Environment()
-        cached = {
-            name: value
-            for name in _Environment.model_fields
-            if (value := getattr(env, name)) is not None
-            and (value.get_secret_value() if isinstance(value, SecretStr) else value) != ""
-        }
-        with _ENV_LOCK:
-            _env_cache.clear()  # one entry: the variables as they are now
-            _env_cache[key] = cached
-    return dict(cached)
+        last = _last_environment = (
+            key,
+            {
+                name: value
+                for name in _Environment.model_fields
+                if (value := getattr(env, name)) is not None
+                and (value.get_secret_value() if isinstance(value, SecretStr) else value) != ""
+            },
+        )
+    return dict(last[1])
 
 
-_ENV_LOCK = threading.Lock()
-_env_cache: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+# the variables as last read, and what they gave
+_last_environment: tuple[tuple[tuple[str, str], ...], dict[str, Any]] | None = None
 
 
 def _url_fields(url: str | Sequence[str]) -> dict[str, Any]:

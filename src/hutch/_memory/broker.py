@@ -571,13 +571,13 @@ class Broker(Consuming, ExchangeOperations):
                 routed = bool(names)
                 for name in names:
                     accepted = self._deliver(vhost, vhost.queues[name], message, now) and accepted
-            unroutable = mandatory and not routed
-            if unroutable and ch.on_return is not None:
-                returned = Returned(312, "NO_ROUTE", exchange, routing_key, body, final)
+            no_route = (312, "NO_ROUTE") if mandatory and not routed else None
+            if no_route is not None and ch.on_return is not None:
+                returned = Returned(*no_route, exchange, routing_key, body, final)
                 callback = ch.on_return
                 ch.connection.emit(lambda: callback(returned))
             if seq is not None:
-                ch.last_publish = (accepted, (312, "NO_ROUTE") if unroutable else None)
+                ch.last_publish = (accepted, no_route)
                 if ch.on_confirm is not None:
                     confirm = ch.on_confirm
                     ch.connection.emit(lambda: confirm(seq, accepted))
