@@ -29,6 +29,7 @@ from hutch import (
     Unroutable,
     WorkerPool,
 )
+from hutch._amqp import Delivery
 from hutch._topology import FieldValue
 
 pytestmark = pytest.mark.timeout(30)
@@ -152,3 +153,33 @@ def test_named_brokers_are_separate() -> None:
     finally:  # a failed assertion must not leave the brokers to later tests
         forget_broker("one")
         forget_broker("two")
+
+
+def test_a_cancel_returns_after_every_delivery_sent_before_it(
+    hutch_memory_connection: Connection,
+) -> None:
+    # As after RabbitMQ's cancel-ok: the consumer has had every message the broker sent it
+    # (a worker pool that stops relies on it to requeue all it prefetched, and count them)
+    conn = hutch_memory_connection
+    ch = conn.channel()
+    ch.declare([Queue("jobs", durable=False)])
+    first_in_hand = threading.Event()
+    release = threading.Event()
+    got: list[bytes] = []
+
+    def on_message(delivery: Delivery) -> None:
+        if not got:
+            first_in_hand.set()
+            release.wait(10)  # the callback thread is busy: the rest wait behind this one
+        got.append(delivery.body)
+
+    tag = ch.consume("jobs", on_message)
+    with Publisher(conn, routing_key="jobs", model=bytes) as pub:
+        for i in range(5):
+            pub.publish(b"%d" % i)
+    assert first_in_hand.wait(10)
+    assert ch.message_count("jobs") == 0  # all five are on their way to the consumer
+    threading.Timer(0.05, release.set).start()
+    ch.cancel(tag)
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    ch.close()

@@ -468,12 +468,19 @@ class MemoryAmqpChannel:
                     consumer.cancelled(tag)
 
     def cancel(self, tag: str, timeout: float | None = 30.0) -> None:
-        """Stop a consumer: no more deliveries; unacked ones stay ackable."""
+        """Stop a consumer: no more deliveries; unacked ones stay ackable.
+
+        Returns once the consumer has had every delivery sent before the cancel, as after
+        RabbitMQ's ``basic.cancel-ok`` (a pool then knows its inbox is complete).
+        """
         with self._lock:
             self._consumers.pop(tag, None)
             ch = self._ch
-            if ch is not None and not ch.closed:
-                ch.basic_cancel(tag)
+            if ch is None or ch.closed:
+                return
+            ch.basic_cancel(tag)
+        # outside the lock: a delivery callback may need it
+        ch.connection.caught_up(self.clock.deadline(timeout))
 
     # ----------------------------------------------------------------- publishing
     def _publish_now(self, m: OutgoingMessage) -> None:

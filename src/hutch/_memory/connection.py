@@ -100,6 +100,27 @@ class MemoryConnection:
             )
             self._thread.start()
 
+    def caught_up(self, deadline: float | None) -> bool:
+        """Wait until every callback queued before this call has run (deliveries included).
+
+        On a real connection a method's reply comes after the deliveries the broker sent
+        before it, so once a ``basic.cancel`` returns its consumer has had every message it
+        was sent. Returns at once on the callback thread itself (a callback that waited for
+        itself would never return), before any callback, and once the connection is closed.
+
+        Returns:
+            False if ``deadline`` passed first.
+        """
+        done = threading.Event()
+        with self.broker._lock:  # emit's thread start is only safe under the broker's lock
+            thread = self._thread
+            if self.closed or thread is None or thread is threading.current_thread():
+                return True
+            self.emit(done.set)
+        return self.broker.clock.wait(
+            lambda: done.is_set() or self.closed, done.wait, deadline, wake=done.set
+        )
+
     def _call(self, callback: _Callback) -> None:
         try:
             callback()
