@@ -103,6 +103,12 @@ class _Server:
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
                 pass_fds=[theirs.fileno()],
             )  # fmt: skip
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait for the zygote to say it has imported :data:`PRELOAD` (once; with the lock)."""
+        if self.ready:
+            return
         self.sock.settimeout(60)
         try:
             if self.sock.recv(16) != b"ready":
@@ -111,6 +117,7 @@ class _Server:
             self.close()
             raise
         self.sock.settimeout(None)
+        self.ready = True
 
     def errors(self) -> str:
         """What the zygote wrote on stderr so far."""
@@ -156,7 +163,13 @@ _servers: list[_Server | None] = []  # [] before the first run; [None] if none c
 _servers_lock = threading.Lock()
 
 
-def _server() -> _Server | None:
+def prestart() -> None:
+    """Start the zygote now without waiting for it: it imports while the tests run."""
+    if os.environ.get("HUTCH_TEST_NO_FORKSERVER") != "1":
+        _server(wait=False)
+
+
+def _server(*, wait: bool = True) -> _Server | None:
     """The session's zygote, started on first use; None where there can be none."""
     with _servers_lock:
         if not _servers:
@@ -168,7 +181,14 @@ def _server() -> _Server | None:
             except OSError as exc:
                 print(f"tests.forkserver: running without it: {exc}", file=sys.stderr)
             _servers.append(server)
-        return _servers[0]
+        server = _servers[0]
+        if wait and server is not None and not server.ready:
+            try:
+                server.wait_ready()
+            except OSError as exc:
+                print(f"tests.forkserver: running without it: {exc}", file=sys.stderr)
+                _servers[0] = server = None
+        return server
 
 
 def _serve(fd: int) -> None:

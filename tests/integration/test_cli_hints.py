@@ -241,6 +241,8 @@ def http_port() -> Iterator[int]:
     thread.start()
     yield server.getsockname()[1]
     stop.set()
+    # wakes the accept at once, instead of at its next 0.2 s timeout
+    socket.create_connection(server.getsockname(), timeout=2).close()
     thread.join(5)
     server.close()
 
