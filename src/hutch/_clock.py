@@ -248,7 +248,8 @@ class VirtualClock(Clock):
         thread = threading.current_thread()
         with self._lock:
             self._threads[thread] = waiting
-            self._look.notify()  # perhaps the last thread to wait: the jumper looks now
+            if self._last_to_wait(thread):
+                self._look.notify()  # the jumper looks now
         try:
             unwoken = waiting.deadline is not None and waiting.wake is None
             block(_least(seconds, POLL if unwoken else None))
@@ -256,6 +257,24 @@ class VirtualClock(Clock):
             with self._lock:
                 self._threads[thread] = None
                 self._changes += 1
+
+    def _last_to_wait(self, me: threading.Thread) -> bool:
+        """False if another thread known to this clock is busy or ready (call with the lock).
+
+        Then time cannot jump yet, and that thread tells the jumper when it waits in its
+        turn: waking the jumper on every wait would cost a thread switch and a scan each
+        time, most of the cost of a message on virtual time. A wait made ready without a
+        notification is seen at the jumper's next periodic look.
+        """
+        for thread, waiting in self._threads.items():
+            if thread is me:
+                continue
+            if waiting is None:
+                if thread.is_alive():
+                    return False
+            elif waiting.ready():
+                return False
+        return True
 
     # ------------------------------------------------------------------ jumps
     def _jump_loop(self) -> None:
