@@ -10,7 +10,10 @@ pika on the same RabbitMQ).
 * RPC call: a blocking ``RpcClient.call`` to an ``RpcServer`` against a pika client and
   server on direct reply-to.
 
-    python benchmarks/memory_broker.py [--url amqp://...] [--messages 5000]
+    python benchmarks/memory_broker.py [--url amqp://...] [--messages 5000] [--clock virtual]
+
+``--clock virtual`` runs the memory broker on virtual time, as the ``hutch.testing``
+fixtures do (the default, ``real``, is ``memory://NAME``'s).
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ BODY = b"x" * 100
 RPC_SHARE = 10  # RPC calls are this many times fewer than messages
 
 
-def _memory_url() -> str:
-    # a broker of its own per round, real time: what a user's test gets
-    return f"memory://bench-{uuid.uuid4().hex[:8]}?clock=real"
+def _memory_url(clock: str) -> str:
+    # a broker of its own per round; one process has one virtual clock for all of them
+    return f"memory://bench-{uuid.uuid4().hex[:8]}?clock={clock}"
 
 
 @contextmanager
@@ -178,19 +181,19 @@ def pika_rpc(url: str, n: int) -> float:
         server.join(10)
 
 
-def run(url: str, messages: int = 5000, repeats: int = 3) -> dict[str, Any]:
-    """Each operation on the memory broker and on RabbitMQ; rows for the table."""
+def run(url: str, messages: int = 5000, repeats: int = 3, clock: str = "real") -> dict[str, Any]:
+    """Each operation on the memory broker (on ``clock`` time) and on RabbitMQ; table rows."""
     calls = max(messages // RPC_SHARE, 10)
     r = interleaved(
         repeats,
         {
-            "memory_publish": lambda: hutch_publish(_memory_url(), messages),
+            "memory_publish": lambda: hutch_publish(_memory_url(clock), messages),
             "rabbit_publish": lambda: hutch_publish(url, messages),
             "pika_publish": lambda: pika_publish(url, messages),
-            "memory_consume": lambda: hutch_consume(_memory_url(), messages),
+            "memory_consume": lambda: hutch_consume(_memory_url(clock), messages),
             "rabbit_consume": lambda: hutch_consume(url, messages),
             "pika_consume": lambda: pika_consume(url, messages),
-            "memory_rpc": lambda: hutch_rpc(_memory_url(), calls),
+            "memory_rpc": lambda: hutch_rpc(_memory_url(clock), calls),
             "rabbit_rpc": lambda: hutch_rpc(url, calls),
             "pika_rpc": lambda: pika_rpc(url, calls),
         },
@@ -209,7 +212,10 @@ def run(url: str, messages: int = 5000, repeats: int = 3) -> dict[str, Any]:
             row(f"{label}: memory", memory, r[f"pika_{what}"], "raw pika on RabbitMQ", unit, None)
         )
     return {
-        "title": f"The memory broker against RabbitMQ ({messages} messages, {calls} calls)",
+        "title": (
+            f"The memory broker on {clock} time against RabbitMQ ({messages} messages, "
+            f"{calls} calls)"
+        ),
         "rows": rows,
     }
 
@@ -217,9 +223,12 @@ def run(url: str, messages: int = 5000, repeats: int = 3) -> dict[str, Any]:
 def main() -> None:
     p = parser(__doc__ or "")
     p.set_defaults(messages=5000)
+    p.add_argument(
+        "--clock", choices=["real", "virtual"], default="real", help="the memory broker's time"
+    )
     args = p.parse_args()
     with broker_url(args.url) as url:
-        result = run(url, args.messages, args.repeats)
+        result = run(url, args.messages, args.repeats, args.clock)
     print_rows(result["title"], result["rows"])
 
 

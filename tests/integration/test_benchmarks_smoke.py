@@ -135,10 +135,16 @@ def test_cpu_smoke_prints_us_per_message(amqp_url: str) -> None:
         assert ratio == pytest.approx(hutch_us / pika_us, abs=0.01)
 
 
-def test_memory_broker_smoke_prints_each_operation_against_rabbitmq(amqp_url: str) -> None:
+@pytest.mark.parametrize("clock", ["real", "virtual"])
+def test_memory_broker_smoke_prints_each_operation_against_rabbitmq(
+    amqp_url: str, clock: str
+) -> None:
     stdout = run_script(
-        amqp_url, str(BENCHMARKS / "memory_broker.py"), "--messages", "200", "--repeats", "1"
+        amqp_url,
+        str(BENCHMARKS / "memory_broker.py"),
+        *("--messages", "200", "--repeats", "1", "--clock", clock),
     )
+    assert f"The memory broker on {clock} time against RabbitMQ" in stdout
     for label in ("publish, confirm each", "consume a backlog, ack each", "RPC call"):
         lines = [line for line in stdout.splitlines() if line.startswith(label)]
         # the memory figure against hutch on RabbitMQ, then against raw pika on it
