@@ -2,7 +2,8 @@
 
 :func:`run` does what ``subprocess.run(argv, capture_output=True, text=True, ...)`` does for
 ``python -c CODE [ARGS]`` or ``python SCRIPT [ARGS]``, in a fork of a *zygote*: a
-single-threaded ``python`` started on the first run (once per session) that imports
+single-threaded ``python`` started once per session (on the first run, or earlier by
+:func:`prestart`, which does not wait for it) that imports
 :data:`PRELOAD`, then only forks. A run costs a fork, not a start and ``import hutch``, and is
 a process of its own: fresh ``__main__``, ``os.environ`` exactly ``env``, cwd, ``sys.argv`` and
 ``sys.path[0]`` as Python sets them, stdin on /dev/null, its own stdout and stderr, Python's

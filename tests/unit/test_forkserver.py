@@ -171,3 +171,17 @@ def test_a_fork_server_run_is_a_fork_of_a_process_that_imported_hutch(mode: str)
 def test_other_command_lines_are_refused(argv: list[str]) -> None:
     with pytest.raises(ValueError, match=r"sys\.executable"):
         forkserver.run(argv, env={}, timeout=5)
+
+
+def test_a_zygote_starts_without_waiting_and_is_waited_for_once() -> None:
+    # prestart() during collection must not wait for the zygote's imports; the first run
+    # waits for its "ready", later ones do not read it again
+    server = forkserver._Server()
+    try:
+        assert server.ready is False and server.proc.poll() is None
+        server.wait_ready()
+        server.wait_ready()  # a second "ready" would never come: this must not read again
+        assert server.ready is True
+    finally:
+        server.close()
+    assert server.proc.returncode is not None
