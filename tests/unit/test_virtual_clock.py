@@ -379,3 +379,38 @@ def test_a_mailbox_item_is_taken_once_and_a_late_one_still_counts() -> None:
     for t in takers:
         t.join(10)
     assert sorted(x for x in got if x is not None) == [0, 1, 2]
+
+
+def test_a_wait_while_another_thread_works_does_not_wake_the_jumper(
+    conn: hutch.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Time cannot jump while a thread is busy, so a thread that starts to wait then need
+    # not wake the jumper (a thread switch and a scan of every thread): it looks only when
+    # the last busy thread waits, and every 10 ms
+    clock = conn.clock
+    assert isinstance(clock, VirtualClock)
+    looks: list[float] = []
+    jump = clock.jump
+
+    def counted() -> bool:
+        looks.append(time.monotonic())
+        return jump()
+
+    monkeypatch.setattr(clock, "jump", counted)
+    box: Mailbox[int] = Mailbox()
+
+    def produce() -> None:
+        clock.enter()  # known to the clock, and busy throughout: it never waits in hutch
+        for i in range(200):
+            time.sleep(0.0005)
+            box.put(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    began = time.monotonic()
+    got = [box.get(clock, clock.deadline(10)) for _ in range(200)]
+    took = time.monotonic() - began
+    producer.join(10)
+    assert got == list(range(200))
+    # 200 waits; the periodic looks alone are one per 10 ms
+    assert len(looks) <= took / 0.01 + 20, (len(looks), took)
