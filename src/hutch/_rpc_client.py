@@ -318,8 +318,14 @@ class RpcClient(Resource):
             RpcTimeout: No reply within ``timeout``.
             RemoteError: A hutch server replied with an error.
             InvalidReply: The reply's properties or headers cannot be decoded.
-            TypeError: ``body`` is neither bytes nor str.
+            TypeError: ``body`` is neither bytes nor str, or ``procedure`` neither a str
+                nor None.
         """
+        if procedure is not None and not isinstance(procedure, str):
+            raise TypeError(
+                f"procedure must be a str (the raw procedure's name) or None, "
+                f"got {type(procedure).__name__}"
+            )
         if isinstance(body, str):
             data = body.encode()
         elif isinstance(body, (bytes, bytearray, memoryview)):

@@ -231,6 +231,30 @@ def test_row_unencodable_header_raises_before_send(
     still_works(conn, queue)
 
 
+_not_procedure_names = st.one_of(
+    st.integers(),
+    st.sampled_from([2**63, -(2**63) - 1, 2**64]),  # past every AMQP integer
+    st.floats(allow_nan=True),
+    st.binary(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@EXAMPLES
+@given(procedure=_not_procedure_names)
+def test_row_raw_call_procedure_is_a_name_or_none(
+    conn: Connection, queue: Queue, procedure: Any
+) -> None:
+    # call_raw puts the procedure in a header, past the publisher's header checks: an int
+    # was sent (and waited for), one past 64 bits escaped as pika's struct.error
+    with RpcClient(conn, queue=queue.name, timeout=1) as client:
+        with pytest.raises(TypeError, match="procedure must be a str"):
+            client.call_raw(b"x", procedure=procedure)
+    assert count(conn, queue) == 0
+
+
 # ----------------------------------------------------------------------- row 9
 _bad_timeouts = st.one_of(
     st.sampled_from([math.nan, math.inf, -math.inf, 0, 0.0, -1, 1e300, True, "1", b"1"]),

@@ -17,6 +17,7 @@ from hutch._amqp.properties import (
     decode_properties,
     plainly_decodable,
 )
+from hutch._amqp.wire import WIRE_ERRORS, wire_copy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,3 +140,11 @@ def test_an_rpc_request_is_plainly_decodable() -> None:
     for bad in ({"expiration": "soon"}, {"reply_to": b"\xff"}, {"headers": {"n": 1}}):
         odd = pika.BasicProperties(**{**request.__dict__, **bad})
         assert not plainly_decodable(odd), bad
+
+
+@given(value=st.one_of(st.integers(min_value=2**63), st.integers(max_value=-(2**63) - 1)))
+def test_an_int_past_64_bits_is_an_encoding_error_a_publish_reports(value: int) -> None:
+    # pika raises struct.error for it; both backends turn WIRE_ERRORS into a PublishError
+    # (the publisher's checks refuse such a header first; this is the net under them)
+    with pytest.raises(WIRE_ERRORS):
+        wire_copy(pika.BasicProperties(headers={"n": value}))

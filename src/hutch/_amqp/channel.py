@@ -27,6 +27,7 @@ from hutch._amqp.confirms import AckCoalescing, OutgoingMessage, Pending
 from hutch._amqp.errors import map_pika_error
 from hutch._amqp.pika_private import async_channel, publish
 from hutch._amqp.properties import Delivery
+from hutch._amqp.wire import WIRE_ERRORS
 from hutch._clock import REAL_CLOCK, Clock
 from hutch._exceptions import (
     ChannelClosed,
@@ -672,9 +673,9 @@ class Channel(AckCoalescing):
         except (pex.ChannelClosed, pex.ChannelWrongStateError) as exc:
             m.fail(map_pika_error(exc))
             return
-        except (pex.AMQPError, TypeError, ValueError, OverflowError) as exc:
-            # pika could not encode it (a header value AMQP has no type for, say): nothing
-            # was sent, and the channel is fine
+        except WIRE_ERRORS as exc:
+            # pika could not encode it (a header value AMQP has no type for, an int past
+            # 64 bits: struct.error): nothing was sent, and the channel is fine
             m.fail(
                 PublishError(
                     f"the message cannot be encoded as AMQP: {type(exc).__name__}: {exc}",

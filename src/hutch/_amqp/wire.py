@@ -9,6 +9,7 @@ a header value arrives with the same type on both backends (``b"x"`` stays bytes
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pika
@@ -17,12 +18,14 @@ from hutch._amqp.properties import _GuardedBasicProperties
 
 __all__ = ["WIRE_ERRORS", "wire_copy"]
 
-#: What :func:`wire_copy` raises for a value AMQP cannot encode (the publish then fails).
+#: What pika's encoding (and so :func:`wire_copy`) raises for a value AMQP cannot carry
+#: (the publish then fails); ``struct.error`` for an int that fits no AMQP integer.
 WIRE_ERRORS: tuple[type[BaseException], ...] = (
     pika.exceptions.AMQPError,
     TypeError,
     ValueError,
     OverflowError,
+    struct.error,
 )
 
 
