@@ -11,21 +11,9 @@ import pika
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hutch._amqp.properties import _SHORT_STRINGS as _SHORT
 from hutch._amqp.properties import _GuardedBasicProperties
 from hutch._amqp.wire import plain_copy, wire_copy
-
-_SHORT = (
-    "content_type",
-    "content_encoding",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 # what hutch sends: the plain copy's domain, near its edges
 _plain_strings = st.one_of(st.text(max_size=20), st.text(min_size=60, max_size=90))

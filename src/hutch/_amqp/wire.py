@@ -14,7 +14,7 @@ from typing import Any
 
 import pika
 
-from hutch._amqp.properties import _GuardedBasicProperties
+from hutch._amqp.properties import _SHORT_STRINGS, _GuardedBasicProperties
 
 __all__ = ["WIRE_ERRORS", "plain_copy", "wire_copy"]
 
@@ -50,18 +50,6 @@ def wire_copy(properties: Any) -> Any:
     return _GuardedBasicProperties().decode(encoded)
 
 
-_SHORT_STRINGS = (
-    "content_type",
-    "content_encoding",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 _INT32 = range(-(2**31), 2**31)  # "I" both ways in every pika (wider ints differ by version)
 
 
