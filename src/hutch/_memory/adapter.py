@@ -129,7 +129,7 @@ class MemoryDriver:
             channels, self._channels = list(self._channels), []
         error = ClosedError("the connection was closed")
         for ch in channels:
-            ch.connection_closed(error)
+            ch.connection_closed()
         conn = self._connection
         if conn is not None:
             conn.close()
@@ -303,13 +303,13 @@ class MemoryAmqpChannel:
             self._ensure_open()
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Close the channel (idempotent); unconfirmed publishes fail with ClosedError."""
+        """Close the channel (idempotent)."""
         if self._closed:
             return
         self._driver.unregister(self)
-        self.connection_closed(ClosedError("the channel was closed before the broker confirmed"))
+        self.connection_closed()
 
-    def connection_closed(self, error: BaseException) -> None:
+    def connection_closed(self) -> None:
         """Close for good (no publish is ever left unconfirmed: see :meth:`_publish_now`)."""
         with self._lock:
             self._closed = True
