@@ -86,8 +86,11 @@ def fault_broker(_fault_node: LocalBroker) -> LocalBroker:
 def pytest_itemcollected(item: pytest.Item) -> None:
     """Start the fork server's zygote as soon as a test that runs programs in it is collected.
 
+    (A test module that imports :mod:`tests.forkserver`, or declares ``background_programs``.)
+
     Its start (a Python process importing hutch, ~0.4 s) then overlaps with the rest of
     the collection, on another core, instead of delaying the first such test.
     """
-    if getattr(getattr(item, "module", None), "forkserver", None) is forkserver:
+    module = getattr(item, "module", None)
+    if getattr(module, "forkserver", None) is forkserver or hasattr(module, "background_programs"):
         forkserver.prestart()

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import types
 from collections.abc import Mapping, Sequence
 from importlib.machinery import BuiltinImporter, SourceFileLoader
@@ -68,20 +69,130 @@ def run(
 
     A run past ``timeout`` seconds is killed (SIGKILL) and raises ``subprocess.TimeoutExpired``.
     """
+    return start(argv, env=env, cwd=cwd, timeout=timeout).result()
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float,
+) -> Run:
+    """:func:`run` without waiting: the program runs while the caller goes on.
+
+    ``timeout`` counts from now. No thread waits for the program: :meth:`Run.done` looks
+    without blocking, :meth:`Run.result` waits (and kills the program past its timeout).
+    """
     argv = list(argv)
     parse(argv)
-    server = None if os.environ.get("HUTCH_TEST_NO_FORKSERVER") == "1" else _server()
-    if server is None:
-        return subprocess.run(
-            argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
-        )
-    request = {"argv": argv, "env": dict(env), "cwd": os.path.abspath(cwd or os.getcwd())}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        status, killed = server.run(request, out.fileno(), err.fileno(), timeout)
-        stdout, stderr = _text(out), _text(err)
-    if killed:
-        raise subprocess.TimeoutExpired(argv, timeout, output=stdout, stderr=stderr)
-    return subprocess.CompletedProcess(argv, status, stdout, stderr)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - Run closes them
+    try:
+        server = None if os.environ.get("HUTCH_TEST_NO_FORKSERVER") == "1" else _server()
+        if server is None:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd
+            )
+            return Run(argv, timeout, out, err, proc=proc)
+        request = {"argv": argv, "env": dict(env), "cwd": os.path.abspath(cwd or os.getcwd())}
+        return Run(argv, timeout, out, err, sock=server.start(request, out.fileno(), err.fileno()))
+    except BaseException:
+        out.close()
+        err.close()
+        raise
+
+
+class Run:
+    """A program :func:`start` started: a fork of the zygote, or a plain subprocess."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        timeout: float,
+        out: IO[bytes],
+        err: IO[bytes],
+        *,
+        sock: socket.socket | None = None,
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.argv, self.timeout = argv, timeout
+        self.deadline = time.monotonic() + timeout
+        self._out, self._err = out, err
+        self._sock, self._proc = sock, proc
+        self._status = b""  # what the zygote wrote so far: the exit code and a newline
+        self._result: subprocess.CompletedProcess[str] | None = None
+        self._killed = False
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when the program ends (None: poll instead)."""
+        return None if self._sock is None or self._result is not None else self._sock.fileno()
+
+    def done(self) -> bool:
+        """Whether the program has ended (never blocks)."""
+        if self._result is None and self._sock is not None:
+            self._sock.setblocking(False)
+            try:
+                self._read_status()
+            except BlockingIOError:
+                pass
+        return self._result is not None or self._exit_code() is not None
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        """Wait for the program's end: ``subprocess.run``'s result.
+
+        Raises:
+            subprocess.TimeoutExpired: It ran past its timeout and was killed.
+        """
+        if self._result is None:
+            if self._sock is not None:
+                self._sock.settimeout(max(0.0, self.deadline - time.monotonic()))
+                try:
+                    self._read_status()
+                except TimeoutError:
+                    self._killed = True
+                    self._sock.settimeout(30)
+                    self._sock.sendall(b"k")
+                    self._read_status()
+            else:
+                assert self._proc is not None
+                try:
+                    self._proc.wait(max(0.0, self.deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._killed = True
+                    self._proc.kill()
+                    self._proc.wait()
+                self._finish(self._proc.returncode)
+        assert self._result is not None
+        if self._killed:
+            raise subprocess.TimeoutExpired(
+                self.argv, self.timeout, output=self._result.stdout, stderr=self._result.stderr
+            )
+        return self._result
+
+    def _exit_code(self) -> int | None:
+        if self._proc is not None and self._result is None and self._proc.poll() is not None:
+            self._finish(self._proc.returncode)
+        return None if self._result is None else self._result.returncode
+
+    def _read_status(self) -> None:
+        assert self._sock is not None
+        while not self._status.endswith(b"\n"):
+            chunk = self._sock.recv(64)
+            if not chunk:
+                raise RuntimeError(f"the fork server gave no exit status:\n{_server_errors()}")
+            self._status += chunk
+        self._finish(int(self._status))
+
+    def _finish(self, status: int) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        with self._out, self._err:
+            stdout, stderr = _text(self._out), _text(self._err)
+        self._result = subprocess.CompletedProcess(self.argv, status, stdout, stderr)
+
+
+def _server_errors() -> str:
+    return _servers[0].errors() if _servers and _servers[0] is not None else ""
 
 
 def _text(file: IO[bytes]) -> str:
@@ -125,29 +236,20 @@ class _Server:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
-    def run(self, request: object, out: int, err: int, timeout: float) -> tuple[int, bool]:
-        """Fork a child for ``request``: its exit code, and whether it was killed at timeout."""
+    def start(self, request: object, out: int, err: int) -> socket.socket:
+        """Fork a child for ``request``: the socket its exit code comes on.
+
+        A byte written on it, or its closing, kills the child.
+        """
         mine, theirs = socket.socketpair()
-        with mine:
+        try:
             with theirs, self.lock:
                 data = json.dumps(request).encode()
                 socket.send_fds(self.sock, [data], [theirs.fileno(), out, err])
-            mine.settimeout(timeout)
-            try:
-                return self._status(mine), False
-            except TimeoutError:
-                mine.settimeout(30)
-                mine.sendall(b"k")
-                return self._status(mine), True
-
-    def _status(self, conn: socket.socket) -> int:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(64)
-            if not chunk:
-                raise RuntimeError(f"the fork server gave no exit status:\n{self.errors()}")
-            data += chunk
-        return int(data)
+        except BaseException:
+            mine.close()
+            raise
+        return mine
 
     def close(self) -> None:
         """End the zygote (it kills the children still running) and wait for it."""

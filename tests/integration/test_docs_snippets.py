@@ -16,14 +16,13 @@ snippets left nothing behind.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import os
 import re
-import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import pytest
 
 import hutch
 from hutch.testing import Broker
-from tests import forkserver
+from tests.background import Program, Programs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,37 +162,37 @@ def test_the_pages_have_snippets() -> None:
     assert len(SCRIPTS) >= 15 and TEST_MODULES
 
 
-def run_script(url: str, snippet: Snippet) -> subprocess.CompletedProcess[str]:
-    code, names = isolate(snippet.code, f"docs-{RUN}-{uuid.uuid4().hex[:8]}.")
-    env = {**os.environ, "HUTCH_URL": url, "HUTCH_TEST_AMQP_URL": url}
-    try:
-        return forkserver.run([sys.executable, "-c", code], timeout=45, env=env, cwd=ROOT)
-    finally:
-        cleanup(url, names, retry_delays_ms(snippet.code))
+def background_programs(url: str, items: list[pytest.Item]) -> dict[str, Program]:
+    """The script snippets of the selected tests, as background programs (they mostly wait).
 
-
-@pytest.fixture(scope="module")
-def script_runs(amqp_url: str) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
-    """Every script snippet, started a few at a time in the background (they mostly wait).
-
-    On the memory broker, only those that run there.
+    Each one's names get a prefix of its own, and what it declared is deleted when it ends.
     """
-    memory = amqp_url.startswith("memory://")
-    runs = [s for s in SCRIPTS if not (memory and rabbitmq_only_because(s.code))]
-    pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="docs-snippet")
-    futures = {s.id: pool.submit(run_script, amqp_url, s) for s in runs}
-    # its threads end with the last run: a live thread outside hutch would keep the
-    # memory broker's virtual time from jumping for the in-process documented tests
-    pool.shutdown(wait=False)
-    yield futures
-    wait(futures.values())
+    wanted = {
+        item.callspec.id
+        for item in items
+        if isinstance(item, pytest.Function) and item.originalname == RUNS_AND_PRINTS
+    }
+    found = {}
+    for snippet in SCRIPTS:
+        if snippet.id in wanted:
+            code, names = isolate(snippet.code, f"docs-{RUN}-{uuid.uuid4().hex[:8]}.")
+            delays = retry_delays_ms(snippet.code)
+            found[f"docs:{snippet.id}"] = Program(
+                [sys.executable, "-c", code],
+                env={**os.environ, "HUTCH_URL": url, "HUTCH_TEST_AMQP_URL": url},
+                timeout=45,
+                cwd=str(ROOT),
+                cleanup=functools.partial(cleanup, url, names, delays),
+            )
+    return found
+
+
+RUNS_AND_PRINTS = "test_snippet_runs_and_prints_what_the_page_shows"
 
 
 @pytest.mark.parametrize("snippet", [pytest.param(s, marks=on_both(s), id=s.id) for s in SCRIPTS])
-def test_snippet_runs_and_prints_what_the_page_shows(
-    script_runs: dict[str, Future[subprocess.CompletedProcess[str]]], snippet: Snippet
-) -> None:
-    result = script_runs[snippet.id].result(timeout=50)
+def test_snippet_runs_and_prints_what_the_page_shows(programs: Programs, snippet: Snippet) -> None:
+    result = programs.result(f"docs:{snippet.id}")
     assert result.returncode == 0, f"{snippet.id} failed:\n{result.stderr}"
     if snippet.expected is not None:
         assert result.stdout.splitlines() == snippet.expected.splitlines(), snippet.id
@@ -247,11 +246,9 @@ def test_the_exception_tree_lists_every_error() -> None:
 
 
 @pytest.mark.rabbitmq_only("lists a RabbitMQ node's queues and exchanges")
-def test_the_snippets_leave_nothing_behind(
-    script_runs: dict[str, Future[subprocess.CompletedProcess[str]]], hutch_broker: Broker
-) -> None:
+def test_the_snippets_leave_nothing_behind(programs: Programs, hutch_broker: Broker) -> None:
     # each run deletes what its snippet declared when it ends, passed or failed
-    wait(script_runs.values(), timeout=120)
+    programs.finish("docs:")
     if not hutch_broker.supports_control:
         pytest.skip("listing the queues needs a broker hutch.testing started")
     left = leftovers(hutch_broker)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
+import uuid
 from pathlib import Path
 
-from hutch import Connection
-from tests import forkserver
+import pytest
+
+import hutch
+from tests.background import Program, Programs
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "work_queue.py"
 #: Enough for both channels' windows (4 each) with tasks to spare: 4 long (0.2 s) and 12
@@ -16,18 +20,31 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "work_queue.py"
 TASKS = 16
 
 
-def test_work_queue_example(amqp_url: str, conn: Connection, unique_name: str) -> None:
+def background_programs(url: str, items: list[pytest.Item]) -> dict[str, Program]:
+    """The example on a queue of its own, run in the background (see tests.background)."""
+    queue = f"test_work_queue_example-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "HUTCH_URL"}
-    try:
-        result = forkserver.run(
-            [sys.executable, str(EXAMPLE), amqp_url, "--queue", unique_name, "--tasks", str(TASKS)],
-            timeout=60,
-            env=env,
-        )
-    finally:
+    program = Program(
+        [sys.executable, str(EXAMPLE), url, "--queue", queue, "--tasks", str(TASKS)],
+        timeout=60,
+        env=env,
+        cleanup=functools.partial(cleanup, url, queue),
+        expected=0.5,
+    )
+    return {"work_queue": program} if items else {}
+
+
+def cleanup(url: str, queue: str) -> None:
+    """Delete the example's queue and its dead-letter queue."""
+    with hutch.connect(url) as conn:
         ch = conn.channel()
-        ch.delete_queue(unique_name)
-        ch.delete_queue(f"{unique_name}.dead")
+        ch.delete_queue(queue)
+        ch.delete_queue(f"{queue}.dead")
+        ch.close()
+
+
+def test_work_queue_example(programs: Programs) -> None:
+    result = programs.result("work_queue")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert f"{TASKS} tasks done, each exactly once: True" in out

@@ -185,3 +185,26 @@ def test_a_zygote_starts_without_waiting_and_is_waited_for_once() -> None:
     finally:
         server.close()
     assert server.proc.returncode is not None
+
+
+@pytest.mark.usefixtures("mode")
+def test_a_started_program_runs_while_the_caller_goes_on() -> None:
+    started = time.monotonic()
+    run = forkserver.start(
+        [PY, "-c", "import time; time.sleep(0.3); print('done')"], env={}, timeout=30
+    )
+    assert time.monotonic() - started < 0.25 and not run.done()  # start did not wait
+    while not run.done():
+        time.sleep(0.01)
+    assert time.monotonic() - started >= 0.3
+    result = run.result()
+    assert (result.returncode, result.stdout) == (0, "done\n")
+    assert run.done() and run.result() is result
+
+
+@pytest.mark.usefixtures("mode")
+def test_a_started_program_past_its_timeout_is_killed_when_its_result_is_taken() -> None:
+    run = forkserver.start([PY, "-c", "import time; time.sleep(60)"], env={}, timeout=0.3)
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.result()
+    assert run.done()
