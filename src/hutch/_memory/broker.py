@@ -14,6 +14,7 @@ Named brokers: :func:`get_broker` keeps one broker per name for ``memory://`` an
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -74,6 +75,15 @@ class Vhost:
     name: str
     exchanges: dict[str, MemoryExchange] = field(default_factory=dict)
     queues: dict[str, MemoryQueue] = field(default_factory=dict)
+    #: The queues that may hold something to expire (a TTL, ``x-expires``, or a message
+    #: that came with an expiration): the only ones the broker looks at for expiry.
+    timed: list[MemoryQueue] = field(default_factory=list)
+
+    def time(self, queue: MemoryQueue) -> None:
+        """Count ``queue`` among :attr:`timed` (from now until it is deleted)."""
+        if not queue.timed:
+            queue.timed = True
+            self.timed.append(queue)
 
     def __post_init__(self) -> None:
         for name, kind in BUILTIN_EXCHANGES.items():
@@ -118,6 +128,7 @@ class Broker(Consuming, ExchangeOperations):
         self._timer: threading.Thread | None = None
         self._closed = False
         self._vhosts: dict[str, Vhost] = {"/": Vhost("/")}
+        self._created = itertools.count()  # queues' creation order
         self._reply_to: dict[str, Consumer] = {}
         self._connections: set[MemoryConnection] = set()
         #: The threads alive at its creation: one of them counts for virtual time's jumps
@@ -298,7 +309,7 @@ class Broker(Consuming, ExchangeOperations):
     def _next_deadline(self) -> float | None:
         deadlines = []
         for vhost in self._vhosts.values():
-            for queue in vhost.queues.values():
+            for queue in vhost.timed:
                 expiry, gone = queue.next_expiry(), queue.expires_at()
                 if expiry is not None:
                     deadlines.append(max(expiry, queue.head_since))
@@ -327,22 +338,28 @@ class Broker(Consuming, ExchangeOperations):
                 self._wake.wait(None if deadline is None else min(deadline - now, 1.0))
 
     def _expire_due(self, now: float) -> None:
-        """Expire messages and queues due by ``now``, earliest first, each at its time."""
+        """Expire messages and queues due by ``now``, earliest first, each at its time.
+
+        Of two due at the same time, the older queue's goes first, and in one queue its
+        message before the queue itself.
+        """
         while True:
-            best: tuple[float, Vhost, MemoryQueue, bool] | None = None
+            best: tuple[float, int, bool, Vhost, MemoryQueue] | None = None
             for vhost in self._vhosts.values():
-                for queue in vhost.queues.values():
+                for queue in vhost.timed:
                     expiry = queue.next_expiry()
                     if expiry is not None:
-                        at = max(expiry, queue.head_since)
-                        if at <= now and (best is None or at < best[0]):
-                            best = (at, vhost, queue, False)
+                        key = (max(expiry, queue.head_since), queue.created, False)
+                        if key[0] <= now and (best is None or key < best[:3]):
+                            best = (*key, vhost, queue)
                     gone = queue.expires_at()
-                    if gone is not None and gone <= now and (best is None or gone < best[0]):
-                        best = (gone, vhost, queue, True)
+                    if gone is not None and gone <= now:
+                        key = (gone, queue.created, True)
+                        if best is None or key < best[:3]:
+                            best = (*key, vhost, queue)
             if best is None:
                 return
-            at, vhost, queue, whole = best
+            at, _, whole, vhost, queue = best
             if whole:
                 self._delete_queue(vhost, queue, at)
                 continue
@@ -408,7 +425,7 @@ class Broker(Consuming, ExchangeOperations):
                 existing.last_used = now
                 return qname, existing.ready, len(existing.consumers)
             check_queue_arguments(args, qname, vhost.name)
-            vhost.queues[qname] = MemoryQueue(
+            queue = vhost.queues[qname] = MemoryQueue(
                 qname,
                 durable,
                 exclusive,
@@ -416,7 +433,10 @@ class Broker(Consuming, ExchangeOperations):
                 auto_delete,
                 args,
                 last_used=now,
+                created=next(self._created),
             )
+            if queue.settings.expires is not None or queue.settings.message_ttl is not None:
+                vhost.time(queue)
             return qname, 0, 0
 
         return self.run(ch, op)
@@ -467,6 +487,8 @@ class Broker(Consuming, ExchangeOperations):
         if vhost.queues.get(queue.name) is not queue:
             return
         del vhost.queues[queue.name]
+        if queue.timed:
+            vhost.timed.remove(queue)
         # each channel is told in its consumer tags' order (RabbitMQ's channel keeps the
         # queue's tags in a sorted set), not in the order the consumers came
         for consumer in sorted(queue.consumers, key=lambda c: c.tag):
@@ -593,6 +615,8 @@ class Broker(Consuming, ExchangeOperations):
                 self._dead_letter(vhost, queue, message, DeathReason.MAXLEN, now)
             return False
         entry = Entry(message, queue.expiry_for(message, now))
+        if entry.expiry is not None:
+            vhost.time(queue)
         if queue.ready == 0:
             consumer = pick_consumer(queue)
             if consumer is not None:

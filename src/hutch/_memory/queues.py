@@ -117,6 +117,8 @@ class MemoryQueue:
         had_consumer: It had a consumer once (an auto-delete queue goes with its last).
         head_since: Clock time its head became the head (an expired message behind the
             head leaves when it reaches the head, not before).
+        created: Its place in the broker's order of creation.
+        timed: It is among its vhost's queues that may expire something (``Vhost.timed``).
     """
 
     name: str
@@ -130,6 +132,8 @@ class MemoryQueue:
     consumers: list[Consumer] = field(default_factory=list)
     had_consumer: bool = False
     head_since: float = 0.0
+    created: int = 0
+    timed: bool = False
     _buckets: list[deque[Entry]] = field(init=False)
     _ready_bytes: int = 0
     _ready_count: int = 0
