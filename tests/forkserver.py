@@ -78,10 +78,12 @@ def start(
     env: Mapping[str, str],
     cwd: str | os.PathLike[str] | None = None,
     timeout: float,
+    nice: int = 0,
 ) -> Run:
     """:func:`run` without waiting: the program runs while the caller goes on.
 
-    ``timeout`` counts from now. No thread waits for the program: :meth:`Run.done` looks
+    ``timeout`` counts from now; ``nice`` is added to the program's niceness (a background
+    program then yields the CPU to the tests). No thread waits for the program: :meth:`Run.done` looks
     without blocking, :meth:`Run.result` waits (and kills the program past its timeout).
     """
     argv = list(argv)
@@ -91,10 +93,13 @@ def start(
         server = None if os.environ.get("HUTCH_TEST_NO_FORKSERVER") == "1" else _server()
         if server is None:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
+            )  # fmt: skip
             return Run(argv, timeout, out, err, proc=proc)
-        request = {"argv": argv, "env": dict(env), "cwd": os.path.abspath(cwd or os.getcwd())}
+        request = {
+            "argv": argv, "env": dict(env), "cwd": os.path.abspath(cwd or os.getcwd()), "nice": nice
+        }  # fmt: skip
         return Run(argv, timeout, out, err, sock=server.start(request, out.fileno(), err.fileno()))
     except BaseException:
         out.close()
@@ -372,6 +377,8 @@ def _child(
         for name in [n for n in sys.modules if n == "tests" or n.startswith("tests.")]:
             del sys.modules[name]  # this helper's package: no module of the program
         args: dict[str, Any] = json.loads(request)
+        if args.get("nice"):
+            os.nice(args["nice"])
         status, interrupted = _main(args["argv"], args["env"], args["cwd"])
         threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads
         atexit._run_exitfuncs()

@@ -208,3 +208,10 @@ def test_a_started_program_past_its_timeout_is_killed_when_its_result_is_taken()
     with pytest.raises(subprocess.TimeoutExpired):
         run.result()
     assert run.done()
+
+
+@pytest.mark.usefixtures("mode")
+def test_a_started_program_can_be_made_nicer() -> None:
+    code = "import os; print(os.nice(0))"
+    result = forkserver.start([PY, "-c", code], env={}, timeout=30, nice=5).result()
+    assert int(result.stdout) == os.nice(0) + 5
