@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -389,3 +390,12 @@ def test_the_memory_package_does_not_import_pika() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n == "pika" or n.startswith("pika.") for n in names), path
+
+
+def test_properties_replace_copies_with_the_changes_as_dataclasses_replace_does() -> None:
+    before = Properties(content_type="a", headers={"k": 1}, reply_to="x", priority=3)
+    after = before.replace(reply_to="y", expiration="5")
+    assert after == dataclasses.replace(before, reply_to="y", expiration="5")
+    assert after is not before and before.reply_to == "x"  # the original is unchanged
+    with pytest.raises(TypeError, match="nope"):
+        before.replace(nope=1)

@@ -20,8 +20,10 @@ clusters, worker processes (the broker lives in one process).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -54,22 +56,9 @@ log = logging.getLogger("hutch")
 
 R = TypeVar("R")
 
-_FIELDS = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
+_FIELDS = tuple(f.name for f in dataclasses.fields(WireProperties))
+#: A pika BasicProperties' values in the memory broker's Properties field order.
+_VALUES = operator.attrgetter(*_FIELDS)
 
 
 class MemoryDriver:
@@ -501,7 +490,7 @@ class MemoryAmqpChannel:
                 )
             )
             return
-        wire = WireProperties(**{f: getattr(props, f) for f in _FIELDS})
+        wire = WireProperties(*_VALUES(props))
         with self._lock:
             try:
                 ch = self._ensure_open()

@@ -515,7 +515,10 @@ class Broker(Consuming, ExchangeOperations):
     def _route(self, vhost: Vhost, exchange: MemoryExchange, message: Message) -> list[str]:
         """The names of the queues ``message`` goes to (e2e bindings and alternates followed)."""
         if exchange.name == "":
-            return [k for k in dict.fromkeys(message.routing_keys) if k in vhost.queues]
+            keys = message.routing_keys
+            if len(keys) == 1:
+                return [keys[0]] if keys[0] in vhost.queues else []
+            return [k for k in dict.fromkeys(keys) if k in vhost.queues]
         queues: dict[str, None] = {}
         seen: set[str] = set()
         todo = [exchange]

@@ -71,6 +71,14 @@ def pick_consumer(queue: MemoryQueue) -> Consumer | None:
     if queue.settings.single_active_consumer:
         active = queue.consumers[:1]
         return active[0] if active and active[0].has_room() else None
+    if len(queue.consumers) == 1:  # the common case, without the sorting below
+        only = queue.consumers[0]
+        if only.blocked:
+            return None
+        if only.has_room():
+            return only
+        only.blocked = True
+        return None
     # RabbitMQ's priority queue of active consumers: highest priority first, then in
     # rotation order; each one tried and found full is blocked
     active = sorted((c for c in queue.consumers if not c.blocked), key=lambda c: -c.priority)

