@@ -64,7 +64,8 @@ T = TypeVar("T")
 _MAX_UNCONFIRMED_WRITES = 2000
 
 #: Draws the random message ids. Not ``os.urandom``: that releases the GIL for a system
-#: call, and getting it back behind a busy I/O or callback thread cost 6-12 us a publish. A message id needs uniqueness, not secrecy; a forked child reseeds (from
+#: call, and getting it back behind a busy I/O or callback thread cost 6-12 us a
+#: publish. A message id needs uniqueness, not secrecy; a forked child reseeds (from
 #: ``os.urandom``) so that it never repeats its parent's ids.
 _IDS = random.Random()
 os.register_at_fork(after_in_child=_IDS.seed)
