@@ -113,9 +113,11 @@ class Programs:
                     self.result(key)
 
     def close(self) -> None:
-        """Wait for every started program and clean up after it; drop the queued ones."""
+        """End the programs still running (their tests did not run: ``-x``, Ctrl-C) and
+        clean up after them; drop the queued ones."""
         for entry in self._entries.values():
             if entry.run is not None and entry.result is None:
+                entry.run.kill()
                 self._collect(entry)
 
     def _start(self, entry: _Entry) -> None:

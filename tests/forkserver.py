@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import contextlib
 import importlib
 import json
 import locale
@@ -150,7 +151,9 @@ class Run:
         """
         if self._result is None:
             if self._sock is not None:
-                self._sock.settimeout(max(0.0, self.deadline - time.monotonic()))
+                self._sock.settimeout(
+                    max(0.001, self.deadline - time.monotonic())
+                )  # 0: non-blocking
                 try:
                     self._read_status()
                 except TimeoutError:
@@ -173,6 +176,13 @@ class Run:
                 self.argv, self.timeout, output=self._result.stdout, stderr=self._result.stderr
             )
         return self._result
+
+    def kill(self) -> None:
+        """End the program now (SIGKILL) if it still runs, and take its result."""
+        if self._result is None:
+            self.deadline = time.monotonic()  # result() kills it at once
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.result()
 
     def _exit_code(self) -> int | None:
         if self._proc is not None and self._result is None and self._proc.poll() is not None:

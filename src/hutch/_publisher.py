@@ -68,7 +68,8 @@ _MAX_UNCONFIRMED_WRITES = 2000
 #: publish. A message id needs uniqueness, not secrecy; a forked child reseeds (from
 #: ``os.urandom``) so that it never repeats its parent's ids.
 _IDS = random.Random()
-os.register_at_fork(after_in_child=_IDS.seed)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_IDS.seed)
 
 
 def _message_id() -> str:

@@ -86,21 +86,28 @@ def test_a_program_that_cannot_start_is_reported_to_its_test() -> None:
         programs.result("wrong")
 
 
-def test_close_waits_for_the_started_ones_and_drops_the_queued_ones(tmp_path: Path) -> None:
+def test_close_ends_the_running_ones_cleans_up_and_drops_the_queued_ones(
+    tmp_path: Path,
+) -> None:
+    # close() runs when the tests that would take the results did not run (-x, Ctrl-C)
     calls: list[str] = []
     programs = Programs(limit=1)
     mark = tmp_path / "ran"
     programs.add(
         "first",
         program(
-            f"import time; time.sleep(0.2); open({str(mark)!r}, 'w')",
+            f"import time; time.sleep(30); open({str(mark)!r}, 'w')",
             cleanup=lambda: calls.append("first"),
         ),
     )
     programs.add("second", program("print(2)", cleanup=lambda: calls.append("second")))
     programs.pump()
+    started = time.monotonic()
     programs.close()
-    assert mark.exists() and calls == ["first"]
+    assert time.monotonic() - started < 10
+    assert not mark.exists() and calls == ["first"]
+    with pytest.raises(subprocess.TimeoutExpired):  # killed
+        programs.result("first")
 
 
 def test_a_key_is_queued_once() -> None:
