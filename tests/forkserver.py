@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import builtins
 import contextlib
+import gc
 import importlib
 import json
 import locale
@@ -329,6 +330,9 @@ def _serve(fd: int) -> None:
     sel.register(control, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}  # pid: the socket to write its exit code on
+    # what the zygote imported is never collected: out of the collector's sight, a
+    # child's collections do not write to (and copy) every page of it
+    gc.freeze()
     control.sendall(b"ready")
     while True:
         for key, _ in sel.select(timeout=1):
