@@ -133,10 +133,12 @@ class Programs:
             entry.result = entry.run.result()
         except Exception as exc:  # a timeout: the test reports it
             entry.result = exc
-        finally:
-            if not entry.cleaned and entry.program.cleanup is not None:
-                entry.cleaned = True
+        if not entry.cleaned and entry.program.cleanup is not None:
+            entry.cleaned = True
+            try:
                 entry.program.cleanup()
+            except Exception as exc:  # the program's own test reports it, not whichever pumps
+                entry.result = exc
 
     def _wait_any(self) -> None:
         """Block until a running program may have ended (a short poll without descriptors)."""

@@ -116,3 +116,21 @@ def test_a_key_is_queued_once() -> None:
     with pytest.raises(ValueError, match="already queued"):
         programs.add("a", program("pass"))
     programs.close()
+
+
+def test_a_failed_cleanup_is_reported_to_its_programs_test_only() -> None:
+    def broken() -> None:
+        raise ConnectionError("the broker went away")
+
+    programs = Programs()
+    programs.add("mine", program("print(1)", cleanup=broken))
+    programs.add("other", program("print(2)"))
+    programs.pump()
+    run = programs._entries["mine"].run
+    assert run is not None
+    while not run.done():
+        time.sleep(0.01)
+    programs.pump()  # collects "mine", as between two tests: must not raise here
+    assert programs.result("other").stdout == "2\n"
+    with pytest.raises(ConnectionError, match="went away"):
+        programs.result("mine")
