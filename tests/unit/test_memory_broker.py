@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import pathlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -272,6 +273,34 @@ def test_queue_expires_when_unused(ch: MemoryChannel, clock: Clock, broker: Brok
     assert "idle" in broker.queue_names()
     clock.now += 0.2
     assert "idle" not in broker.queue_names()
+
+
+def test_a_wall_clock_step_neither_expires_early_nor_dates_deaths_wrongly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # TTLs run on monotonic time, as RabbitMQ's do: NTP or a VM host stepping the wall
+    # clock (a CI box did, by 47 us) must not expire a message early; x-death's time is
+    # still the wall clock's
+    real = time.time
+    step = [0.0]
+    monkeypatch.setattr(time, "time", lambda: real() + step[0])
+    b = Broker()
+    try:
+        c = b.connect(threaded=False).channel()
+        c.queue_declare("dead")
+        dlx = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+        c.queue_declare("q", arguments={"x-message-ttl": 60_000, **dlx})
+        c.basic_publish("", "q", b"m", Properties())
+        step[0] = 3600.0  # the wall clock steps an hour forward
+        assert c.queue_declare("q", passive=True)[1] == 1  # not expired
+        c.queue_declare("now", arguments=dlx)
+        c.basic_publish("", "now", b"m", Properties(expiration="0"))
+        got = c.basic_get("dead", no_ack=True)
+        assert got is not None and got.properties.headers is not None
+        when = got.properties.headers["x-death"][0]["time"]
+        assert abs(when.timestamp() - time.time()) < 5
+    finally:
+        b.close()
 
 
 # ------------------------------------------------------------------ consumers

@@ -2,8 +2,10 @@
 
 One lock per broker guards everything; callbacks (deliveries, returns, confirms, consumer
 cancellations) are put on the receiving connection's outbox under the lock and run by that
-connection, never under the lock. Time comes from an injectable clock (seconds since the
-epoch): with the default real clock a timer thread expires messages and queues on time;
+connection, never under the lock. Time comes from an injectable clock (seconds): with the
+default, ``time.monotonic()`` as RabbitMQ times TTLs on Erlang's monotonic time (a wall
+clock that NTP or a VM host steps would expire messages early or late), a timer thread
+expires messages and queues on time;
 with an injected one, expiry happens when an operation (or :meth:`Broker.tick`) finds the
 clock past a deadline, in deadline order, as if the timers had fired then.
 
@@ -99,8 +101,9 @@ class Broker(Consuming, ExchangeOperations):
     directly (private to the caller, e.g. a unit test with a fake clock).
 
     Args:
-        clock: Seconds since the epoch. Default: the real clock, with a timer thread that
-            expires messages and queues on time. A test passes its own clock and moves it;
+        clock: Seconds since the epoch. Default: ``time.monotonic()`` (``x-death`` times
+            still read the wall clock), with a timer thread that expires messages and
+            queues on time. A test passes its own clock and moves it;
             expiry then happens at the next operation or :meth:`tick`. The broker's time
             is this clock plus what :meth:`wait_quiet` and jumps have brought forward.
         name: For reprs.
@@ -118,7 +121,7 @@ class Broker(Consuming, ExchangeOperations):
     ) -> None:
         self.name = name
         self._lock = threading.RLock()
-        self._clock = clock or time.time
+        self._clock = clock or time.monotonic
         #: The clock that hutch's waits on this broker's connections read.
         self.clock: Clock = VIRTUAL_CLOCK if virtual_time else REAL_CLOCK
         #: How far :meth:`wait_quiet` has moved the broker's time ahead of ``clock``.
@@ -252,6 +255,12 @@ class Broker(Consuming, ExchangeOperations):
         if self.clock.virtual:
             return self._clock() + self._ahead + VIRTUAL_CLOCK.offset
         return self._clock() + self._ahead
+
+    def _epoch(self, now: float) -> float:
+        """The broker's time ``now`` as seconds since the epoch (for ``x-death``'s ``time``)."""
+        if self._timed:  # the default monotonic clock: the wall clock, moved as time was
+            return now - self._clock() + time.time()
+        return now
 
     def _forward(self, seconds: float) -> None:
         """Move the broker's time ``seconds`` ahead (virtual time: the process's)."""
@@ -659,7 +668,7 @@ class Broker(Consuming, ExchangeOperations):
             queue=queue.name,
             exchange=exchange_name,
             routing_key=queue.settings.dead_letter_routing_key,
-            now=now,
+            now=self._epoch(now),
         )
         for name in without_cycles(reason, letter, self._route(vhost, exchange, letter)):
             target = vhost.queues.get(name)
