@@ -19,7 +19,9 @@ with ``-s`` to see them):
 
 from __future__ import annotations
 
+import math
 import queue as _queue
+import struct
 import threading
 import time
 import uuid
@@ -27,10 +29,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import hypothesis
 import pika
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pika.adapters.blocking_connection import BlockingChannel
 
 from hutch import (
     Connection,
@@ -43,7 +47,7 @@ from hutch import (
     WorkerPool,
 )
 from tests.hostile.producer import RawProducer
-from tests.hostile.strategies import basic_properties, raw_field_encoder
+from tests.hostile.strategies import RawField, basic_properties, raw_field_encoder
 from tests.reliability import wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -299,8 +303,17 @@ def _foreign_rpc_server(
     refusals: list[int],
 ) -> None:
     """Answers each request with the next drawn properties (raw pika, its own connection)."""
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    ch = conn.channel()
+
+    def connect() -> tuple[pika.BlockingConnection, BlockingChannel]:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+        ch = conn.channel()
+        # with confirms a refused reply raises in basic_publish, before the client's call
+        # can time out; unconfirmed, it surfaced at the next basic_get, after the test had
+        # counted the timeout as lost and the dead server failed the test (seen on a full run)
+        ch.confirm_delivery()
+        return conn, ch
+
+    conn, ch = connect()
     while not stop.is_set():
         method, req, _ = ch.basic_get(queue, auto_ack=True)
         if method is None:
@@ -312,10 +325,11 @@ def _foreign_rpc_server(
             with raw_field_encoder():
                 ch.basic_publish("", req.reply_to, b"reply", pika.BasicProperties(**props))
         except (pika.exceptions.ConnectionClosed, pika.exceptions.ChannelClosed):
-            # the broker refused the reply (a NaN, say): the call times out
+            # the broker refused the reply: a NaN or infinite float in its headers closes
+            # the publisher's connection (541 INTERNAL_ERROR) on direct reply-to, so the
+            # call times out
             refusals.append(1)
-            conn = pika.BlockingConnection(pika.URLParameters(url))
-            ch = conn.channel()
+            conn, ch = connect()
     conn.close()
 
 
@@ -342,6 +356,10 @@ def test_rpc_client_reply_path(
 
             @RUN
             @given(props=basic_properties())
+            # a reply that RabbitMQ refuses, every run: a NaN double in its headers
+            @hypothesis.example(
+                props={"headers": {"nan": RawField(b"d", struct.pack(">d", math.nan))}}
+            )
             def example(props: dict[str, Any]) -> None:
                 tally.examples += 1
                 replies.put(props)
