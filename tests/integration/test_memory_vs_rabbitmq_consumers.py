@@ -253,6 +253,28 @@ class Memory:
         self.events[name].append(("deliver", *delivery))
         self.tags[name].append(got.delivery_tag)
 
+    def hits_rabbitmq_310_bug(self, step: Step, queue: str) -> bool:
+        """Whether ``step`` cancels a single active consumer where RabbitMQ 3.10 fails.
+
+        That is: messages are ready, and a consumer of another channel takes over. RabbitMQ
+        3.10 (Debian's, which CI runs) makes it active but does not run the queue, so it
+        gets nothing; the next publish then crashes the queue process (``badmatch`` in
+        ``rabbit_amqqueue_process:attempt_delivery``; the queue restarts empty, its
+        consumers cancelled). Newer RabbitMQ (3.13's ``requeue_and_run`` after a cancel)
+        delivers to the new active consumer at once, as the memory broker does.
+        """
+        if step[0] != "cancel":
+            return False
+        q = self.channel("publisher").vhost.queues.get(queue)
+        if q is None or not q.settings.single_active_consumer or not q.ready:
+            return False
+        mine = self.channels.get(step[1])
+        return (
+            bool(q.consumers)
+            and q.consumers[0].channel is mine
+            and any(c.channel is not mine for c in q.consumers)
+        )
+
     def run(self, step: Step, queue: str, n: int) -> Outcome:
         try:
             result: Outcome = ("ok", *run_step(self, step, queue, n))
@@ -344,6 +366,17 @@ class Memory:
         [("publish",), ("consume", "A", 0, False, True, None)],
     )
 )
+# ... where RabbitMQ 3.10 fails (see hits_rabbitmq_310_bug), the comparison stops; found
+# on a CI run
+@example(
+    scenario=(
+        {"arguments": {"x-single-active-consumer": True}},
+        [("consume", "B", 1, False, False, None)]
+        + [("publish",)] * 3
+        + [("consume", "A", 0, False, False, None), ("cancel", "B"), ("publish",)]
+        + [("ack", "B", -1, False, False), ("get", "A"), ("recover", "A")],
+    )
+)
 # ... a per-consumer basic.qos lifts the channel-wide limit
 @example(
     scenario=(
@@ -362,6 +395,9 @@ def test_consumers_match_rabbitmq(
         rabbit.channel("publisher").queue_declare(queue, **declared)
         memory.channel("publisher").queue_declare(queue, **declared)
         for n, step in enumerate(steps):
+            if memory.hits_rabbitmq_310_bug(step, queue):
+                event("stopped before RabbitMQ 3.10's single-active-consumer bug")
+                break
             got_rabbit = rabbit.run(step, queue, n)
             got_memory = memory.run(step, queue, n)
             assert got_memory == got_rabbit, (n, step)

@@ -210,6 +210,27 @@ def test_a_single_active_consumer_queue_refuses_exclusive_consumers(ch: MemoryCh
     )
 
 
+def test_the_next_single_active_consumer_gets_the_ready_messages_at_once(broker: Broker) -> None:
+    # as RabbitMQ 3.13 does (requeue_and_run after a cancel); RabbitMQ 3.10 leaves them
+    # ready and crashes the queue at the next publish, a bug the memory broker does not copy
+    # (test_memory_vs_rabbitmq_consumers.py stops comparing there)
+    conn = broker.connect(threaded=False)
+    first, second = conn.channel(), conn.channel()
+    first.queue_declare("q", arguments={"x-single-active-consumer": True})
+    first.basic_qos(1)
+    got: dict[str, list[bytes]] = {"first": [], "second": []}
+    first.basic_consume("q", lambda d: got["first"].append(d.body), consumer_tag="f")
+    second.basic_consume("q", lambda d: got["second"].append(d.body))
+    for n in range(3):
+        first.basic_publish("", "q", str(n).encode())
+    conn.run_pending()
+    assert got == {"first": [b"0"], "second": []}
+    first.basic_cancel("f")
+    first.basic_publish("", "q", b"3")
+    conn.run_pending()
+    assert got == {"first": [b"0"], "second": [b"1", b"2", b"3"]}
+
+
 def test_a_per_consumer_qos_lifts_the_channel_limit(broker: Broker) -> None:
     conn = broker.connect(threaded=False)
     ch = conn.channel()
