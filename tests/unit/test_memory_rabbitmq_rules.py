@@ -210,6 +210,18 @@ def test_a_single_active_consumer_queue_refuses_exclusive_consumers(ch: MemoryCh
     )
 
 
+def test_an_argument_given_as_void_is_not_an_absent_one(ch: MemoryChannel) -> None:
+    # found by test_memory_vs_rabbitmq_ops.py: RabbitMQ tells a void x-expires from none
+    ch.queue_declare("q")
+    with pytest.raises(ChannelClosed) as exc:
+        ch.queue_declare("q", arguments={"x-expires": None})
+    assert (exc.value.reply_code, exc.value.reply_text) == (
+        406,
+        f"PRECONDITION_FAILED - inequivalent arg 'x-expires' for {Q}: "
+        "received the value 'undefined' of type 'void' but current is none",
+    )
+
+
 def test_the_next_single_active_consumer_gets_the_ready_messages_at_once(broker: Broker) -> None:
     # as RabbitMQ 3.13 does (requeue_and_run after a cancel); RabbitMQ 3.10 leaves them
     # ready and crashes the queue at the next publish, a bug the memory broker does not copy

@@ -9,6 +9,7 @@ from hutch._exceptions import ChannelClosed
 from hutch._memory.errors import (
     NOT_IMPLEMENTED,
     PRECONDITION_FAILED,
+    VOID,
     amqp_type,
     channel_error,
     describe,
@@ -285,6 +286,8 @@ def inequivalent(
 
 
 def _type_class(value: object) -> str:
+    if value is VOID:
+        return "void"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -297,7 +300,8 @@ def args_equivalent(
 ) -> None:
     """Raise 406 for the first of ``keys`` whose value differs between the declarations."""
     for key in keys:
-        old, new = current.get(key), received.get(key)
+        # absent (None) and present with the void value (VOID) differ, as in RabbitMQ
+        old, new = _present(current, key), _present(received, key)
         if key == "x-queue-type" and "classic" in (old, new) and None in (old, new):
             continue
         if old is None and new is None:
@@ -307,6 +311,14 @@ def args_equivalent(
         if _type_class(old) == _type_class(new) and old == new:
             continue
         raise inequivalent(key, entity, new, old, typed=False)
+
+
+def _present(arguments: Mapping[str, Any], key: str) -> object:
+    """``arguments[key]``: None if absent, :data:`VOID` if given as void (None)."""
+    if key not in arguments:
+        return None
+    value = arguments[key]
+    return VOID if value is None else value
 
 
 def queue_arguments_equivalent(

@@ -16,6 +16,7 @@ __all__ = [
     "NOT_FOUND",
     "PRECONDITION_FAILED",
     "RESOURCE_LOCKED",
+    "VOID",
     "channel_error",
     "describe",
     "locked",
@@ -87,11 +88,22 @@ def locked(name: str, vhost: str) -> ChannelClosed:
     )
 
 
+class _Void:
+    """An argument given with AMQP's void value: present, unlike an absent one."""
+
+    def __repr__(self) -> str:
+        return "VOID"
+
+
+#: An argument present with the void value (``None`` in a declaration's table).
+VOID = _Void()
+
+
 def show_value(value: object, *, typed: bool) -> str:
     """A value as RabbitMQ prints it in an 'inequivalent arg' text.
 
     Args:
-        value: The argument's value (None: absent).
+        value: The argument's value (None: absent; :data:`VOID`: the void value).
         typed: Print its AMQP type too (when only one side has the argument).
 
     Returns:
@@ -99,10 +111,13 @@ def show_value(value: object, *, typed: bool) -> str:
     """
     if value is None:
         return "none"
-    shown = _erlang(value)
+    if value is VOID:
+        shown, kind = "undefined", "void"
+    else:
+        shown, kind = _erlang(value), amqp_type(value)
     if not typed:
         return f"'{shown}'"
-    return f"the value '{shown}' of type '{amqp_type(value)}'"
+    return f"the value '{shown}' of type '{kind}'"
 
 
 def _erlang(value: object) -> str:
