@@ -101,9 +101,10 @@ class Broker(Consuming, ExchangeOperations):
     directly (private to the caller, e.g. a unit test with a fake clock).
 
     Args:
-        clock: Seconds since the epoch. Default: ``time.monotonic()`` (``x-death`` times
-            still read the wall clock), with a timer thread that expires messages and
-            queues on time. A test passes its own clock and moves it;
+        clock: A clock in seconds since the epoch (a test's fake one). Default:
+            ``time.monotonic()`` (``x-death`` times then read the wall clock), with a
+            timer thread that expires messages and queues on time. A test passes its own
+            clock and moves it;
             expiry then happens at the next operation or :meth:`tick`. The broker's time
             is this clock plus what :meth:`wait_quiet` and jumps have brought forward.
         name: For reprs.
