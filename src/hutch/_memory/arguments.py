@@ -286,8 +286,6 @@ def inequivalent(
 
 
 def _type_class(value: object) -> str:
-    if value is VOID:
-        return "void"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):

@@ -111,16 +111,15 @@ def show_value(value: object, *, typed: bool) -> str:
     """
     if value is None:
         return "none"
-    if value is VOID:
-        shown, kind = "undefined", "void"
-    else:
-        shown, kind = _erlang(value), amqp_type(value)
+    shown = _erlang(value)
     if not typed:
         return f"'{shown}'"
-    return f"the value '{shown}' of type '{kind}'"
+    return f"the value '{shown}' of type '{amqp_type(value)}'"
 
 
 def _erlang(value: object) -> str:
+    if value is VOID:
+        return "undefined"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, bytes):
@@ -144,6 +143,6 @@ def amqp_type(value: object) -> str:
         return "array"
     if isinstance(value, dict):
         return "table"
-    if value is None:
+    if value is None or value is VOID:
         return "void"
     return "longstr"
