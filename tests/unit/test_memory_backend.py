@@ -127,6 +127,9 @@ def test_rpc_with_direct_reply_to(hutch_memory_connection: Connection) -> None:
     def add(x: int, y: int) -> int:
         return x + y
 
+    # consuming once start() returns: a call made before the thread had declared the
+    # queue came back 312 NO_ROUTE on a loaded CI run
+    server.start()
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
