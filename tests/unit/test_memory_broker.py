@@ -177,6 +177,24 @@ def test_expired_message_behind_a_live_head_waits_for_the_head(
     assert first.routing_key == "dead"
 
 
+def test_a_message_requeued_past_its_expiry_expires_before_the_next_get(
+    broker: Broker, clock: Clock
+) -> None:
+    # As RabbitMQ 3.10 does (checked with pika). The broker skips its expiry scan while
+    # it knows nothing is due; a channel closed outside its operations must end that,
+    # and the requeue must bring back among the timed queues one that had nothing ready.
+    conn = broker.connect(threaded=False)
+    taker, other = conn.channel(), conn.channel()
+    taker.queue_declare("q")
+    taker.basic_publish("", "q", b"brief", Properties(expiration="1000"))
+    assert taker.basic_get("q", no_ack=False) is not None
+    assert other.queue_declare("q", passive=True)[1] == 0  # nothing ready, nothing due
+    clock.now += 2
+    taker.close()  # requeued, already past its expiry
+    assert other.basic_get("q", no_ack=True) is None
+    assert other.queue_declare("q", passive=True)[1] == 0
+
+
 def test_retry_loop_counts_deaths_per_queue_and_reason(ch: MemoryChannel, clock: Clock) -> None:
     ch.queue_declare(
         "work", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "delay"}

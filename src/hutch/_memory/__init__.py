@@ -3,9 +3,9 @@
 One module per concept: :mod:`.exchanges` (routing), :mod:`.queues` (TTL, length limits,
 priorities), :mod:`.dead_letter` (``x-death``), :mod:`.consumers` (prefetch, round robin),
 :mod:`.arguments` (argument checks and equivalence), :mod:`.errors` (reply codes and texts),
-:mod:`.broker` (vhosts, queue declarations, publishing, the lock, the timers, named
+:mod:`.broker` (vhosts, queue declarations, publishing, the timer thread, named
 brokers), :mod:`.exchange_ops` (exchange declarations and bindings), :mod:`.consuming`
-(consumers, gets, acks, QoS),
+(consumers, gets, acks, QoS), :mod:`.expiry` (what falls due when, the broker's lock),
 :mod:`.connection` (connections, channels, the callback thread). No pika here: the
 messages hold plain Python values.
 """

@@ -37,6 +37,7 @@ from hutch._memory.dead_letter import DeathReason, dead_letter, without_cycles
 from hutch._memory.errors import describe
 from hutch._memory.exchange_ops import ExchangeOperations
 from hutch._memory.exchanges import BUILTIN_EXCHANGES, MemoryExchange
+from hutch._memory.expiry import BrokerLock, Expiring
 from hutch._memory.message import Message, Properties, header_routes
 from hutch._memory.queues import Entry, MemoryQueue
 from hutch._topology import Overflow
@@ -82,10 +83,24 @@ class Vhost:
     timed: list[MemoryQueue] = field(default_factory=list)
 
     def time(self, queue: MemoryQueue) -> None:
-        """Count ``queue`` among :attr:`timed` (from now until it is deleted)."""
+        """Count ``queue`` among :attr:`timed` (until it is deleted or :meth:`untime_idle`)."""
         if not queue.timed:
             queue.timed = True
             self.timed.append(queue)
+
+    def untime_idle(self) -> None:
+        """Drop from :attr:`timed` the queues that can expire nothing.
+
+        That is: no TTL, no ``x-expires``, nothing ready. A message with an expiration
+        enqueued or requeued there counts the queue again (:meth:`time`).
+        """
+        kept = []
+        for queue in self.timed:
+            if queue.ready or queue.settings.timed:
+                kept.append(queue)
+            else:
+                queue.timed = False
+        self.timed = kept
 
     def __post_init__(self) -> None:
         for name, kind in BUILTIN_EXCHANGES.items():
@@ -94,7 +109,7 @@ class Vhost:
             )
 
 
-class Broker(Consuming, ExchangeOperations):
+class Broker(Consuming, ExchangeOperations, Expiring):
     """An in-process broker with RabbitMQ 3.10's semantics for what hutch uses.
 
     Thread-safe: any thread may call any method. Built by :func:`get_broker` (named) or
@@ -121,14 +136,14 @@ class Broker(Consuming, ExchangeOperations):
         virtual_time: bool = False,
     ) -> None:
         self.name = name
-        self._lock = threading.RLock()
+        self._lock = BrokerLock()
         self._clock = clock or time.monotonic
         #: The clock that hutch's waits on this broker's connections read.
         self.clock: Clock = VIRTUAL_CLOCK if virtual_time else REAL_CLOCK
         #: How far :meth:`wait_quiet` has moved the broker's time ahead of ``clock``.
         self._ahead = 0.0
         self._timed = clock is None
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock.raw)
         self._timer: threading.Thread | None = None
         self._closed = False
         self._vhosts: dict[str, Vhost] = {"/": Vhost("/")}
@@ -277,7 +292,7 @@ class Broker(Consuming, ExchangeOperations):
             ``(False, None)`` while a callback waits to run; else True and the seconds
             until the next message or queue expiry (None if none).
         """
-        with self._lock:
+        with self._lock.raw:  # a question: it keeps the remembered calm
             if any(conn.pending for conn in self._connections):
                 return False, None
             due = self._next_deadline()
@@ -298,11 +313,13 @@ class Broker(Consuming, ExchangeOperations):
         RabbitMQ does (its unacked messages are requeued, its consumers cancelled).
         """
         self.clock.enter()
-        with self._lock:
+        lock = self._lock
+        with lock.raw:  # the one path that keeps lock.calm_until (see hutch._memory.lock)
             if channel is not None:
                 channel.check_open()
             now = self._now()
-            self._expire_due(now)
+            if lock.calm_until is None or now >= lock.calm_until:
+                self._expire_due(now)
             try:
                 result = operation(now)
             except ChannelClosed as exc:
@@ -316,17 +333,6 @@ class Broker(Consuming, ExchangeOperations):
             return result
 
     # ------------------------------------------------------------------ timers
-    def _next_deadline(self) -> float | None:
-        deadlines = []
-        for vhost in self._vhosts.values():
-            for queue in vhost.timed:
-                expiry, gone = queue.next_expiry(), queue.expires_at()
-                if expiry is not None:
-                    deadlines.append(max(expiry, queue.head_since))
-                if gone is not None:
-                    deadlines.append(gone)
-        return min(deadlines) if deadlines else None
-
     def _arm_timer(self) -> None:
         if self._timer is None and not self._closed:
             self._timer = threading.Thread(
@@ -346,37 +352,6 @@ class Broker(Consuming, ExchangeOperations):
                     self._expire_due(now)
                     continue
                 self._wake.wait(None if deadline is None else min(deadline - now, 1.0))
-
-    def _expire_due(self, now: float) -> None:
-        """Expire messages and queues due by ``now``, earliest first, each at its time.
-
-        Of two due at the same time, the older queue's goes first, and in one queue its
-        message before the queue itself.
-        """
-        while True:
-            best: tuple[float, int, bool, Vhost, MemoryQueue] | None = None
-            for vhost in self._vhosts.values():
-                for queue in vhost.timed:
-                    expiry = queue.next_expiry()
-                    if expiry is not None:
-                        key = (max(expiry, queue.head_since), queue.created, False)
-                        if key[0] <= now and (best is None or key < best[:3]):
-                            best = (*key, vhost, queue)
-                    gone = queue.expires_at()
-                    if gone is not None and gone <= now:
-                        key = (gone, queue.created, True)
-                        if best is None or key < best[:3]:
-                            best = (*key, vhost, queue)
-            if best is None:
-                return
-            at, _, whole, vhost, queue = best
-            if whole:
-                self._delete_queue(vhost, queue, at)
-                continue
-            entry = queue.pop_expired(at)
-            queue.head_since = at
-            if entry is not None:
-                self._dead_letter(vhost, queue, entry.message, DeathReason.EXPIRED, at)
 
     # ------------------------------------------------------------------ queues
     def queue_declare(
@@ -445,7 +420,7 @@ class Broker(Consuming, ExchangeOperations):
                 last_used=now,
                 created=next(self._created),
             )
-            if queue.settings.expires is not None or queue.settings.message_ttl is not None:
+            if queue.settings.timed:
                 vhost.time(queue)
             return qname, 0, 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +18,7 @@ from hutch._memory.arguments import check_consume_arguments
 from hutch._memory.consumers import Consumer, pick_consumer, unblock
 from hutch._memory.dead_letter import DeathReason
 from hutch._memory.errors import describe
+from hutch._memory.expiry import BrokerLock
 from hutch._memory.message import Delivery, Message
 from hutch._memory.queues import Entry, MemoryQueue
 
@@ -49,7 +49,7 @@ class Unacked:
 class Consuming:
     """Consumers, ``basic.get``, ack / nack / reject, recover and QoS (a Broker mixin)."""
 
-    _lock: threading.RLock
+    _lock: BrokerLock
     _reply_to: dict[str, Consumer]
 
     if TYPE_CHECKING:  # provided by Broker
@@ -249,6 +249,8 @@ class Consuming:
                 if head is None or head.seq > item.entry.seq:
                     queue.head_since = now
                 queue.requeue(item.entry)
+                if item.entry.expiry is not None:
+                    ch.vhost.time(queue)  # it may have left the timed ones while empty
                 requeued[id(queue)] = queue
             else:
                 self._dead_letter(ch.vhost, queue, item.entry.message, DeathReason.REJECTED, now)

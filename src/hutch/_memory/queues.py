@@ -99,6 +99,11 @@ class QueueSettings:
             single_active_consumer=arguments.get("x-single-active-consumer") is True,
         )
 
+    @property
+    def timed(self) -> bool:
+        """A message TTL or ``x-expires``: the queue has times to keep, even when empty."""
+        return self.message_ttl is not None or self.expires is not None
+
 
 @dataclass(eq=False)
 class MemoryQueue:
@@ -226,8 +231,27 @@ class MemoryQueue:
 
     def next_expiry(self) -> float | None:
         """The earliest expiry among the heads of the priorities (when to look again)."""
-        times = [b[0].expiry for b in self._buckets if b and b[0].expiry is not None]
+        buckets = self._buckets
+        if len(buckets) == 1:  # no priorities: the head's
+            return buckets[0][0].expiry if buckets[0] else None
+        times = [b[0].expiry for b in buckets if b and b[0].expiry is not None]
         return min(times) if times else None
+
+    def deadline(self) -> float | None:
+        """When something here falls due next, or None if nothing can.
+
+        That is the head's expiry (not before it became the head), or the queue's own
+        (``x-expires``).
+        """
+        at = None
+        if self._ready_count:
+            expiry = self.next_expiry()
+            if expiry is not None:
+                at = max(expiry, self.head_since)
+        gone = self.expires_at()
+        if gone is not None and (at is None or gone < at):
+            at = gone
+        return at
 
     def pop_expired(self, now: float) -> Entry | None:
         """Remove and return an expired head (the one that expired first), or None."""
