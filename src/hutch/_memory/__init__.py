@@ -6,8 +6,8 @@ priorities), :mod:`.dead_letter` (``x-death``), :mod:`.consumers` (prefetch, rou
 :mod:`.broker` (vhosts, queue declarations, publishing, the timer thread, named
 brokers), :mod:`.exchange_ops` (exchange declarations and bindings), :mod:`.consuming`
 (consumers, gets, acks, QoS), :mod:`.expiry` (what falls due when, the broker's lock),
-:mod:`.connection` (connections, channels, the callback thread). No pika here: the
-messages hold plain Python values.
+:mod:`.connection` (connections, channels, the callback thread), :mod:`.parts` (what
+the mixins use of the broker). No pika here: the messages hold plain Python values.
 """
 
 from __future__ import annotations

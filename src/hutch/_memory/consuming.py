@@ -18,12 +18,11 @@ from hutch._memory.arguments import check_consume_arguments
 from hutch._memory.consumers import Consumer, pick_consumer, unblock
 from hutch._memory.dead_letter import DeathReason
 from hutch._memory.errors import describe
-from hutch._memory.expiry import BrokerLock
-from hutch._memory.message import Delivery, Message
+from hutch._memory.message import Delivery
+from hutch._memory.parts import BrokerPart
 from hutch._memory.queues import Entry, MemoryQueue
 
 if TYPE_CHECKING:
-    from hutch._memory.broker import Vhost
     from hutch._memory.connection import MemoryChannel
 
 __all__ = ["REPLY_TO", "Consuming", "Unacked", "server_name"]
@@ -46,30 +45,10 @@ class Unacked:
     consumer: Consumer | None
 
 
-class Consuming:
+class Consuming(BrokerPart):
     """Consumers, ``basic.get``, ack / nack / reject, recover and QoS (a Broker mixin)."""
 
-    _lock: BrokerLock
     _reply_to: dict[str, Consumer]
-
-    if TYPE_CHECKING:  # provided by Broker
-
-        def run(self, channel: MemoryChannel | None, operation: Callable[[float], _T]) -> _T: ...
-
-        def _queue(self, ch: MemoryChannel, name: str) -> MemoryQueue: ...
-
-        def _delete_queue(self, vhost: Vhost, queue: MemoryQueue, now: float) -> None: ...
-
-        def _dead_letter(
-            self,
-            vhost: Vhost,
-            queue: MemoryQueue,
-            message: Message,
-            reason: DeathReason,
-            now: float,
-        ) -> None: ...
-
-        def _drop_head(self, vhost: Vhost, queue: MemoryQueue, now: float) -> None: ...
 
     # ------------------------------------------------------------------ consuming
     def _dispatch(self, queue: MemoryQueue, now: float) -> None:

@@ -8,42 +8,27 @@ does; unbinding is idempotent. Everything here runs under the broker's lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hutch._memory import errors
 from hutch._memory.arguments import args_equivalent, inequivalent
 from hutch._memory.errors import amqp_type, describe
 from hutch._memory.exchanges import BUILTIN_EXCHANGES, X_MATCH_MODES, Binding, MemoryExchange
+from hutch._memory.parts import BrokerPart
 from hutch._topology import ExchangeType
 
 if TYPE_CHECKING:
     from hutch._memory.broker import Vhost
-    from hutch._memory.connection import MemoryChannel, MemoryConnection
-    from hutch._memory.queues import MemoryQueue
+    from hutch._memory.connection import MemoryChannel
 
 __all__ = ["ExchangeOperations"]
 
 _T = TypeVar("_T")
 
 
-class ExchangeOperations:
+class ExchangeOperations(BrokerPart):
     """``exchange.declare`` / ``exchange.delete`` and the (un)binds (a Broker mixin)."""
-
-    if TYPE_CHECKING:  # provided by Broker
-
-        def run(self, channel: MemoryChannel | None, operation: Callable[[float], _T]) -> _T: ...
-
-        def _queue(self, ch: MemoryChannel, name: str) -> MemoryQueue: ...
-
-        def _check_access(
-            self,
-            queue: MemoryQueue,
-            conn: MemoryConnection,
-            *,
-            strict: bool = False,
-            exclusive: bool = False,
-        ) -> None: ...
 
     # ------------------------------------------------------------------ exchanges
     def exchange_declare(

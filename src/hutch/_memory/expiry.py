@@ -17,10 +17,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from hutch._memory.dead_letter import DeathReason
+from hutch._memory.parts import BrokerPart
 
 if TYPE_CHECKING:
     from hutch._memory.broker import Vhost
-    from hutch._memory.message import Message
     from hutch._memory.queues import MemoryQueue
 
 __all__ = ["BrokerLock", "Expiring"]
@@ -55,24 +55,8 @@ class BrokerLock:
         self.raw.release()
 
 
-class Expiring:
+class Expiring(BrokerPart):
     """Message and queue expiry, earliest first (a Broker mixin, under its lock)."""
-
-    _lock: BrokerLock
-    _vhosts: dict[str, Vhost]
-
-    if TYPE_CHECKING:  # provided by Broker
-
-        def _delete_queue(self, vhost: Vhost, queue: MemoryQueue, now: float) -> None: ...
-
-        def _dead_letter(
-            self,
-            vhost: Vhost,
-            queue: MemoryQueue,
-            message: Message,
-            reason: DeathReason,
-            now: float,
-        ) -> None: ...
 
     def _next_deadline(self) -> float | None:
         calm = self._lock.calm_until
