@@ -384,6 +384,32 @@ class Memory:
         + [("cancel", "A")],
     )
 )
+# ... basic.get's unacked message counts against a channel limit set after it (a hunt)
+@example(
+    scenario=(
+        {"auto_delete": False},
+        [
+            ("publish",),
+            ("get", "A"),
+            ("consume", "A", 0, False, False, None),
+            ("qos", "A", 1, True),
+            ("publish",),
+        ],
+    )
+)
+# ... and holds back a no-ack consumer of that channel too (the same hunt)
+@example(
+    scenario=(
+        {"auto_delete": False},
+        [
+            ("publish",),
+            ("get", "A"),
+            ("consume", "A", 0, True, False, None),
+            ("qos", "A", 1, True),
+            ("publish",),
+        ],
+    )
+)
 # ... a per-consumer basic.qos lifts the channel-wide limit
 @example(
     scenario=(

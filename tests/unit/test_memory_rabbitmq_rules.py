@@ -257,6 +257,52 @@ def test_a_per_consumer_qos_lifts_the_channel_limit(broker: Broker) -> None:
     assert got == [b"0", b"1"]
 
 
+def test_basic_gets_unacked_when_a_channel_limit_is_set_count_against_it_for_good(
+    broker: Broker,
+) -> None:
+    # found by a hunt (HUTCH_TEST_COMPARE_SCALE=20); the steps below checked with pika
+    # against RabbitMQ 3.10: its limiter starts from all the channel's unacked messages
+    conn = broker.connect(threaded=False)
+    ch = conn.channel()
+    ch.queue_declare("q")
+    for n in range(4):
+        ch.basic_publish("", "q", str(n).encode())
+    taken = ch.basic_get("q", no_ack=False)
+    assert taken is not None
+    ch.basic_qos(1, global_=True)
+    got: list[bytes] = []
+    ch.basic_consume("q", lambda d: got.append(d.body))
+    conn.run_pending()
+    assert got == []  # the get's message fills the limit
+    ch.basic_ack(taken.delivery_tag)
+    conn.run_pending()
+    assert got == []  # and still does once acked
+    ch.basic_qos(2, global_=True)
+    conn.run_pending()
+    assert got == [b"1"]  # a new limit keeps the count
+    ch.basic_qos(0, global_=True)  # no limit; the next one starts from what is unacked
+    conn.run_pending()
+    assert got == [b"1", b"2", b"3"]
+
+
+def test_a_channel_limit_holds_back_its_no_ack_consumers_too(broker: Broker) -> None:
+    # checked with pika against RabbitMQ 3.10
+    conn = broker.connect(threaded=False)
+    ch, publisher = conn.channel(), conn.channel()
+    ch.queue_declare("q")
+    ch.basic_qos(1, global_=True)
+    manual: list[bytes] = []
+    no_ack: list[bytes] = []
+    ch.basic_consume("q", lambda d: manual.append(d.body))
+    publisher.basic_publish("", "q", b"0")
+    conn.run_pending()
+    ch.basic_consume("q", lambda d: no_ack.append(d.body), no_ack=True)
+    for n in range(1, 4):
+        publisher.basic_publish("", "q", str(n).encode())
+    conn.run_pending()
+    assert (manual, no_ack) == ([b"0"], [])
+
+
 def test_unbinding_nothing_from_another_connections_exclusive_queue_is_ok(
     broker: Broker,
 ) -> None:

@@ -183,6 +183,9 @@ class MemoryChannel:
         self.unacked: dict[int, Unacked] = {}
         self.consumer_prefetch = 0
         self.global_prefetch = 0
+        #: basic.get's unacked messages when the global prefetch was set: they count
+        #: against it from then on, acked or not, as in RabbitMQ 3.10
+        self.global_phantom = 0
         self.reply_token: str | None = None
         self.on_return: Callable[[Returned], None] | None = None
         self.on_confirm: Callable[[int, bool], None] | None = None
@@ -212,7 +215,7 @@ class MemoryChannel:
         if not self.global_prefetch:
             return True
         pending = sum(1 for u in self.unacked.values() if u.consumer is not None)
-        return pending < self.global_prefetch
+        return pending + self.global_phantom < self.global_prefetch
 
     def next_delivery_tag(self) -> int:
         """The next delivery tag (under the broker's lock)."""

@@ -58,10 +58,12 @@ class Consumer:
     blocked: bool = False
 
     def has_room(self) -> bool:
-        """True if it may receive one more delivery now."""
-        if self.no_ack:
-            return True
-        if self.prefetch and self.unacked >= self.prefetch:
+        """True if it may receive one more delivery now.
+
+        A no-ack consumer has no limit of its own, but its channel's limit holds it back
+        too (RabbitMQ's limiter is asked for every delivery on the channel).
+        """
+        if not self.no_ack and self.prefetch and self.unacked >= self.prefetch:
             return False
         return self.channel.has_room()
 

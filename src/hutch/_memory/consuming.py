@@ -271,6 +271,11 @@ class Consuming(BrokerPart):
 
         def op(now: float) -> None:
             if global_:
+                if prefetch_count and not ch.global_prefetch:
+                    # RabbitMQ's limiter starts from every unacked message of the channel,
+                    # basic.get's included, and never takes those off ("not strictly
+                    # right ... Pretty obscure though", rabbit_channel's basic.qos)
+                    ch.global_phantom = sum(1 for u in ch.unacked.values() if u.consumer is None)
                 ch.global_prefetch = prefetch_count
             else:
                 ch.consumer_prefetch = prefetch_count
