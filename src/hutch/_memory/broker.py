@@ -314,7 +314,7 @@ class Broker(Consuming, ExchangeOperations, Expiring):
         """
         self.clock.enter()
         lock = self._lock
-        with lock.raw:  # the one path that keeps lock.calm_until (see hutch._memory.lock)
+        with lock.raw:  # the one path that keeps lock.calm_until (see hutch._memory.expiry)
             if channel is not None:
                 channel.check_open()
             now = self._now()
