@@ -10,7 +10,7 @@ import base64
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from hutch._exceptions import ChannelClosed
 from hutch._memory import errors
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["REPLY_TO", "Consuming", "Unacked", "server_name"]
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-_T = TypeVar("_T")
 
 
 def server_name(prefix: str) -> str:

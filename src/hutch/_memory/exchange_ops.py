@@ -9,7 +9,7 @@ does; unbinding is idempotent. Everything here runs under the broker's lock.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from hutch._memory import errors
 from hutch._memory.arguments import args_equivalent, inequivalent
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from hutch._memory.connection import MemoryChannel
 
 __all__ = ["ExchangeOperations"]
-
-_T = TypeVar("_T")
 
 
 class ExchangeOperations(BrokerPart):
