@@ -96,7 +96,7 @@ class Vhost:
         """
         kept = []
         for queue in self.timed:
-            if queue.ready or queue.settings.timed:
+            if queue.may_expire:
                 kept.append(queue)
             else:
                 queue.timed = False

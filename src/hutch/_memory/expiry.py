@@ -60,15 +60,26 @@ class Expiring(BrokerPart):
 
     def _next_deadline(self) -> float | None:
         calm = self._lock.calm_until
-        if calm is not None:
-            return None if calm == math.inf else calm
-        deadlines = [
-            at
-            for vhost in self._vhosts.values()
-            for queue in vhost.timed
-            if (at := queue.deadline()) is not None
-        ]
-        return min(deadlines) if deadlines else None
+        soonest = self._soonest() if calm is None else calm
+        return None if soonest == math.inf else soonest
+
+    def _soonest(self) -> float:
+        """The earliest time anything falls due (``math.inf``: nothing will).
+
+        Queues that can expire nothing leave the timed ones on the way.
+        """
+        soonest = math.inf
+        for vhost in self._vhosts.values():
+            idle = False
+            for queue in vhost.timed:
+                at = queue.deadline()
+                if at is None:
+                    idle = idle or not queue.may_expire
+                elif at < soonest:
+                    soonest = at
+            if idle:
+                vhost.untime_idle()
+        return soonest
 
     def _expire_due(self, now: float) -> None:
         """Expire messages and queues due by ``now``, earliest first, each at its time.
@@ -94,17 +105,7 @@ class Expiring(BrokerPart):
         Of two due at the same time, the older queue's goes first, and in one queue its
         message before the queue itself.
         """
-        soonest = math.inf
-        for vhost in self._vhosts.values():
-            idle = False
-            for queue in vhost.timed:
-                at = queue.deadline()
-                if at is None:
-                    idle = idle or not (queue.ready or queue.settings.timed)
-                elif at < soonest:
-                    soonest = at
-            if idle:
-                vhost.untime_idle()  # nothing to expire there: out of the next scans
+        soonest = self._soonest()
         if soonest > now:
             self._lock.calm_until = soonest
             return None

@@ -237,6 +237,11 @@ class MemoryQueue:
         times = [b[0].expiry for b in buckets if b and b[0].expiry is not None]
         return min(times) if times else None
 
+    @property
+    def may_expire(self) -> bool:
+        """Something here can fall due: a message ready, or a TTL or ``x-expires``."""
+        return bool(self._ready_count) or self.settings.timed
+
     def deadline(self) -> float | None:
         """When something here falls due next, or None if nothing can.
 
