@@ -384,6 +384,26 @@ class Memory:
         + [("cancel", "A")],
     )
 )
+# ... a closing channel's consumers all go at once: the same channel's next one never takes
+# over (RabbitMQ's handle_ch_down; a CI run)
+@example(
+    scenario=(
+        {"auto_delete": False, "arguments": {"x-single-active-consumer": True}},
+        [("consume", "A", 1, False, False, None), ("consume", "A", 0, False, False, None)]
+        + [("publish",)] * 6
+        + [("close", "A")],
+    )
+)
+# ... and the closing channel's unacked messages are requeued before the queue runs for
+# another channel's consumer, which gets them first
+@example(
+    scenario=(
+        {"auto_delete": False, "arguments": {"x-single-active-consumer": True}},
+        [("consume", "A", 1, False, False, None), ("consume", "B", 0, False, False, None)]
+        + [("publish",)] * 3
+        + [("close", "A")],
+    )
+)
 # ... basic.get's unacked message counts against a channel limit set after it (a hunt)
 @example(
     scenario=(

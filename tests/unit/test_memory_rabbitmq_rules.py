@@ -243,6 +243,29 @@ def test_the_next_single_active_consumer_gets_the_ready_messages_at_once(broker:
     assert got == {"first": [b"0"], "second": [b"1", b"2", b"3"]}
 
 
+def test_a_closing_channels_consumers_go_together_and_its_unacked_come_back_first(
+    broker: Broker,
+) -> None:
+    # RabbitMQ's handle_ch_down: all of the channel's consumers leave the queue at once,
+    # its unacked messages are requeued, and only then does the queue run (found on CI)
+    conn = broker.connect(threaded=False)
+    closing, same_too, other = conn.channel(), conn.channel(), conn.channel()
+    closing.queue_declare("q", arguments={"x-single-active-consumer": True})
+    closing.basic_qos(1)
+    got: dict[str, list[bytes]] = {"closing": [], "other": []}
+    closing.basic_consume("q", lambda d: got["closing"].append(d.body))
+    closing.basic_consume("q", lambda d: got["closing"].append(d.body))
+    other.basic_consume("q", lambda d: got["other"].append(d.body))
+    for n in range(3):
+        same_too.basic_publish("", "q", str(n).encode())
+    conn.run_pending()
+    assert got == {"closing": [b"0"], "other": []}
+    closing.close()
+    conn.run_pending()
+    # not the closing channel's second consumer, and the requeued 0 before 1 and 2
+    assert got == {"closing": [b"0"], "other": [b"0", b"1", b"2"]}
+
+
 def test_a_per_consumer_qos_lifts_the_channel_limit(broker: Broker) -> None:
     conn = broker.connect(threaded=False)
     ch = conn.channel()

@@ -660,9 +660,7 @@ class Broker(Consuming, ExchangeOperations, Expiring):
             if ch.closed:
                 return
             at = self._now() if now is None else now
-            for tag in list(ch.consumers):
-                self._cancel(ch, tag, at)
-            self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=at)
+            self._drop_consumers(ch, at)
             ch.mark_closed(error)
 
     def close_connection(self, conn: MemoryConnection) -> None:

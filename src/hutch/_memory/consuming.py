@@ -148,23 +148,57 @@ class Consuming(BrokerPart):
         self.run(ch, lambda now: self._cancel(ch, consumer_tag, now))
 
     def _cancel(self, ch: MemoryChannel, consumer_tag: str, now: float) -> None:
+        queue = self._drop_consumer(ch, consumer_tag, now)
+        if queue is not None and not self._auto_delete(ch, queue, now):
+            self._dispatch(queue, now)
+
+    def _drop_consumer(
+        self, ch: MemoryChannel, consumer_tag: str, now: float
+    ) -> MemoryQueue | None:
+        """Take the consumer off its queue, without running the queue; that queue, or None."""
         consumer = ch.consumers.pop(consumer_tag, None)
         if consumer is None:
-            return
+            return None
         if consumer.queue == REPLY_TO:
             if ch.reply_token is not None:
                 self._reply_to.pop(ch.reply_token, None)
             ch.reply_token = None  # a request needs a reply consumer again
-            return
+            return None
         queue = ch.vhost.queues.get(consumer.queue)
         if queue is None or consumer not in queue.consumers:
-            return
+            return None
         queue.consumers.remove(consumer)
         queue.last_used = now
+        return queue
+
+    def _auto_delete(self, ch: MemoryChannel, queue: MemoryQueue, now: float) -> bool:
+        """Delete an auto-delete queue whose last consumer went; True if it did."""
         if queue.auto_delete and not queue.consumers and queue.had_consumer:
             self._delete_queue(ch.vhost, queue, now)
-        else:
-            self._dispatch(queue, now)
+            return True
+        return False
+
+    def _drop_consumers(self, ch: MemoryChannel, now: float) -> None:
+        """Every consumer of a closing channel goes at once, then its unacked are requeued.
+
+        As RabbitMQ's ``handle_ch_down``: a queue loses all the channel's consumers
+        together (so with ``x-single-active-consumer`` the next active one is never
+        another consumer of the same channel), an auto-delete queue left without any
+        is deleted (its messages with it), and only then are the channel's unacked
+        messages requeued and the queues run.
+        """
+        left: dict[int, MemoryQueue] = {}
+        for tag in list(ch.consumers):
+            queue = self._drop_consumer(ch, tag, now)
+            if queue is not None:
+                left[id(queue)] = queue
+        for key, queue in list(left.items()):
+            if self._auto_delete(ch, queue, now):
+                del left[key]
+        self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=now)
+        for queue in left.values():
+            if ch.vhost.queues.get(queue.name) is queue:
+                self._dispatch(queue, now)
 
     def get(self, ch: MemoryChannel, queue_name: str, *, no_ack: bool = False) -> Delivery | None:
         """``basic.get``: the head of the queue, or None if it is empty."""
