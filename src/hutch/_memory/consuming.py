@@ -196,9 +196,8 @@ class Consuming(BrokerPart):
             if self._auto_delete(ch, queue, now):
                 del left[key]
         self._settle(ch, sorted(ch.unacked), ack=False, requeue=True, now=now)
-        for queue in left.values():
-            if ch.vhost.queues.get(queue.name) is queue:
-                self._dispatch(queue, now)
+        for queue in left.values():  # none deleted since: settling deletes no queue
+            self._dispatch(queue, now)
 
     def get(self, ch: MemoryChannel, queue_name: str, *, no_ack: bool = False) -> Delivery | None:
         """``basic.get``: the head of the queue, or None if it is empty."""
